@@ -1,0 +1,67 @@
+# loginetl: `make demo` runs the whole job on demo data; `make test` runs the suite.
+# Both install what they need on a fresh machine (two virtualenvs, see README).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LS_VENV := .localstack-venv
+SQS_PORT ?= 4566
+PYTEST_ARGS ?=
+
+export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
+export AWS_DEFAULT_REGION ?= us-east-1
+export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
+
+.PHONY: help install localstack-venv sqs-up sqs-down demo test faults lint format bench clean constraints
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## Create .venv with loginetl and its dev tools
+
+$(VENV)/.installed: pyproject.toml tools/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c tools/constraints.txt -e '.[dev]'
+	touch $@
+
+localstack-venv: $(LS_VENV)/.installed  ## Create .localstack-venv (Python 3.12+, pinned set)
+
+$(LS_VENV)/.installed: tools/localstack-requirements.txt
+	ls_python=$$(tools/find-python312) && $$ls_python -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --disable-pip-version-check -r tools/localstack-requirements.txt
+	touch $@
+
+sqs-up: install localstack-venv  ## Start LocalStack (SQS) on 127.0.0.1:$(SQS_PORT) and leave it running
+	$(PY) tools/localstack.py start --port $(SQS_PORT)
+
+sqs-down:  ## Stop the LocalStack started by sqs-up
+	@[ -x $(PY) ] && $(PY) tools/localstack.py stop || true
+
+demo: install localstack-venv  ## Seed demo data into a queue, consume it into PostgreSQL, show stats
+	SQS_PORT=$(SQS_PORT) tools/demo.sh
+
+test: install localstack-venv  ## Run the test suite against real PostgreSQL and a real SQS endpoint
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+faults: install localstack-venv  ## Run the slow fault-injection scenarios
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow -v $(PYTEST_ARGS)
+
+lint: install  ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check loginetl tests tools migrations
+	$(VENV)/bin/ruff format --check loginetl tests tools migrations
+	$(VENV)/bin/mypy
+
+format: install  ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix loginetl tests tools migrations
+	$(VENV)/bin/ruff format loginetl tests tools migrations
+
+constraints: install  ## Re-pin tools/constraints.txt from the current .venv
+	{ head -n 2 tools/constraints.txt; $(PY) -m pip freeze --exclude-editable; } > tools/constraints.new
+	mv tools/constraints.new tools/constraints.txt
+
+clean:  ## Remove virtualenvs and local state (keys in .loginetl/ are kept)
+	-$(MAKE) sqs-down
+	rm -rf $(VENV) $(LS_VENV) .run .pytest_cache .mypy_cache .ruff_cache

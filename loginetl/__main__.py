@@ -1,0 +1,5 @@
+"""Allow ``python -m loginetl``."""
+
+from loginetl.cli import main
+
+main()

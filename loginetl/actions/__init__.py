@@ -1,0 +1,1 @@
+"""One plain function (or runner) per subcommand; they return dataclasses and never print."""

@@ -1,0 +1,119 @@
+"""The root command: global options, settings built once, and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from loginetl.cli import consume, keys, migrate, seed, stats
+from loginetl.cli.output import setup_logging, stderr
+from loginetl.cli.state import State
+from loginetl.config import Settings
+from loginetl.errors import LoginetlError
+
+log = logging.getLogger("loginetl")
+
+
+class _Group(TyperGroup):
+    """Catches LoginetlError in one place: a sentence on stderr and a meaningful exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors click)
+        try:
+            return super().invoke(ctx)
+        except LoginetlError as error:
+            if ctx.params.get("debug"):
+                raise
+            stderr.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            raise typer.Exit(code=error.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                raise
+            # The message of an unexpected error may quote data; only its type is shown.
+            stderr.print(
+                f"[bold red]error:[/] unexpected {type(error).__name__} (a bug in loginetl); "
+                "rerun with --debug for the traceback",
+                markup=True,
+                highlight=False,
+            )
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="loginetl",
+    help="Move login events from SQS into PostgreSQL with the PII pseudonymized.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold plaintext PII
+    add_completion=False,
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="PostgreSQL URL (env LOGINETL_DATABASE_URL). Prefer the environment: "
+            "a password on a command line is visible to other users.",
+            show_default=False,
+        ),
+    ] = None,
+    queue: Annotated[
+        str | None,
+        typer.Option("--queue", help="Queue name (env LOGINETL_QUEUE, default login-queue)"),
+    ] = None,
+    dlq: Annotated[
+        str | None,
+        typer.Option(
+            "--dlq", help="Dead-letter queue name (env LOGINETL_DLQ, default login-queue-dlq)"
+        ),
+    ] = None,
+    endpoint_url: Annotated[
+        str | None,
+        typer.Option("--endpoint-url", help="SQS endpoint (env AWS_ENDPOINT_URL, default AWS)"),
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", help="AWS region (env AWS_DEFAULT_REGION)")
+    ] = None,
+    keys_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys-dir", help="Key directory (env LOGINETL_KEYS_DIR)", show_default=False
+        ),
+    ] = None,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log detail.")
+    ] = 0,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (never local variables).")
+    ] = False,
+) -> None:
+    """Move login events from SQS into PostgreSQL with the PII pseudonymized.
+
+    Configuration: flags beat environment variables, which beat defaults.
+    """
+    setup_logging(verbose=verbose, debug=debug)
+    settings = Settings.load(
+        database_url=database_url,
+        queue_name=queue,
+        dlq_name=dlq,
+        endpoint_url=endpoint_url,
+        region=region,
+        keys_dir=keys_dir,
+    )
+    ctx.obj = State(settings=settings, debug=debug)
+
+
+app.command("consume")(consume.consume_command)
+app.command("seed")(seed.seed_command)
+app.command("stats")(stats.stats_command)
+app.add_typer(migrate.app, name="migrate")
+app.add_typer(keys.app, name="keys")

@@ -1,0 +1,146 @@
+"""``loginetl consume``."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
+from loginetl.cli.output import print_json, stderr, stdout
+from loginetl.cli.state import settings_of
+
+
+def _progress_line(s: ConsumeSummary) -> Text:
+    return Text.assemble(
+        ("consuming ", "bold"),
+        f"received {s.received:,} · loaded {s.loaded:,} · ",
+        (f"dead-lettered {s.dead_lettered:,}", "yellow" if s.dead_lettered else ""),
+        f" · duplicates {s.duplicates_skipped:,} · {s.messages_per_second:,.0f} msg/s",
+    )
+
+
+def _summary_table(s: ConsumeSummary) -> Table:
+    table = Table(title="consume summary", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("received", f"{s.received:,}")
+    table.add_row("loaded", f"{s.loaded:,}")
+    table.add_row("duplicates skipped", f"{s.duplicates_skipped:,}")
+    table.add_row("dead-lettered", f"{s.dead_lettered:,}")
+    for reason, count in s.dead_lettered_by_reason.items():
+        table.add_row(f"  {reason}", f"{count:,}")
+    if s.released or s.unfinished:
+        table.add_row("released (not finished)", f"{s.released + s.unfinished:,}")
+    if s.delete_failures:
+        table.add_row("delete failures (will be redelivered, skipped)", f"{s.delete_failures:,}")
+    if s.transient_errors:
+        table.add_row("transient errors retried", f"{s.transient_errors:,}")
+    table.add_row("elapsed", f"{s.elapsed_seconds:.1f} s")
+    table.add_row("throughput", f"{s.messages_per_second:,.0f} msg/s")
+    table.add_row("stopped because", s.stopped_because)
+    return table
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: unfinished messages simply reappear
+        stop.set()
+        stderr.print("stopping: finishing the batch in hand (Ctrl-C again to force)")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+
+def consume_command(
+    ctx: typer.Context,
+    max_messages: Annotated[
+        int | None,
+        typer.Option("--max", min=1, help="Stop after receiving this many messages."),
+    ] = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-exit",
+            min=0.1,
+            help="Exit once no message has arrived for this many seconds (default 5).",
+            show_default=False,
+        ),
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Run as a worker until SIGINT/SIGTERM.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Parallel receivers.")
+    ] = 4,
+    wait_seconds: Annotated[
+        int, typer.Option("--wait-seconds", min=0, max=20, help="SQS long-poll wait per receive.")
+    ] = 2,
+    visibility_timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--visibility-timeout",
+            min=1,
+            max=43200,
+            help="Override the queue's visibility timeout.",
+        ),
+    ] = None,
+    retry_seconds: Annotated[
+        float,
+        typer.Option(
+            "--retry-seconds",
+            min=0,
+            help="Ride out an SQS or database outage this long, then exit with code 2.",
+        ),
+    ] = 60.0,
+    create_queues: Annotated[
+        bool,
+        typer.Option(
+            "--create-queues", help="Create the queue and DLQ (with RedrivePolicy) if missing."
+        ),
+    ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Load login messages from the queue into PostgreSQL, masking ip and device_id.
+
+    Example: loginetl consume --max 1000
+    """
+    if follow and idle_exit is not None:
+        raise typer.BadParameter("--idle-exit does nothing with --follow; drop one of them")
+    options = ConsumeOptions(
+        max_messages=max_messages,
+        idle_exit_seconds=idle_exit if idle_exit is not None else 5.0,
+        follow=follow,
+        workers=workers,
+        wait_seconds=wait_seconds,
+        visibility_timeout=visibility_timeout,
+        retry_seconds=retry_seconds,
+    )
+    stop = threading.Event()
+    _install_stop_handlers(stop)
+    settings = settings_of(ctx)
+    if sys.stderr.isatty() and not json_output:
+        with Live(Text("starting…"), console=stderr, transient=True, refresh_per_second=4) as live:
+            summary = consume(
+                settings,
+                options,
+                create_queues=create_queues,
+                stop=stop,
+                on_tick=lambda s: live.update(_progress_line(s)),
+            )
+    else:
+        summary = consume(settings, options, create_queues=create_queues, stop=stop)
+    if json_output:
+        print_json(
+            {**summary.__dict__, "messages_per_second": round(summary.messages_per_second, 1)}
+        )
+    else:
+        stdout.print(_summary_table(summary))

@@ -1,0 +1,104 @@
+"""``loginetl migrate``: Alembic's commands over loginetl's settings."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from loginetl.cli.output import stdout
+from loginetl.cli.state import settings_of
+from loginetl.services import db, migrations
+
+app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+
+
+@app.command()
+def upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create the database if missing, then migrate it up.
+
+    Example: loginetl migrate upgrade
+    """
+    settings = settings_of(ctx)
+    if db.ensure_database(settings.database_url):
+        stdout.print(f"created database at {settings.safe_database_url}")
+    engine = db.make_engine(settings.database_url, pool_size=1)
+    try:
+        status = migrations.upgrade(engine, revision)
+    finally:
+        engine.dispose()
+    stdout.print(
+        f"database is at {', '.join(status.current) or 'base'}"
+        + (" (head)" if status.at_head else "")
+    )
+
+
+@app.command()
+def downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help='Target revision, e.g. "-1" or "base".')],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: a downgrade can drop tables and their data.")
+    ] = False,
+) -> None:
+    """Migrate the database down (may drop data; asks first).
+
+    Example: loginetl migrate downgrade -1 --yes
+    """
+    if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):
+        raise typer.Exit(code=1)
+    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
+    try:
+        status = migrations.downgrade(engine, revision)
+    finally:
+        engine.dispose()
+    stdout.print(f"database is at {', '.join(status.current) or 'base'}")
+
+
+@app.command()
+def current(ctx: typer.Context) -> None:
+    """Show the database's revision."""
+    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
+    try:
+        status = migrations.status(engine)
+    finally:
+        engine.dispose()
+    label = ", ".join(status.current) or "base (empty)"
+    stdout.print(f"{label}{' (head)' if status.at_head else ''}")
+
+
+@app.command()
+def history() -> None:
+    """List the migrations, newest first."""
+    table = Table()
+    for column in ("revision", "down", "description"):
+        table.add_column(column)
+    for rev in migrations.history():
+        table.add_row(
+            rev.revision + (" (head)" if rev.is_head else ""),
+            rev.down_revision or "-",
+            rev.description,
+        )
+    stdout.print(table)
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Exit 0 if the database is at head, 1 if a migration is pending."""
+    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
+    try:
+        status = migrations.status(engine)
+    finally:
+        engine.dispose()
+    if status.at_head:
+        stdout.print(f"up to date at {', '.join(status.current)}")
+        return
+    stdout.print(
+        f"pending: database at {', '.join(status.current) or 'base'}, "
+        f"head is {', '.join(status.heads)}; run: loginetl migrate upgrade"
+    )
+    raise typer.Exit(code=1)

@@ -1,0 +1,104 @@
+"""Settings: read once from flags and the environment, validated, then passed down.
+
+Precedence is explicit flag > environment variable > default. Nothing here runs at
+import time; the CLI callback calls :meth:`Settings.load` once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from loginetl.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/loginetl"
+DEFAULT_QUEUE = "login-queue"
+DEFAULT_DLQ = "login-queue-dlq"
+DEFAULT_REGION = "us-east-1"
+DEFAULT_KEYS_DIR = Path("~/.config/loginetl/keys")
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to reach its services and keys."""
+
+    database_url: str
+    queue_name: str
+    dlq_name: str
+    region: str
+    endpoint_url: str | None
+    keys_dir: Path
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        database_url: str | None = None,
+        queue_name: str | None = None,
+        dlq_name: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        keys_dir: Path | str | None = None,
+    ) -> Settings:
+        """Build settings from explicit values, then the environment, then defaults."""
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=database_url or env.get("LOGINETL_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            queue_name=queue_name or env.get("LOGINETL_QUEUE") or DEFAULT_QUEUE,
+            dlq_name=dlq_name or env.get("LOGINETL_DLQ") or DEFAULT_DLQ,
+            region=region
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or DEFAULT_REGION,
+            endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL") or None,
+            keys_dir=Path(keys_dir or env.get("LOGINETL_KEYS_DIR") or DEFAULT_KEYS_DIR)
+            .expanduser()
+            .absolute(),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Fail fast, with a sentence that says how to fix it."""
+        try:
+            url = make_url(self.database_url)
+        except ArgumentError:
+            raise ConfigError(
+                "LOGINETL_DATABASE_URL is not a database URL; expected "
+                "postgresql+psycopg2://USER[:PASSWORD]@HOST:PORT/DBNAME"
+            ) from None
+        if url.get_backend_name() != "postgresql":
+            raise ConfigError(
+                f"LOGINETL_DATABASE_URL must point at PostgreSQL, not {url.get_backend_name()!r}"
+            )
+        if not url.database:
+            raise ConfigError("LOGINETL_DATABASE_URL names no database; add /DBNAME at its end")
+        for label, name in (("queue", self.queue_name), ("dead-letter queue", self.dlq_name)):
+            if not _QUEUE_NAME.match(name):
+                raise ConfigError(
+                    f"the {label} name {name!r} is not a valid SQS queue name "
+                    "(1-80 letters, digits, '-' or '_')"
+                )
+        if self.queue_name == self.dlq_name:
+            raise ConfigError("the queue and the dead-letter queue must be different queues")
+        if self.endpoint_url is not None:
+            parts = urlsplit(self.endpoint_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    "AWS_ENDPOINT_URL must be an http(s) URL such as http://127.0.0.1:4566"
+                )
+
+    @property
+    def safe_database_url(self) -> str:
+        """The database URL with any password hidden, for messages and logs."""
+        return make_url(self.database_url).render_as_string(hide_password=True)

@@ -1,0 +1,161 @@
+"""Turn one receive's worth of SQS messages into rows, vault entries and rejections.
+
+Pure: the caller does the I/O (receive, commit, dead-letter, delete) around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Final
+
+from loginetl.core.masking import Masker
+from loginetl.core.messages import LoginEvent, Rejection, parse_login
+from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
+
+# Message attributes loginetl sets when it moves a message, because SQS gives a moved
+# message a new MessageId and SentTimestamp, and the load must stay idempotent.
+ATTR_ORIGINAL_MESSAGE_ID: Final = "loginetl-original-message-id"
+ATTR_ORIGINAL_SENT_AT: Final = "loginetl-original-sent-at"  # epoch milliseconds
+ATTR_REASON: Final = "loginetl-reason"
+ATTR_DETAIL: Final = "loginetl-detail"
+ATTR_FIRST_SEEN: Final = "loginetl-first-seen"  # ISO-8601 UTC, when loginetl dead-lettered it
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One received SQS message, with the parts the pipeline needs."""
+
+    message_id: str
+    receipt_handle: str = field(repr=False)
+    body: str = field(repr=False)
+    sent_at: datetime
+    receive_count: int = 1
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The id of the message as first published, surviving DLQ round trips."""
+        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id
+
+    @property
+    def original_sent_at(self) -> datetime:
+        """When the app first published it; ``create_date`` derives from this, not the move."""
+        raw = self.attributes.get(ATTR_ORIGINAL_SENT_AT)
+        if raw and raw.isdigit():
+            return datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
+        return self.sent_at
+
+
+@dataclass(frozen=True, slots=True)
+class LoginRow:
+    """One row of ``user_logins``: masked, ready to insert."""
+
+    idempotency_key: str
+    user_id: str
+    device_type: str
+    masked_ip: str
+    masked_device_id: str
+    locale: str | None
+    app_version: int
+    app_version_raw: str
+    sent_at: datetime
+    create_date: date
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedMessage:
+    """A message that cannot be loaded, and why."""
+
+    message: InboundMessage
+    rejection: Rejection
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """What one batch becomes: rows and vault entries for one transaction, and rejects."""
+
+    rows: list[LoginRow]
+    vault_entries: list[SealedVaultEntry]
+    loadable: list[InboundMessage]  # every valid message, in-batch duplicates included
+    rejected: list[RejectedMessage]
+    duplicates_in_batch: int
+    ignored_fields: int
+
+
+def mask_event(event: LoginEvent, message: InboundMessage, masker: Masker) -> LoginRow:
+    """Build the masked row for a valid event."""
+    sent_at = message.original_sent_at
+    return LoginRow(
+        idempotency_key=message.idempotency_key,
+        user_id=event.user_id,
+        device_type=event.device_type,
+        masked_ip=masker.token("ip", event.ip),
+        masked_device_id=masker.token("device_id", event.device_id),
+        locale=event.locale,
+        app_version=event.app_version,
+        app_version_raw=event.app_version_raw,
+        sent_at=sent_at,
+        create_date=sent_at.astimezone(UTC).date(),
+    )
+
+
+def prepare_batch(
+    messages: Iterable[InboundMessage],
+    *,
+    masker: Masker,
+    sealer: VaultSealer,
+    known_tokens: set[str] | frozenset[str] = frozenset(),
+) -> PreparedBatch:
+    """Parse, validate, mask and seal a batch.
+
+    ``known_tokens`` are tokens already committed to the vault (a cache of the caller's);
+    they are not sealed again. Duplicates of one idempotency key inside the batch become one
+    row, so they cannot fail the insert.
+    """
+    rows: dict[str, LoginRow] = {}
+    plain: dict[str, PlainVaultEntry] = {}
+    loadable: list[InboundMessage] = []
+    rejected: list[RejectedMessage] = []
+    duplicates = 0
+    ignored = 0
+    for message in messages:
+        outcome = parse_login(message.body)
+        if isinstance(outcome, Rejection):
+            rejected.append(RejectedMessage(message, outcome))
+            continue
+        loadable.append(message)
+        ignored += outcome.ignored_fields
+        if message.idempotency_key in rows:
+            duplicates += 1
+            continue
+        row = mask_event(outcome, message, masker)
+        rows[row.idempotency_key] = row
+        for token, pii_field, value in (
+            (row.masked_ip, "ip", outcome.ip),
+            (row.masked_device_id, "device_id", outcome.device_id),
+        ):
+            if token not in known_tokens and token not in plain:
+                plain[token] = PlainVaultEntry(token, pii_field, value)  # type: ignore[arg-type]
+    return PreparedBatch(
+        rows=list(rows.values()),
+        vault_entries=sealer.seal(plain.values()),
+        loadable=loadable,
+        rejected=rejected,
+        duplicates_in_batch=duplicates,
+        ignored_fields=ignored,
+    )
+
+
+def dead_letter_attributes(rejected: RejectedMessage, *, first_seen: datetime) -> dict[str, str]:
+    """Attributes for the DLQ copy: why, and the original identity (value-free)."""
+    message = rejected.message
+    return {
+        ATTR_REASON: rejected.rejection.reason,
+        ATTR_DETAIL: rejected.rejection.detail,
+        ATTR_ORIGINAL_MESSAGE_ID: message.idempotency_key,
+        ATTR_ORIGINAL_SENT_AT: str(int(message.original_sent_at.timestamp() * 1000)),
+        ATTR_FIRST_SEEN: message.attributes.get(ATTR_FIRST_SEEN)
+        or first_seen.astimezone(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,41 @@
+"""The one exception hierarchy; the CLI turns these into a sentence and an exit code.
+
+Messages say what went wrong and what to do next. They never carry a plaintext ip or
+device_id, a secret, or a database password.
+"""
+
+from __future__ import annotations
+
+
+class LoginetlError(Exception):
+    """Base of every error loginetl raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(LoginetlError):
+    """A setting is missing or unsafe; fixed by changing configuration."""
+
+    exit_code = 2
+
+
+class KeyMaterialError(ConfigError):
+    """A key file is missing, unreadable, malformed or too widely readable."""
+
+
+class ServiceUnavailable(LoginetlError):
+    """PostgreSQL or the SQS endpoint cannot be reached (after retries)."""
+
+    exit_code = 2
+
+
+class QueueNotFound(LoginetlError):
+    """The queue does not exist and we were not asked to create it."""
+
+    exit_code = 2
+
+
+class SchemaNotAtHead(LoginetlError):
+    """The database schema is older (or newer) than this version of loginetl expects."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""I/O adapters: SQS, PostgreSQL, key files, migrations. No printing here."""

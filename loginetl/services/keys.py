@@ -1,0 +1,141 @@
+"""Key files: the HMAC keys (masking) and the vault key pair (sealing and opening PII).
+
+Layout of a keys directory, every file 0600:
+  hmac-keys.json      {"current": "k1", "keys": {"k1": "<base64 32 bytes>"}}
+  vault-public.pem    X25519 public key: consume seals to it
+  vault-private.pem   X25519 private key: only the unmasker's copy has it
+
+``consume`` needs the first two; give the third only to privacy staff.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from loginetl.core.masking import KEY_ID_PATTERN, MIN_KEY_BYTES, Masker
+from loginetl.errors import KeyMaterialError
+
+HMAC_FILE = "hmac-keys.json"
+PUBLIC_FILE = "vault-public.pem"
+PRIVATE_FILE = "vault-private.pem"
+
+
+@dataclass(frozen=True)
+class KeysCreated:
+    """What ``keys init`` wrote, or found already there."""
+
+    directory: Path
+    created: tuple[str, ...]
+    already_present: bool
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    # O_EXCL: never overwrite a key, since losing one breaks tokens or the vault for good.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def init_keys(directory: Path) -> KeysCreated:
+    """Create an HMAC key and a vault key pair in ``directory``; idempotent when complete."""
+    names = (HMAC_FILE, PUBLIC_FILE, PRIVATE_FILE)
+    present = [n for n in names if (directory / n).exists()]
+    if len(present) == len(names):
+        return KeysCreated(directory, (), already_present=True)
+    if present:
+        raise KeyMaterialError(
+            f"{directory} holds only some key files ({', '.join(present)}); refusing to "
+            "overwrite or mix keys; move them away or choose another --dir"
+        )
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    hmac_doc = {"current": "k1", "keys": {"k1": base64.b64encode(os.urandom(32)).decode()}}
+    private = X25519PrivateKey.generate()
+    _write_secret(directory / HMAC_FILE, json.dumps(hmac_doc, indent=2).encode())
+    _write_secret(
+        directory / PUBLIC_FILE,
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )
+    _write_secret(
+        directory / PRIVATE_FILE,
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return KeysCreated(directory, names, already_present=False)
+
+
+def _read_secret(path: Path, what: str, hint: str) -> bytes:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyMaterialError(f"{what} not found at {path}; {hint}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyMaterialError(
+            f"{what} at {path} is readable by other users; run: chmod 600 {path}"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise KeyMaterialError(f"cannot read {what} at {path} ({error.strerror})") from None
+
+
+_INIT_HINT = "create keys with: loginetl keys init --dir DIR, and set LOGINETL_KEYS_DIR=DIR"
+
+
+def load_masker(directory: Path) -> Masker:
+    """Load the current HMAC key as a Masker."""
+    path = directory / HMAC_FILE
+    raw = _read_secret(path, "the HMAC key file", _INIT_HINT)
+    try:
+        document = json.loads(raw)
+        key_id = document["current"]
+        key = base64.b64decode(document["keys"][key_id], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise KeyMaterialError(f"the HMAC key file at {path} is malformed") from None
+    if not isinstance(key_id, str) or not KEY_ID_PATTERN.fullmatch(key_id):
+        raise KeyMaterialError(f"the HMAC key file at {path} names an invalid current key id")
+    if len(key) < MIN_KEY_BYTES:
+        raise KeyMaterialError(f"the HMAC key {key_id} in {path} is shorter than 32 bytes")
+    return Masker(key_id=key_id, key=key)
+
+
+def load_public_key(directory: Path) -> X25519PublicKey:
+    """Load the vault's public key (what consume seals to)."""
+    path = directory / PUBLIC_FILE
+    raw = _read_secret(path, "the vault public key", _INIT_HINT)
+    try:
+        key = serialization.load_pem_public_key(raw)
+    except ValueError:
+        raise KeyMaterialError(f"the vault public key at {path} is not a PEM public key") from None
+    if not isinstance(key, X25519PublicKey):
+        raise KeyMaterialError(f"the vault public key at {path} is not an X25519 key")
+    return key
+
+
+def load_private_key(path: Path) -> X25519PrivateKey:
+    """Load the vault's private key (only privacy staff have it)."""
+    raw = _read_secret(
+        path, "the vault private key", "only privacy staff hold it; pass its path or keys dir"
+    )
+    try:
+        key = serialization.load_pem_private_key(raw, password=None)
+    except (ValueError, TypeError):
+        raise KeyMaterialError(
+            f"the vault private key at {path} is not a PEM private key"
+        ) from None
+    if not isinstance(key, X25519PrivateKey):
+        raise KeyMaterialError(f"the vault private key at {path} is not an X25519 key")
+    return key

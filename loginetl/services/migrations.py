@@ -1,0 +1,104 @@
+"""Alembic's command API behind plain functions, one per ``loginetl migrate`` verb."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from loginetl.errors import SchemaNotAtHead
+from loginetl.services.db import translate_errors
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where the database's schema stands against this code's migrations."""
+
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+
+    @property
+    def at_head(self) -> bool:
+        return set(self.current) == set(self.heads)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One migration, for ``migrate history``."""
+
+    revision: str
+    down_revision: str | None
+    description: str
+    is_head: bool
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic Config pointing at our migrations, with the URL passed in memory."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
+def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
+    """Apply migrations up to ``revision`` over the engine's connection."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with translate_errors(engine, "migrate"), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    return status(engine)
+
+
+def downgrade(engine: Engine, revision: str) -> SchemaStatus:
+    """Revert migrations down to ``revision`` (e.g. "-1" or "base")."""
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    with translate_errors(engine, "migrate"), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+    return status(engine)
+
+
+def status(engine: Engine) -> SchemaStatus:
+    """Read the database's revision and this code's heads."""
+    with translate_errors(engine, "read the schema revision"), engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    return SchemaStatus(current=tuple(current), heads=tuple(_scripts().get_heads()))
+
+
+def history() -> list[Revision]:
+    """Every migration, newest first."""
+    scripts = _scripts()
+    heads = set(scripts.get_heads())
+    return [
+        Revision(
+            revision=s.revision,
+            down_revision=s.down_revision if isinstance(s.down_revision, str) else None,
+            description=s.doc or "",
+            is_head=s.revision in heads,
+        )
+        for s in scripts.walk_revisions()
+    ]
+
+
+def require_head(engine: Engine) -> SchemaStatus:
+    """Refuse to work on a schema this code was not written for."""
+    current = status(engine)
+    if not current.at_head:
+        have = ", ".join(current.current) or "no schema"
+        raise SchemaNotAtHead(
+            f"the database is at {have} but loginetl expects {', '.join(current.heads)}; "
+            "run: loginetl migrate upgrade"
+        )
+    return current

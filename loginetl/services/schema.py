@@ -1,0 +1,47 @@
+"""Table definitions for queries. The migrations own the DDL; these must match them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+user_logins = Table(
+    "user_logins",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("user_id", String(128), nullable=False),
+    Column("device_type", String(32), nullable=False),
+    Column("masked_ip", String(80), nullable=False),
+    Column("masked_device_id", String(80), nullable=False),
+    Column("locale", String(32)),
+    Column("app_version", Integer, nullable=False),
+    Column("app_version_raw", String(16), nullable=False),
+    Column("create_date", Date, nullable=False),
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("loaded_at", DateTime(timezone=True), nullable=False),
+)
+
+pii_vault = Table(
+    "pii_vault",
+    metadata,
+    Column("token", String(80), primary_key=True),
+    Column("pii_field", String(16), nullable=False),
+    Column("recipient", String(32), nullable=False),
+    Column("ephemeral_public_key", LargeBinary, nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

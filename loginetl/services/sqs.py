@@ -1,0 +1,293 @@
+"""The SQS adapter: every boto3 call loginetl makes goes through here.
+
+Works the same against AWS and any SQS-compatible endpoint (``AWS_ENDPOINT_URL``).
+Batch calls report per-entry failures instead of raising, so callers can delete exactly
+what succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from loginetl.core.batch import InboundMessage
+from loginetl.errors import LoginetlError, QueueNotFound, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+MAX_BATCH = 10  # SQS's limit for receive, send, delete and visibility batches
+_NON_EXISTENT = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_BATCH_TOO_LONG = {"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong"}
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A message to send: a body and string attributes."""
+
+    body: str = field(repr=False)
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """The approximate counters SQS keeps for a queue."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+    max_receive_count: int | None
+    visibility_timeout: int
+
+
+def _is_loopback(endpoint_url: str | None) -> bool:
+    if not endpoint_url:
+        return False
+    host = urlsplit(endpoint_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def make_client(
+    *, region: str, endpoint_url: str | None, max_connections: int = 10, read_timeout: int = 30
+) -> SQSClient:
+    """Build a thread-safe SQS client with bounded retries and timeouts.
+
+    A loopback endpoint (LocalStack) accepts any credentials; if none are configured we
+    supply dummy ones there, and only there.
+    """
+    session = boto3.session.Session(region_name=region)
+    key_id = secret = None
+    if _is_loopback(endpoint_url) and session.get_credentials() is None:
+        key_id = secret = "test"  # noqa: S105 - LocalStack's documented dummy credentials
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=max_connections,
+        connect_timeout=3,
+        read_timeout=read_timeout,
+    )
+    client: SQSClient = session.client(
+        "sqs",
+        endpoint_url=endpoint_url,
+        config=config,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
+    return client
+
+
+class SqsService:
+    """Queue operations in loginetl's vocabulary."""
+
+    def __init__(self, client: SQSClient) -> None:
+        self.client = client
+        self._endpoint = client.meta.endpoint_url
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn transport and credential failures into one clear sentence."""
+        try:
+            yield
+        except NoCredentialsError:
+            raise ServiceUnavailable(
+                "no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+            ) from None
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in _NON_EXISTENT:
+                raise
+            raise ServiceUnavailable(
+                f"SQS refused to {what} at {self._endpoint}: {code or 'error'}"
+            ) from error
+        except BotoCoreError as error:
+            raise ServiceUnavailable(
+                f"cannot reach the SQS endpoint at {self._endpoint} to {what} "
+                f"({type(error).__name__}); is it running and is AWS_ENDPOINT_URL right?"
+            ) from error
+
+    def queue_url(self, name: str) -> str:
+        """Look a queue up by name; raise QueueNotFound with the fix if it is missing."""
+        try:
+            with self._errors(f"look up queue {name!r}"):
+                return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError:
+            raise QueueNotFound(
+                f"queue {name!r} does not exist at {self._endpoint}; create it "
+                "(loginetl consume --create-queues) or point LOGINETL_QUEUE/LOGINETL_DLQ at it"
+            ) from None
+
+    def create_queues(
+        self, name: str, dlq_name: str, *, max_receive_count: int = 5, visibility_timeout: int = 30
+    ) -> tuple[str, str]:
+        """Create (or find) the queue and its DLQ, wired with a RedrivePolicy."""
+        with self._errors("create queues"):
+            dlq_url = self.client.create_queue(
+                QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"}
+            )["QueueUrl"]
+            dlq_arn = self.client.get_queue_attributes(
+                QueueUrl=dlq_url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+            redrive = json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            )
+            url = self.client.create_queue(QueueName=name)["QueueUrl"]
+            self.client.set_queue_attributes(
+                QueueUrl=url,
+                Attributes={
+                    "RedrivePolicy": redrive,
+                    "VisibilityTimeout": str(visibility_timeout),
+                },
+            )
+        return url, dlq_url
+
+    def receive(
+        self,
+        queue_url: str,
+        *,
+        max_messages: int = MAX_BATCH,
+        wait_seconds: int = 5,
+        visibility_timeout: int | None = None,
+    ) -> list[InboundMessage]:
+        """Long-poll for up to ``max_messages`` messages."""
+        extra: dict[str, Any] = {}
+        if visibility_timeout is not None:
+            extra["VisibilityTimeout"] = visibility_timeout
+        with self._errors("receive messages"):
+            response = self.client.receive_message(
+                QueueUrl=queue_url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+                WaitTimeSeconds=wait_seconds,
+                MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+                MessageAttributeNames=["All"],
+                **extra,
+            )
+        return [_to_inbound(raw) for raw in response.get("Messages", [])]
+
+    def delete(self, queue_url: str, messages: Sequence[InboundMessage]) -> list[str]:
+        """Delete messages; return the ids SQS did not delete (redelivery is harmless)."""
+        failed: list[str] = []
+        for chunk in _chunks(messages):
+            with self._errors("delete messages"):
+                response = self.client.delete_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m.receipt_handle}
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            failed += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
+        return failed
+
+    def set_visibility(
+        self, queue_url: str, messages: Sequence[InboundMessage], seconds: int
+    ) -> list[str]:
+        """Change visibility (0 releases a message at once); return ids that failed."""
+        failed: list[str] = []
+        for chunk in _chunks(messages):
+            with self._errors("change message visibility"):
+                response = self.client.change_message_visibility_batch(
+                    QueueUrl=queue_url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": m.receipt_handle,
+                            "VisibilityTimeout": seconds,
+                        }
+                        for i, m in enumerate(chunk)
+                    ],
+                )
+            failed += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
+        return failed
+
+    def send(self, queue_url: str, messages: Sequence[OutboundMessage]) -> list[int]:
+        """Send messages in batches; return the indexes (into ``messages``) that failed."""
+        failed: list[int] = []
+        for start in range(0, len(messages), MAX_BATCH):
+            chunk = messages[start : start + MAX_BATCH]
+            entries: list[Any] = [
+                {
+                    "Id": str(i),
+                    "MessageBody": m.body,
+                    "MessageAttributes": {
+                        name: {"DataType": "String", "StringValue": value}
+                        for name, value in m.attributes.items()
+                    },
+                }
+                for i, m in enumerate(chunk)
+            ]
+            try:
+                with self._errors("send messages"):
+                    response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+                failed += [start + int(f["Id"]) for f in response.get("Failed", [])]
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") not in _BATCH_TOO_LONG:
+                    raise
+                failed += self._send_one_by_one(queue_url, entries, start)
+        return failed
+
+    def _send_one_by_one(self, queue_url: str, entries: list[Any], start: int) -> list[int]:
+        failed: list[int] = []
+        for entry in entries:
+            try:
+                with self._errors("send a message"):
+                    self.client.send_message(
+                        QueueUrl=queue_url,
+                        MessageBody=entry["MessageBody"],
+                        MessageAttributes=entry["MessageAttributes"],
+                    )
+            except (ClientError, LoginetlError):
+                failed.append(start + int(entry["Id"]))
+        return failed
+
+    def depth(self, queue_url: str) -> QueueDepth:
+        """Read the queue's approximate counters and redrive settings."""
+        with self._errors("read queue attributes"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["All"]
+            )["Attributes"]
+        redrive = attributes.get("RedrivePolicy")
+        max_receive = int(json.loads(redrive)["maxReceiveCount"]) if redrive else None
+        return QueueDepth(
+            visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            delayed=int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+            max_receive_count=max_receive,
+            visibility_timeout=int(attributes.get("VisibilityTimeout", 30)),
+        )
+
+
+def _chunks(messages: Sequence[InboundMessage]) -> Iterator[Sequence[InboundMessage]]:
+    for start in range(0, len(messages), MAX_BATCH):
+        yield messages[start : start + MAX_BATCH]
+
+
+def _to_inbound(raw: Any) -> InboundMessage:
+    system = raw.get("Attributes", {})
+    sent_ms = int(system.get("SentTimestamp", "0") or 0)
+    attributes = {
+        name: value["StringValue"]
+        for name, value in raw.get("MessageAttributes", {}).items()
+        if "StringValue" in value
+    }
+    return InboundMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        sent_at=datetime.fromtimestamp(sent_ms / 1000, tz=UTC),
+        receive_count=int(system.get("ApproximateReceiveCount", "1") or 1),
+        attributes=attributes,
+    )

@@ -1,0 +1,182 @@
+"""Shared fixtures: a real LocalStack SQS endpoint and real PostgreSQL databases.
+
+Each test gets its own database (cloned from a migrated template) and its own queues,
+and both are removed afterwards. Nothing here touches a database it did not create.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from loginetl.config import Settings
+from loginetl.services import db, keys, migrations
+from loginetl.services.sqs import SqsService, make_client
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import localstack as localstack_tool  # noqa: E402
+
+SHARED_SAMPLE = ROOT.parent / "shared" / "fixtures" / "fetch_sample_messages.json"
+
+
+# -- SQS ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A LocalStack of our own on a free port (or LOGINETL_TEST_SQS_ENDPOINT if set)."""
+    external = os.environ.get("LOGINETL_TEST_SQS_ENDPOINT")
+    if external:
+        yield external
+        return
+    port = localstack_tool.free_port()
+    pid = localstack_tool.start(port, tmp_path_factory.mktemp("localstack"))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        localstack_tool.stop_pid(pid)
+
+
+@pytest.fixture(scope="session")
+def sqs(sqs_endpoint: str) -> SqsService:
+    return SqsService(make_client(region="us-east-1", endpoint_url=sqs_endpoint))
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+
+def _base_url() -> str:
+    return os.environ.get("LOGINETL_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+
+
+def _admin_engine() -> Engine:
+    return create_engine(f"{_base_url()}/postgres", isolation_level="AUTOCOMMIT")
+
+
+def _drop(admin: Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def template_database() -> Iterator[str]:
+    """A migrated database that per-test databases are cloned from."""
+    name = f"loginetl_tmpl_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = db.make_engine(f"{_base_url()}/{name}", pool_size=1)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    try:
+        yield name
+    finally:
+        _drop(admin, name)
+        admin.dispose()
+
+
+@pytest.fixture
+def database_url(template_database: str) -> Iterator[str]:
+    """A fresh, migrated database owned by this test alone."""
+    name = f"loginetl_test_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    try:
+        yield f"{_base_url()}/{name}"
+    finally:
+        _drop(admin, name)
+        admin.dispose()
+
+
+@pytest.fixture
+def empty_database_url() -> Iterator[str]:
+    """A name for a database that does not exist yet; dropped afterwards if created."""
+    name = f"loginetl_new_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    try:
+        yield f"{_base_url()}/{name}"
+    finally:
+        _drop(admin, name)
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = db.make_engine(database_url, pool_size=2)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+# -- keys, settings, queues --------------------------------------------------------------
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "keys"
+    keys.init_keys(directory)
+    return directory
+
+
+@pytest.fixture
+def settings(database_url: str, sqs_endpoint: str, keys_dir: Path) -> Settings:
+    suffix = uuid.uuid4().hex[:12]
+    return Settings.load(
+        environ={},
+        database_url=database_url,
+        queue_name=f"login-{suffix}",
+        dlq_name=f"login-{suffix}-dlq",
+        endpoint_url=sqs_endpoint,
+        keys_dir=keys_dir,
+    )
+
+
+@pytest.fixture
+def queues(settings: Settings, sqs: SqsService) -> tuple[str, str]:
+    """The test's queue and DLQ, created with a RedrivePolicy (maxReceiveCount 5)."""
+    return sqs.create_queues(settings.queue_name, settings.dlq_name)
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment that points loginetl at the test's database, queues and keys."""
+    return {
+        "LOGINETL_DATABASE_URL": settings.database_url,
+        "LOGINETL_QUEUE": settings.queue_name,
+        "LOGINETL_DLQ": settings.dlq_name,
+        "AWS_ENDPOINT_URL": settings.endpoint_url or "",
+        "AWS_DEFAULT_REGION": settings.region,
+        "LOGINETL_KEYS_DIR": str(settings.keys_dir),
+    }
+
+
+def run_loginetl(
+    args: list[str], env: dict[str, str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run the real console script in a child process."""
+    return subprocess.run(  # type: ignore[call-overload,no-any-return]
+        [str(Path(sys.executable).parent / "loginetl"), *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=kwargs.pop("timeout", 180),
+        **kwargs,
+    )
+
+
+def database_name(url: str) -> str:
+    return make_url(url).database or ""

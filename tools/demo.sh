@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The demo: a local SQS endpoint, PostgreSQL, keys, schema, 5,000 demo messages, consume, stats.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+loginetl=.venv/bin/loginetl
+port=${SQS_PORT:-4566}
+
+if ! $py tools/localstack.py status --port "$port" >/dev/null; then
+  $py tools/localstack.py start --port "$port"
+  trap '$py tools/localstack.py stop >/dev/null' EXIT
+fi
+if [ -z "${LOGINETL_DATABASE_URL:-}" ]; then
+  LOGINETL_DATABASE_URL="$(tools/ensure-postgres.sh)/loginetl"
+  export LOGINETL_DATABASE_URL
+fi
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step "keys (HMAC key + vault key pair in $LOGINETL_KEYS_DIR)"
+$loginetl keys init
+step "schema"
+$loginetl migrate upgrade
+step "seed 5,000 demo messages (1% malformed)"
+$loginetl seed --count 5000 --seed "$(date +%s)" --create-queues
+step "consume"
+$loginetl consume --create-queues --idle-exit 3
+step "stats"
+$loginetl stats
+echo
+echo "Done. LocalStack stops now unless it was already running (make sqs-up keeps one up)."
