@@ -53,7 +53,9 @@ class Settings:
         """Build settings from explicit values, then the environment, then defaults."""
         env = os.environ if environ is None else environ
         settings = cls(
-            database_url=database_url or env.get("LOGINETL_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=_with_driver(
+                database_url or env.get("LOGINETL_DATABASE_URL") or DEFAULT_DATABASE_URL
+            ),
             queue_name=queue_name or env.get("LOGINETL_QUEUE") or DEFAULT_QUEUE,
             dlq_name=dlq_name or env.get("LOGINETL_DLQ") or DEFAULT_DLQ,
             region=region
@@ -102,3 +104,17 @@ class Settings:
     def safe_database_url(self) -> str:
         """The database URL with any password hidden, for messages and logs."""
         return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def _with_driver(database_url: str) -> str:
+    """Pin a bare ``postgresql://`` URL to psycopg2, the driver loginetl ships with.
+
+    SQLAlchemy 2.1 would otherwise pick psycopg 3, which is not installed.
+    """
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return database_url  # validate() reports it
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg2")
+    return url.render_as_string(hide_password=False)

@@ -112,11 +112,10 @@ class VaultOpener:
 
     def open(self, entry: SealedVaultEntry) -> str:
         """Return the plaintext; raises cryptography's InvalidTag if it was tampered with."""
-        peer = X25519PublicKey.from_public_bytes(entry.ephemeral_public_key)
-        key = _data_key(
-            self._private_key.exchange(peer), entry.ephemeral_public_key, self._public_raw
-        )
+        ephemeral = bytes(entry.ephemeral_public_key)  # the driver may hand us memoryviews
+        peer = X25519PublicKey.from_public_bytes(ephemeral)
+        key = _data_key(self._private_key.exchange(peer), ephemeral, self._public_raw)
         plaintext = AESGCM(key).decrypt(
-            entry.nonce, entry.ciphertext, _aad(entry.token, entry.pii_field)
+            bytes(entry.nonce), bytes(entry.ciphertext), _aad(entry.token, entry.pii_field)
         )
         return plaintext.decode()

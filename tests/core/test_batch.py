@@ -28,16 +28,26 @@ def message(message_id: str, body: str, **attributes: str) -> InboundMessage:
 
 def login(ip: str = "10.0.0.1", device_id: str = "111-22-3333") -> str:
     return json.dumps(
-        {"user_id": "u1", "app_version": "1.2", "device_type": "ios", "ip": ip,
-         "locale": None, "device_id": device_id}
+        {
+            "user_id": "u1",
+            "app_version": "1.2",
+            "device_type": "ios",
+            "ip": ip,
+            "locale": None,
+            "device_id": device_id,
+        }
     )
 
 
 def test_duplicate_keys_in_one_batch_become_one_row() -> None:
     batch = prepare_batch(
-        [message("m1", login()), message("m1", login()),
-         message("m2", login(), **{ATTR_ORIGINAL_MESSAGE_ID: "m1"})],
-        masker=MASKER, sealer=SEALER,
+        [
+            message("m1", login()),
+            message("m1", login()),
+            message("m2", login(), **{ATTR_ORIGINAL_MESSAGE_ID: "m1"}),
+        ],
+        masker=MASKER,
+        sealer=SEALER,
     )
     assert [r.idempotency_key for r in batch.rows] == ["m1"]
     assert batch.duplicates_in_batch == 2
@@ -47,8 +57,12 @@ def test_duplicate_keys_in_one_batch_become_one_row() -> None:
 def test_original_identity_survives_a_move() -> None:
     original = datetime(2026, 1, 31, 12, tzinfo=UTC)
     moved = message(
-        "new-id", login(),
-        **{ATTR_ORIGINAL_MESSAGE_ID: "orig", ATTR_ORIGINAL_SENT_AT: str(int(original.timestamp() * 1000))},
+        "new-id",
+        login(),
+        **{
+            ATTR_ORIGINAL_MESSAGE_ID: "orig",
+            ATTR_ORIGINAL_SENT_AT: str(int(original.timestamp() * 1000)),
+        },
     )
     row = prepare_batch([moved], masker=MASKER, sealer=SEALER).rows[0]
     assert row.idempotency_key == "orig"
@@ -70,14 +84,17 @@ def test_each_distinct_token_is_sealed_once_and_known_ones_not_at_all() -> None:
     known = {MASKER.token("ip", "10.0.0.1")}
     again = prepare_batch(
         [message(f"m{i}", b) for i, b in enumerate(bodies)],
-        masker=MASKER, sealer=SEALER, known_tokens=known,
+        masker=MASKER,
+        sealer=SEALER,
+        known_tokens=known,
     )
     assert len(again.vault_entries) == 3
 
 
 def test_rows_hold_tokens_not_plaintext() -> None:
-    row = prepare_batch([message("m1", login("10.9.8.7", "555-44-3333"))], masker=MASKER,
-                        sealer=SEALER).rows[0]
+    row = prepare_batch(
+        [message("m1", login("10.9.8.7", "555-44-3333"))], masker=MASKER, sealer=SEALER
+    ).rows[0]
     assert "10.9.8.7" not in repr(row)
     assert "555-44-3333" not in repr(row)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from loginetl.core.messages import LoginEvent, parse_login
 from loginetl.core.demo import generate_bodies
+from loginetl.core.messages import LoginEvent, parse_login
 
 
 def test_same_seed_same_messages() -> None:
@@ -27,8 +27,10 @@ def test_malformed_share_and_shared_values() -> None:
 
 
 def test_zero_malformed_share_is_all_valid() -> None:
-    assert all(isinstance(parse_login(b), LoginEvent) for b in generate_bodies(500, seed=2,
-                                                                               malformed_share=0))
+    assert all(
+        isinstance(parse_login(b), LoginEvent)
+        for b in generate_bodies(500, seed=2, malformed_share=0)
+    )
 
 
 def test_bodies_are_json_objects_like_the_sample() -> None:

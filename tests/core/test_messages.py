@@ -116,8 +116,9 @@ def test_rejection_detail_never_quotes_the_value() -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=20,
 )
 
@@ -137,7 +138,7 @@ def test_parse_never_raises_on_any_json(document: object) -> None:
 @settings(max_examples=300)
 @given(
     st.dictionaries(
-        st.sampled_from(sorted(m.KNOWN_FIELDS) + ["extra"]),
+        st.sampled_from([*sorted(m.KNOWN_FIELDS), "extra"]),
         st.none() | st.text(max_size=40) | st.integers(),
     )
 )
