@@ -71,11 +71,12 @@ class ConsumeSummary:
     transient_errors: int
     ignored_fields: int
     elapsed_seconds: float
+    busy_seconds: float  # start to the last batch handled: excludes the idle wait at the end
     stopped_because: str
 
     @property
     def messages_per_second(self) -> float:
-        return self.received / self.elapsed_seconds if self.elapsed_seconds > 0 else 0.0
+        return self.received / self.busy_seconds if self.busy_seconds > 0 else 0.0
 
 
 @dataclass
@@ -158,8 +159,7 @@ class Consumer:
         self.stop = stop or threading.Event()
         self._tally = _Tally()
         self._quota = _Quota(options.max_messages)
-        self._last_activity = time.monotonic()
-        self._started = time.monotonic()
+        self._last_activity = self._last_handled = self._started = time.monotonic()
         self._vault_cache: set[str] = set()
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
@@ -173,7 +173,7 @@ class Consumer:
         tick_seconds: float = 0.5,
     ) -> ConsumeSummary:
         """Consume until --max, idle, a stop request or a fatal error; return the counts."""
-        self._started = self._last_activity = time.monotonic()
+        self._started = self._last_activity = self._last_handled = time.monotonic()
         threads = [
             threading.Thread(target=self._worker, name=f"consume-{i}", daemon=True)
             for i in range(self.options.workers)
@@ -205,6 +205,7 @@ class Consumer:
                 transient_errors=t.transient_errors,
                 ignored_fields=t.ignored_fields,
                 elapsed_seconds=time.monotonic() - self._started,
+                busy_seconds=self._last_handled - self._started,
                 stopped_because=self._stopped_because or "running",
             )
 
@@ -262,6 +263,7 @@ class Consumer:
                 self._release(messages)
                 return
             self._handle(messages)
+            self._last_handled = time.monotonic()
         self._finish("stop_requested")
 
     def _idle_for(self) -> float:

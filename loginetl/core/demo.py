@@ -41,8 +41,9 @@ def _device_id(rng: random.Random) -> str:
 
 
 def _version(rng: random.Random) -> str:
-    parts = rng.choice((1, 2, 2, 3, 3, 3))
-    return ".".join(str(rng.randint(0, 9 if i else 5)) for i in range(parts))
+    parts = rng.choices((1, 2, 3), weights=(1, 4, 5))[0]
+    minor_max = 99 if rng.random() < 0.1 else 9  # the sample has versions like "0.96"
+    return ".".join(str(rng.randint(0, (5, minor_max, 9)[i])) for i in range(parts))
 
 
 def _malformed(rng: random.Random, good: dict[str, object]) -> str:
