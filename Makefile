@@ -14,7 +14,7 @@ export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down demo test faults lint format bench clean constraints
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults lint format bench clean constraints
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,6 +40,12 @@ sqs-up: install localstack-venv  ## Start LocalStack (SQS) on 127.0.0.1:$(SQS_PO
 sqs-down:  ## Stop the LocalStack started by sqs-up
 	@[ -x $(PY) ] && $(PY) tools/localstack.py stop || true
 
+pg-down:  ## Stop the throwaway PostgreSQL that tools/ensure-postgres.sh may have started
+	@if [ -f .run/pgdata/postmaster.pid ]; then \
+	  bindir=$$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1); \
+	  if [ "$$(id -u)" = 0 ]; then runuser -u postgres -- $$bindir/pg_ctl -D .run/pgdata stop; \
+	  else $$bindir/pg_ctl -D .run/pgdata stop; fi; fi
+
 demo: install localstack-venv  ## Seed demo data into a queue, consume it into PostgreSQL, show stats
 	SQS_PORT=$(SQS_PORT) tools/demo.sh
 
@@ -63,5 +69,5 @@ constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 	mv tools/constraints.new tools/constraints.txt
 
 clean:  ## Remove virtualenvs and local state (keys in .loginetl/ are kept)
-	-$(MAKE) sqs-down
+	-$(MAKE) sqs-down pg-down
 	rm -rf $(VENV) $(LS_VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -231,3 +231,14 @@ def test_create_queues_lets_consume_start_on_a_fresh_endpoint(
     assert summary["received"] == 0
     depth = sqs.depth(sqs.queue_url(settings.queue_name))
     assert depth.max_receive_count == 5
+
+
+def test_consume_needs_only_the_hmac_key_and_the_public_key(
+    cli_env: dict[str, str],
+    settings: Settings,
+    publish: Publish,
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    (settings.keys_dir / keys.PRIVATE_FILE).unlink()
+    publish(valid_bodies(3))
+    assert consume(cli_env)["loaded"] == 3
