@@ -39,3 +39,15 @@ class SchemaNotAtHead(LoginetlError):
     """The database schema is older (or newer) than this version of loginetl expects."""
 
     exit_code = 2
+
+
+class UnsupportedBySqs(LoginetlError):
+    """The SQS endpoint does not implement an API we were asked to use."""
+
+    exit_code = 2
+
+
+class Refused(LoginetlError):
+    """A safety check refused to act; the message names the flag that overrides it."""
+
+    exit_code = 3

@@ -22,8 +22,9 @@ from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage, PreparedBatch, dead_letter_attributes, prepare_batch
 from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import VaultSealer
-from loginetl.errors import LoginetlError, ServiceUnavailable
+from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, keys, migrations
+from loginetl.services.metrics import MetricsServer
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
 
 log = logging.getLogger("loginetl.consume")
@@ -70,6 +71,7 @@ class ConsumeSummary:
     dead_letter_failures: int
     transient_errors: int
     ignored_fields: int
+    in_flight: int
     elapsed_seconds: float
     busy_seconds: float  # start to the last batch handled: excludes the idle wait at the end
     stopped_because: str
@@ -94,6 +96,7 @@ class _Tally:
     dead_letter_failures: int = 0
     transient_errors: int = 0
     ignored_fields: int = 0
+    in_flight: int = 0
 
     def add(self, **counts: int) -> None:
         with self.lock:
@@ -164,6 +167,7 @@ class Consumer:
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
+        self.on_batch: Callable[[float], None] | None = None  # batch latency, for metrics
 
     # -- public -----------------------------------------------------------------------
 
@@ -204,6 +208,7 @@ class Consumer:
                 dead_letter_failures=t.dead_letter_failures,
                 transient_errors=t.transient_errors,
                 ignored_fields=t.ignored_fields,
+                in_flight=t.in_flight,
                 elapsed_seconds=time.monotonic() - self._started,
                 busy_seconds=self._last_handled - self._started,
                 stopped_because=self._stopped_because or "running",
@@ -256,14 +261,19 @@ class Consumer:
                     self._finish("idle")
                     return
                 continue
-            self._last_activity = time.monotonic()
-            self._tally.add(received=len(messages))
-            if self.stop.is_set():
-                # Received after the stop request: not ours to finish; hand them back now.
-                self._release(messages)
-                return
-            self._handle(messages)
+            self._last_activity = received_at = time.monotonic()
+            self._tally.add(received=len(messages), in_flight=len(messages))
+            try:
+                if self.stop.is_set():
+                    # Received after the stop request: not ours to finish; hand them back now.
+                    self._release(messages)
+                    return
+                self._handle(messages)
+            finally:
+                self._tally.add(in_flight=-len(messages))
             self._last_handled = time.monotonic()
+            if self.on_batch is not None:
+                self.on_batch(self._last_handled - received_at)
         self._finish("stop_requested")
 
     def _idle_for(self) -> float:
@@ -389,11 +399,14 @@ def consume(
     create_queues: bool = False,
     stop: threading.Event | None = None,
     on_tick: Callable[[ConsumeSummary], None] | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> ConsumeSummary:
     """Check keys, schema and queues, then consume; the CLI's ``consume`` in one call."""
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
     engine = db.make_engine(settings.database_url, pool_size=options.workers)
+    server: MetricsServer | None = None
     try:
         migrations.require_head(engine)
         sqs = SqsService(
@@ -421,6 +434,34 @@ def consume(
             options=options,
             stop=stop,
         )
+        if metrics_port is not None:
+            server = _start_metrics(consumer, metrics_host, metrics_port)
         return consumer.run(on_tick=on_tick)
     finally:
+        if server is not None:
+            server.stop()
         engine.dispose()
+
+
+def _start_metrics(consumer: Consumer, host: str, port: int) -> MetricsServer:
+    def check() -> dict[str, str]:
+        services: dict[str, str] = {}
+        for name, probe in (
+            ("postgresql", lambda: db.ping(consumer.engine)),
+            ("sqs", lambda: consumer.sqs.depth(consumer.queue_url)),
+        ):
+            try:
+                probe()
+                services[name] = "ok"
+            except LoginetlError as error:
+                services[name] = type(error).__name__
+        return services
+
+    try:
+        server = MetricsServer(host=host, port=port, snapshot=consumer.snapshot, check=check)
+    except OSError as error:
+        raise ConfigError(f"cannot serve metrics on {host}:{port} ({error.strerror})") from None
+    consumer.on_batch = server.batch_seconds.observe
+    server.start()
+    log.info("metrics on http://%s:%d/metrics, health on /healthz", host, server.port)
+    return server

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, text
 
 from loginetl.config import Settings
-from loginetl.errors import LoginetlError
+from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
+from loginetl.errors import LoginetlError, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
 from loginetl.services.sqs import QueueDepth, SqsService, make_client
@@ -36,6 +39,7 @@ class TableStats:
     by_device_type: list[tuple[str, int]]
     by_locale: list[tuple[str | None, int]]
     by_app_version: list[tuple[str, int]]
+    loads_per_hour: list[tuple[datetime, int]]
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class QueueStats:
     main: QueueDepth | None
     dead_letter: QueueDepth | None
     error: str | None = None
+    dlq_sample_size: int = 0  # DLQ reasons are counted over a sample of this many messages
+    dlq_reasons_sampled: dict[str, int] = field(default_factory=dict)
+    dlq_oldest_first_seen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,18 @@ def _breakdown(engine: Engine, column: str, limit: int) -> list[tuple[str | None
         return [(r[0], r[1]) for r in conn.execute(query, {"limit": limit})]
 
 
-def table_stats(engine: Engine, *, top: int = 5) -> TableStats:
+def _loads_per_hour(engine: Engine, since: timedelta) -> list[tuple[datetime, int]]:
+    query = text(
+        "SELECT date_trunc('hour', loaded_at) AS hour, count(*) FROM user_logins "
+        "WHERE loaded_at >= now() - :since GROUP BY hour ORDER BY hour"
+    )
+    with engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(query, {"since": since})]
+
+
+def table_stats(
+    engine: Engine, *, top: int = 5, since: timedelta = timedelta(hours=24)
+) -> TableStats:
     """Compute the table aggregates."""
     with engine.connect() as conn:
         totals = conn.execute(
@@ -104,29 +122,60 @@ def table_stats(engine: Engine, *, top: int = 5) -> TableStats:
         by_device_type=[(k or "", n) for k, n in _breakdown(engine, "device_type", top)],
         by_locale=_breakdown(engine, "locale", top),
         by_app_version=[(k or "", n) for k, n in versions],
+        loads_per_hour=_loads_per_hour(engine, since),
     )
 
 
-def queue_stats(settings: Settings) -> QueueStats:
-    """Read both queues' depths; an unreachable endpoint is reported, not raised."""
+def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
+    """Read both queues' depths and sample the DLQ's reasons; an outage is reported, not raised.
+
+    Only the DLQ is sampled: receiving from the main queue would raise receive counts
+    toward its dead-letter threshold. The DLQ has no such threshold.
+    """
     sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
     try:
         main = sqs.depth(sqs.queue_url(settings.queue_name))
-        dead = sqs.depth(sqs.queue_url(settings.dlq_name))
+        dlq_url = sqs.queue_url(settings.dlq_name)
+        dead = sqs.depth(dlq_url)
+        sample = sqs.sample(dlq_url, count=dlq_sample, visibility_timeout=20) if dlq_sample else []
+        if sample:
+            sqs.set_visibility(dlq_url, sample, 0)
     except LoginetlError as error:
         return QueueStats(settings.queue_name, settings.dlq_name, None, None, str(error))
-    return QueueStats(settings.queue_name, settings.dlq_name, main, dead)
+    first_seen = [m.attributes[ATTR_FIRST_SEEN] for m in sample if ATTR_FIRST_SEEN in m.attributes]
+    return QueueStats(
+        settings.queue_name,
+        settings.dlq_name,
+        main,
+        dead,
+        dlq_sample_size=len(sample),
+        dlq_reasons_sampled=dict(Counter(m.attributes.get(ATTR_REASON, "unknown") for m in sample)),
+        dlq_oldest_first_seen=min(first_seen, default=None),
+    )
 
 
-def stats(settings: Settings, *, top: int = 5, include_queues: bool = True) -> Stats:
+def stats(
+    settings: Settings,
+    *,
+    top: int = 5,
+    since: timedelta = timedelta(hours=24),
+    include_queues: bool = True,
+    dlq_sample: int = 100,
+) -> Stats:
     """Collect table, schema and (optionally) queue statistics."""
     engine = db.make_engine(settings.database_url, pool_size=1)
     try:
-        schema = migrations.require_head(engine)
+        schema = migrations.status(engine)
+        if not schema.current:
+            raise SchemaNotAtHead(
+                "the database has no loginetl schema; run: loginetl migrate upgrade"
+            )
         with db.translate_errors(engine, "read statistics"):
-            table = table_stats(engine, top=top)
+            table = table_stats(engine, top=top, since=since)
     finally:
         engine.dispose()
     return Stats(
-        schema=schema, table=table, queues=queue_stats(settings) if include_queues else None
+        schema=schema,
+        table=table,
+        queues=queue_stats(settings, dlq_sample=dlq_sample) if include_queues else None,
     )

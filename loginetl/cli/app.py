@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from loginetl.cli import consume, keys, migrate, seed, stats
-from loginetl.cli.output import setup_logging, stderr
+from loginetl.cli import consume, keys, migrate, peek, replay, seed, stats
+from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr
 from loginetl.cli.state import State
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
@@ -95,12 +95,24 @@ def root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks (never local variables).")
     ] = False,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            help="auto (rich on a terminal, text otherwise), text, or json (one object per line).",
+            envvar="LOGINETL_LOG_FORMAT",
+        ),
+    ] = "auto",
 ) -> None:
     """Move login events from SQS into PostgreSQL with the PII pseudonymized.
 
     Configuration: flags beat environment variables, which beat defaults.
     """
-    setup_logging(verbose=verbose, debug=debug)
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(
+            f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
+        )
+    setup_logging(verbose=verbose, debug=debug, log_format=log_format)
     settings = Settings.load(
         database_url=database_url,
         queue_name=queue,
@@ -115,5 +127,7 @@ def root(
 app.command("consume")(consume.consume_command)
 app.command("seed")(seed.seed_command)
 app.command("stats")(stats.stats_command)
+app.command("peek")(peek.peek_command)
+app.command("replay-dlq")(replay.replay_command)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")

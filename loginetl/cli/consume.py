@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
@@ -14,8 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
-from loginetl.cli.output import print_json, stderr, stdout
+from loginetl.cli.output import LOG_FORMATS, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import settings_of
+
+log = logging.getLogger("loginetl.consume")
 
 
 def _progress_line(s: ConsumeSummary) -> Text:
@@ -49,15 +53,18 @@ def _summary_table(s: ConsumeSummary) -> Table:
     return table
 
 
-def _install_stop_handlers(stop: threading.Event) -> None:
+def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:
+    """First SIGINT/SIGTERM: finish the batch in hand and stop. Returns the old handlers."""
+
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: unfinished messages simply reappear
         stop.set()
-        stderr.print("stopping: finishing the batch in hand (Ctrl-C again to force)")
+        log.warning("stop requested: finishing the batch in hand (Ctrl-C again to force)")
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    return {
+        signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
 
 
 def consume_command(
@@ -107,6 +114,17 @@ def consume_command(
             "--create-queues", help="Create the queue and DLQ (with RedrivePolicy) if missing."
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz here."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
+    ] = "127.0.0.1",
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="auto, text or json (same as the global option)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load login messages from the queue into PostgreSQL, masking ip and device_id.
@@ -124,20 +142,37 @@ def consume_command(
         visibility_timeout=visibility_timeout,
         retry_seconds=retry_seconds,
     )
-    stop = threading.Event()
-    _install_stop_handlers(stop)
-    settings = settings_of(ctx)
-    if sys.stderr.isatty() and not json_output:
-        with Live(Text("starting…"), console=stderr, transient=True, refresh_per_second=4) as live:
-            summary = consume(
-                settings,
-                options,
-                create_queues=create_queues,
-                stop=stop,
-                on_tick=lambda s: live.update(_progress_line(s)),
+    if log_format is not None:
+        if log_format not in LOG_FORMATS:
+            raise typer.BadParameter(
+                f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
             )
-    else:
-        summary = consume(settings, options, create_queues=create_queues, stop=stop)
+        root = ctx.find_root().params
+        setup_logging(
+            verbose=root.get("verbose", 0), debug=root.get("debug", False), log_format=log_format
+        )
+    stop = threading.Event()
+    run = functools.partial(
+        consume,
+        settings_of(ctx),
+        options,
+        create_queues=create_queues,
+        stop=stop,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+    )
+    previous = _install_stop_handlers(stop)
+    try:
+        if sys.stderr.isatty() and not json_output:
+            with Live(
+                Text("starting…"), console=stderr, transient=True, refresh_per_second=4
+            ) as live:
+                summary = run(on_tick=lambda s: live.update(_progress_line(s)))
+        else:
+            summary = run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if json_output:
         print_json(
             {**summary.__dict__, "messages_per_second": round(summary.messages_per_second, 1)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -18,11 +19,38 @@ stderr = Console(stderr=True, soft_wrap=True)
 _CHATTY = ("botocore", "boto3", "urllib3", "s3transfer", "sqlalchemy.engine")
 
 
-def setup_logging(*, verbose: int, debug: bool) -> None:
-    """Log to stderr; our own loggers follow -v/--debug, chatty libraries stay quiet."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+JsonFormatter.converter = time.gmtime
+
+LOG_FORMATS = ("auto", "text", "json")
+
+
+def setup_logging(*, verbose: int, debug: bool, log_format: str = "auto") -> None:
+    """Log to stderr; our own loggers follow -v/--debug, chatty libraries stay quiet.
+
+    ``auto`` is rich text on a terminal and plain text otherwise; ``json`` is one object
+    per line.
+    """
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     handler: logging.Handler
-    if sys.stderr.isatty():
+    if log_format == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif log_format == "auto" and sys.stderr.isatty():
         handler = RichHandler(console=stderr, show_path=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
@@ -35,6 +63,14 @@ def setup_logging(*, verbose: int, debug: bool) -> None:
     logging.getLogger("alembic").setLevel(logging.INFO if verbose or debug else logging.WARNING)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
+
+
+def printable(value: object) -> str:
+    """Escape control characters, so data can never drive the operator's terminal."""
+    return str(value).translate(_CONTROL)
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ from rich.table import Table
 from loginetl.actions.stats import SharedToken, Stats, stats
 from loginetl.cli.output import print_json, stdout
 from loginetl.cli.state import settings_of
+from loginetl.core.durations import parse_duration
 
 
 def _counts(title: str, rows: list[tuple[str | None, int]]) -> Table:
@@ -45,13 +47,27 @@ def _render(result: Stats) -> None:
     overview.add_row(
         "vault entries", "no access" if t.vault_entries is None else f"{t.vault_entries:,}"
     )
-    overview.add_row("schema revision", ", ".join(result.schema.current) + " (head)")
+    schema = ", ".join(result.schema.current)
+    overview.add_row(
+        "schema revision",
+        f"{schema} (head)"
+        if result.schema.at_head
+        else f"{schema}; head is {', '.join(result.schema.heads)}: run loginetl migrate upgrade",
+    )
     stdout.print(overview)
     stdout.print(_shared("masked IPs shared by most users", t.top_shared_ips))
     stdout.print(_shared("masked devices shared by most users", t.top_shared_devices))
     stdout.print(_counts("logins by device_type", list(t.by_device_type)))
     stdout.print(_counts("logins by locale", t.by_locale))
     stdout.print(_counts("logins by app_version", list(t.by_app_version)))
+    hourly = Table(title="loads per hour (UTC)", title_justify="left")
+    hourly.add_column("hour")
+    hourly.add_column("rows loaded", justify="right")
+    for hour, count in t.loads_per_hour:
+        hourly.add_row(hour.astimezone(UTC).strftime("%Y-%m-%d %H:00"), f"{count:,}")
+    if not t.loads_per_hour:
+        hourly.add_row("(nothing loaded in this window)", "")
+    stdout.print(hourly)
     q = result.queues
     if q is None:
         return
@@ -65,11 +81,25 @@ def _render(result: Stats) -> None:
         if depth is not None:
             queues.add_row(name, f"{depth.visible:,}", f"{depth.in_flight:,}", f"{depth.delayed:,}")
     stdout.print(queues)
+    if q.dlq_sample_size:
+        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(q.dlq_reasons_sampled.items()))
+        dlq_visible = q.dead_letter.visible if q.dead_letter else 0
+        stdout.print(
+            f"DLQ reasons in a sample of {q.dlq_sample_size:,} of ~{dlq_visible:,}: {reasons}; "
+            f"oldest first seen {q.dlq_oldest_first_seen or 'unknown'}"
+        )
 
 
 def stats_command(
     ctx: typer.Context,
     top: Annotated[int, typer.Option("--top", min=1, max=100, help="Rows per breakdown.")] = 5,
+    since: Annotated[
+        str, typer.Option("--since", help="Window for loads per hour, e.g. 6h, 7d.")
+    ] = "24h",
+    dlq_sample: Annotated[
+        int,
+        typer.Option("--dlq-sample", min=0, max=10_000, help="DLQ messages sampled for reasons."),
+    ] = 100,
     no_queues: Annotated[
         bool, typer.Option("--no-queues", help="Skip the SQS part (database only).")
     ] = False,
@@ -79,7 +109,13 @@ def stats_command(
 
     Example: loginetl stats --top 10
     """
-    result = stats(settings_of(ctx), top=top, include_queues=not no_queues)
+    try:
+        window = parse_duration(since)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--since") from None
+    result = stats(
+        settings_of(ctx), top=top, since=window, include_queues=not no_queues, dlq_sample=dlq_sample
+    )
     if json_output:
         print_json(result)
     else:

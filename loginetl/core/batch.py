@@ -21,6 +21,7 @@ ATTR_ORIGINAL_SENT_AT: Final = "loginetl-original-sent-at"  # epoch milliseconds
 ATTR_REASON: Final = "loginetl-reason"
 ATTR_DETAIL: Final = "loginetl-detail"
 ATTR_FIRST_SEEN: Final = "loginetl-first-seen"  # ISO-8601 UTC, when loginetl dead-lettered it
+ATTR_REPLAYS: Final = "loginetl-replays"  # how many times replay-dlq has moved it back
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +155,35 @@ def dead_letter_attributes(rejected: RejectedMessage, *, first_seen: datetime) -
     return {
         ATTR_REASON: rejected.rejection.reason,
         ATTR_DETAIL: rejected.rejection.detail,
-        ATTR_ORIGINAL_MESSAGE_ID: message.idempotency_key,
-        ATTR_ORIGINAL_SENT_AT: str(int(message.original_sent_at.timestamp() * 1000)),
+        **_identity_attributes(message),
         ATTR_FIRST_SEEN: message.attributes.get(ATTR_FIRST_SEEN)
         or first_seen.astimezone(UTC).isoformat(timespec="seconds"),
+        **(
+            {ATTR_REPLAYS: message.attributes[ATTR_REPLAYS]}
+            if ATTR_REPLAYS in message.attributes
+            else {}
+        ),
     }
+
+
+def _identity_attributes(message: InboundMessage) -> dict[str, str]:
+    return {
+        ATTR_ORIGINAL_MESSAGE_ID: message.idempotency_key,
+        ATTR_ORIGINAL_SENT_AT: str(int(message.original_sent_at.timestamp() * 1000)),
+    }
+
+
+def replay_attributes(message: InboundMessage) -> dict[str, str]:
+    """Attributes for a DLQ message sent back to its source queue.
+
+    The original identity travels with it, so a copy of something already loaded is
+    skipped; the reject reason does not (the copy is not a reject yet).
+    """
+    replays = message.attributes.get(ATTR_REPLAYS, "0")
+    attributes = {
+        **_identity_attributes(message),
+        ATTR_REPLAYS: str(int(replays) + 1 if replays.isdigit() else 1),
+    }
+    if ATTR_FIRST_SEEN in message.attributes:
+        attributes[ATTR_FIRST_SEEN] = message.attributes[ATTR_FIRST_SEEN]
+    return attributes

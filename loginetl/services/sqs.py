@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from loginetl.core.batch import InboundMessage
-from loginetl.errors import LoginetlError, QueueNotFound, ServiceUnavailable
+from loginetl.errors import LoginetlError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -253,6 +253,62 @@ class SqsService:
                 failed.append(start + int(entry["Id"]))
         return failed
 
+    def sample(
+        self, queue_url: str, *, count: int, visibility_timeout: int, wait_seconds: int = 1
+    ) -> list[InboundMessage]:
+        """Receive up to ``count`` distinct messages, hidden for ``visibility_timeout``.
+
+        The caller must release them (``set_visibility(..., 0)``) when done looking.
+        """
+        seen: dict[str, InboundMessage] = {}
+        while len(seen) < count:
+            batch = self.receive(
+                queue_url,
+                max_messages=min(MAX_BATCH, count - len(seen)),
+                wait_seconds=wait_seconds,
+                visibility_timeout=visibility_timeout,
+            )
+            if not batch:
+                break
+            seen.update((m.message_id, m) for m in batch)
+        return list(seen.values())
+
+    def queue_arn(self, queue_url: str) -> str:
+        """The ARN of a queue (for StartMessageMoveTask)."""
+        with self._errors("read the queue ARN"):
+            attributes = self.client.get_queue_attributes(
+                QueueUrl=queue_url, AttributeNames=["QueueArn"]
+            )["Attributes"]
+        return attributes["QueueArn"]
+
+    def start_move_task(self, source_arn: str, destination_arn: str, rate: int | None) -> str:
+        """Start SQS's own DLQ redrive; return its task handle.
+
+        Raises UnsupportedBySqs when the endpoint does not implement it.
+        """
+        extra: dict[str, Any] = {}
+        if rate is not None:
+            extra["MaxNumberOfMessagesPerSecond"] = rate
+        try:
+            with self._errors("start a message move task"):
+                response = self.client.start_message_move_task(
+                    SourceArn=source_arn, DestinationArn=destination_arn, **extra
+                )
+        except ServiceUnavailable as error:
+            if _is_unsupported(error.__cause__):
+                raise UnsupportedBySqs(
+                    f"the SQS endpoint at {self._endpoint} does not support StartMessageMoveTask; "
+                    "run replay-dlq without --native"
+                ) from None
+            raise
+        return response["TaskHandle"]
+
+    def move_tasks(self, source_arn: str) -> list[dict[str, Any]]:
+        """The most recent message move tasks of a source queue, newest first."""
+        with self._errors("list message move tasks"):
+            response = self.client.list_message_move_tasks(SourceArn=source_arn, MaxResults=10)
+        return [dict(r) for r in response.get("Results", [])]
+
     def depth(self, queue_url: str) -> QueueDepth:
         """Read the queue's approximate counters and redrive settings."""
         with self._errors("read queue attributes"):
@@ -268,6 +324,18 @@ class SqsService:
             max_receive_count=max_receive,
             visibility_timeout=int(attributes.get("VisibilityTimeout", 30)),
         )
+
+
+def _is_unsupported(error: BaseException | None) -> bool:
+    if not isinstance(error, ClientError):
+        return False
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in {
+        "UnsupportedOperation",
+        "InvalidAction",
+        "NotImplemented",
+        "InternalFailure",
+    } or ("not yet implemented" in str(error).lower())
 
 
 def _chunks(messages: Sequence[InboundMessage]) -> Iterator[Sequence[InboundMessage]]:

@@ -1,0 +1,132 @@
+"""``peek``: look at queue health and a few messages as they would be loaded, safely.
+
+SQS has no read without a receive, and every receive raises a message's
+ApproximateReceiveCount toward the RedrivePolicy's maxReceiveCount. So peek hides what
+it receives only briefly, releases it at once, and stops at any message its own receive
+brought to the threshold, where one more receive would move it to the DLQ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from loginetl.config import Settings
+from loginetl.core.batch import (
+    ATTR_DETAIL,
+    ATTR_FIRST_SEEN,
+    ATTR_REASON,
+    InboundMessage,
+    LoginRow,
+    mask_event,
+)
+from loginetl.core.masking import Masker
+from loginetl.core.messages import Rejection, parse_login
+from loginetl.errors import Refused
+from loginetl.services import keys
+from loginetl.services.sqs import QueueDepth, SqsService, make_client
+
+_PEEK_VISIBILITY = 20  # seconds; long enough to collect a sample, short if peek dies
+
+
+@dataclass(frozen=True)
+class QueueHealth:
+    """The counters an on-call engineer reads first."""
+
+    queue: str
+    depth: QueueDepth
+    dlq: str
+    dlq_depth: QueueDepth
+
+
+@dataclass(frozen=True)
+class PeekedMessage:
+    """One message as it would be loaded; no plaintext PII."""
+
+    message_id: str
+    idempotency_key: str
+    receive_count: int
+    max_receive_count: int | None
+    sent_at: datetime
+    verdict: str  # "load" or a reason code
+    detail: str
+    row: LoginRow | None
+    dlq_reason: str | None
+    dlq_detail: str | None
+    first_seen: str | None
+    at_threshold: bool
+
+
+@dataclass(frozen=True)
+class PeekResult:
+    """Health, the sample, and the oldest send time seen in it."""
+
+    health: QueueHealth
+    source: str  # "queue" or "dlq"
+    messages: list[PeekedMessage]
+    oldest_sent_at: datetime | None
+
+
+def describe_message(
+    message: InboundMessage, masker: Masker, max_receive_count: int | None
+) -> PeekedMessage:
+    """Validate and mask one message exactly as consume would."""
+    outcome = parse_login(message.body)
+    return PeekedMessage(
+        message_id=message.message_id,
+        idempotency_key=message.idempotency_key,
+        receive_count=message.receive_count,
+        max_receive_count=max_receive_count,
+        sent_at=message.original_sent_at,
+        verdict=outcome.reason if isinstance(outcome, Rejection) else "load",
+        detail=outcome.detail if isinstance(outcome, Rejection) else "",
+        row=None if isinstance(outcome, Rejection) else mask_event(outcome, message, masker),
+        dlq_reason=message.attributes.get(ATTR_REASON),
+        dlq_detail=message.attributes.get(ATTR_DETAIL),
+        first_seen=message.attributes.get(ATTR_FIRST_SEEN),
+        at_threshold=max_receive_count is not None and message.receive_count >= max_receive_count,
+    )
+
+
+def queue_health(sqs: SqsService, settings: Settings) -> tuple[QueueHealth, str, str]:
+    """Depths of the queue and its DLQ; also return both URLs."""
+    url, dlq_url = sqs.queue_url(settings.queue_name), sqs.queue_url(settings.dlq_name)
+    health = QueueHealth(settings.queue_name, sqs.depth(url), settings.dlq_name, sqs.depth(dlq_url))
+    return health, url, dlq_url
+
+
+def peek(
+    settings: Settings, *, count: int = 10, from_dlq: bool = False, force: bool = False
+) -> PeekResult:
+    """Show health and up to ``count`` messages; refuses at the dead-letter threshold."""
+    masker = keys.load_masker(settings.keys_dir)
+    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    health, url, dlq_url = queue_health(sqs, settings)
+    source_url = dlq_url if from_dlq else url
+    limit = None if from_dlq else health.depth.max_receive_count
+    if limit is not None and limit <= 1 and not force:
+        raise Refused(
+            f"{settings.queue_name} dead-letters a message after {limit} receive; peeking would "
+            "take that receive from the consumer. Use --force to peek anyway"
+        )
+    received: list[InboundMessage] = []
+    try:
+        received = sqs.sample(source_url, count=count, visibility_timeout=_PEEK_VISIBILITY)
+    finally:
+        if received:
+            sqs.set_visibility(source_url, received, 0)
+    described = [describe_message(m, masker, limit) for m in received]
+    at_threshold = [m for m in described if m.at_threshold]
+    if at_threshold and not force:
+        raise Refused(
+            f"{len(at_threshold)} message(s) in {settings.queue_name} have now been received "
+            f"{limit} of {limit} times; one more receive moves them to the DLQ without a reason. "
+            "peek released them and shows nothing; let `loginetl consume` take them now, "
+            "or use --force to show them anyway"
+        )
+    return PeekResult(
+        health=health,
+        source="dlq" if from_dlq else "queue",
+        messages=described,
+        oldest_sent_at=min((m.sent_at for m in described), default=None),
+    )

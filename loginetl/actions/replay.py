@@ -1,0 +1,222 @@
+"""``replay-dlq``: move dead-lettered messages back to the source queue, safely.
+
+Send to the source first, then delete from the DLQ: a crash in between leaves a copy in
+both, never in neither, and the copy carries the original message id, so the consumer's
+idempotent insert absorbs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loginetl.config import Settings
+from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
+from loginetl.core.messages import Rejection, parse_login
+from loginetl.core.pacing import RampedRate
+from loginetl.errors import LoginetlError
+from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
+
+DEFAULT_HOLD_SECONDS = 120  # what a run skips stays hidden this long, so it sees each once
+_STALE_RECEIVES = 3  # receives bringing only messages already seen before we call it done
+UNKNOWN_REASON = "unknown"  # dead-lettered by SQS's RedrivePolicy, not by loginetl
+
+
+@dataclass(frozen=True)
+class DryRunVerdicts:
+    """For one original reason: how many would load now, and why the rest would fail."""
+
+    would_load: int
+    would_fail: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """Counts that reconcile: examined = moved + skipped + failed."""
+
+    dry_run: bool
+    examined: int
+    moved: int
+    skipped: int
+    failed: int
+    delete_failures: int
+    by_reason: dict[str, int]
+    dry_run_verdicts: dict[str, DryRunVerdicts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NativeMoveResult:
+    """What SQS's own StartMessageMoveTask reported."""
+
+    status: str
+    moved: int
+    to_move: int | None
+    failure_reason: str | None
+
+
+def _reason(message: InboundMessage) -> str:
+    return message.attributes.get(ATTR_REASON) or UNKNOWN_REASON
+
+
+class _Replay:
+    def __init__(
+        self,
+        sqs: SqsService,
+        queue_url: str,
+        dlq_url: str,
+        *,
+        max_messages: int | None,
+        reason: str | None,
+        dry_run: bool,
+        rate: float | None,
+        hold_seconds: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.max_messages, self.reason, self.dry_run = max_messages, reason, dry_run
+        self.pacing = RampedRate(rate) if rate else None
+        self.hold_seconds = hold_seconds
+        self.on_progress = on_progress
+        self.held: list[InboundMessage] = []
+        self.seen: set[str] = set()
+        self.by_reason: Counter[str] = Counter()
+        self.moved = self.skipped = self.failed = self.delete_failures = 0
+        self.verdicts: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def _budget(self) -> int:
+        if self.max_messages is None:
+            return MAX_BATCH
+        done = self.moved + self.failed + (sum(self.by_reason.values()) if self.dry_run else 0)
+        return max(0, min(MAX_BATCH, self.max_messages - done))
+
+    def run(self) -> ReplayResult:
+        stale = 0
+        try:
+            while (budget := self._budget()) > 0:
+                batch = self.sqs.receive(
+                    self.dlq_url,
+                    max_messages=budget,
+                    wait_seconds=1,
+                    visibility_timeout=self.hold_seconds,
+                )
+                if not batch:
+                    break
+                fresh = [m for m in batch if m.message_id not in self.seen]
+                # Seen before: its hold ran out during a long run. Hold it again, skip it.
+                self.held += [m for m in batch if m.message_id in self.seen]
+                stale = 0 if fresh else stale + 1
+                if stale >= _STALE_RECEIVES:
+                    break
+                self.seen.update(m.message_id for m in fresh)
+                wanted = [m for m in fresh if self.reason in (None, _reason(m))]
+                self.held += [m for m in fresh if m not in wanted]
+                self.skipped += len(fresh) - len(wanted)
+                self.by_reason.update(_reason(m) for m in wanted)
+                if self.dry_run:
+                    self._judge(wanted)
+                    self.held += wanted
+                else:
+                    self._move(wanted)
+                if self.on_progress is not None:
+                    self.on_progress(len(fresh))
+        finally:
+            if self.held:  # skipped, judged or unsent: visible again for the next run
+                self.sqs.set_visibility(self.dlq_url, self.held, 0)
+        return ReplayResult(
+            dry_run=self.dry_run,
+            examined=len(self.seen),
+            moved=self.moved,
+            skipped=self.skipped + (sum(self.by_reason.values()) if self.dry_run else 0),
+            failed=self.failed,
+            delete_failures=self.delete_failures,
+            by_reason=dict(sorted(self.by_reason.items())),
+            dry_run_verdicts={
+                reason: DryRunVerdicts(
+                    would_load=counts.pop("load", 0), would_fail=dict(sorted(counts.items()))
+                )
+                for reason, counts in sorted(self.verdicts.items())
+            },
+        )
+
+    def _judge(self, messages: list[InboundMessage]) -> None:
+        for message in messages:
+            outcome = parse_login(message.body)
+            verdict = outcome.reason if isinstance(outcome, Rejection) else "load"
+            self.verdicts[_reason(message)][verdict] += 1
+
+    def _move(self, messages: list[InboundMessage]) -> None:
+        if not messages:
+            return
+        if self.pacing is not None:
+            time.sleep(self.pacing.wait_before(len(messages), time.monotonic()))
+        failed = set(
+            self.sqs.send(
+                self.queue_url, [OutboundMessage(m.body, replay_attributes(m)) for m in messages]
+            )
+        )
+        sent = [m for i, m in enumerate(messages) if i not in failed]
+        self.held += [m for i, m in enumerate(messages) if i in failed]
+        self.failed += len(failed)
+        self.moved += len(sent)
+        if sent:
+            # Harmless if it fails: the copy in the source queue is absorbed on load.
+            self.delete_failures += len(self.sqs.delete(self.dlq_url, sent))
+
+
+def replay_dlq(
+    settings: Settings,
+    *,
+    max_messages: int | None = None,
+    reason: str | None = None,
+    dry_run: bool = False,
+    rate: float | None = None,
+    hold_seconds: int = DEFAULT_HOLD_SECONDS,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Move (or, with dry_run, judge) DLQ messages back to the source queue."""
+    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    queue_url, dlq_url = sqs.queue_url(settings.queue_name), sqs.queue_url(settings.dlq_name)
+    return _Replay(
+        sqs,
+        queue_url,
+        dlq_url,
+        max_messages=max_messages,
+        reason=reason,
+        dry_run=dry_run,
+        rate=rate,
+        hold_seconds=hold_seconds,
+        on_progress=on_progress,
+    ).run()
+
+
+def replay_native(
+    settings: Settings,
+    *,
+    rate: int | None = None,
+    poll_seconds: float = 1.0,
+    timeout_seconds: float = 3600.0,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> NativeMoveResult:
+    """Use SQS's StartMessageMoveTask and follow it until it ends."""
+    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    dlq_arn = sqs.queue_arn(sqs.queue_url(settings.dlq_name))
+    queue_arn = sqs.queue_arn(sqs.queue_url(settings.queue_name))
+    handle = sqs.start_move_task(dlq_arn, queue_arn, rate)
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        tasks = [t for t in sqs.move_tasks(dlq_arn) if t.get("TaskHandle") in (handle, None)]
+        task = tasks[0] if tasks else {}
+        moved = int(task.get("ApproximateNumberOfMessagesMoved", 0))
+        to_move = task.get("ApproximateNumberOfMessagesToMove")
+        if on_progress is not None:
+            on_progress(moved, to_move)
+        status = str(task.get("Status", "RUNNING"))
+        if status in ("COMPLETED", "FAILED", "CANCELLED"):
+            return NativeMoveResult(status, moved, to_move, task.get("FailureReason"))
+        time.sleep(poll_seconds)
+    raise LoginetlError(
+        f"the message move task did not finish within {timeout_seconds:.0f}s; "
+        "it keeps running in SQS (see ListMessageMoveTasks)"
+    )

@@ -1,0 +1,143 @@
+"""``loginetl replay-dlq``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from loginetl.actions.replay import (
+    DEFAULT_HOLD_SECONDS,
+    ReplayResult,
+    replay_dlq,
+    replay_native,
+)
+from loginetl.cli.output import print_json, stderr, stdout
+from loginetl.cli.state import settings_of
+from loginetl.core.messages import REASON_CODES
+from loginetl.services.sqs import SqsService, make_client
+
+
+def _render(result: ReplayResult) -> None:
+    title = "replay-dlq dry run: nothing was moved" if result.dry_run else "replay-dlq"
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for label, value in (
+        ("examined", result.examined),
+        ("moved to the source queue", result.moved),
+        ("skipped (left in the DLQ)", result.skipped),
+        ("failed to send (left in the DLQ)", result.failed),
+    ):
+        table.add_row(label, f"{value:,}")
+    if result.delete_failures:
+        table.add_row(
+            "moved but not deleted (copies absorbed on load)", f"{result.delete_failures:,}"
+        )
+    stdout.print(table)
+    if result.dry_run:
+        verdicts = Table(title="if replayed now, by original reason", title_justify="left")
+        for column in ("original reason", "would load", "would fail again (as)"):
+            verdicts.add_column(column)
+        for reason, v in result.dry_run_verdicts.items():
+            again = ", ".join(f"{r} {n}" for r, n in v.would_fail.items()) or "-"
+            verdicts.add_row(reason, f"{v.would_load:,}", again)
+        stdout.print(verdicts)
+
+
+def replay_command(
+    ctx: typer.Context,
+    max_messages: Annotated[
+        int | None, typer.Option("--max", min=1, help="Move at most this many messages.")
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option("--reason", help="Only messages dead-lettered for this reason code."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Re-validate against today's rules and report; move nothing."
+        ),
+    ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", min=0.1, help="Send at most this many msg/s (ramping up over 5 s)."),
+    ] = None,
+    native: Annotated[
+        bool,
+        typer.Option("--native", help="Use SQS's StartMessageMoveTask (no filtering, no dry run)."),
+    ] = False,
+    hold_seconds: Annotated[
+        int,
+        typer.Option(
+            "--hold-seconds",
+            min=5,
+            max=43200,
+            help="Keep what this run skips hidden this long (if the run dies, that long "
+            "before a rerun sees it).",
+        ),
+    ] = DEFAULT_HOLD_SECONDS,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Move dead-lettered messages back to the source queue (send first, then delete).
+
+    Example: loginetl replay-dlq --reason invalid_app_version --dry-run
+    """
+    known = (*REASON_CODES, "unknown")
+    if reason is not None and reason not in known:
+        raise typer.BadParameter(
+            f"{reason!r} is not a reason code; one of: {', '.join(known)}", param_hint="--reason"
+        )
+    if native and (reason or dry_run or max_messages):
+        raise typer.BadParameter(
+            "--native moves everything: it cannot take --reason, --dry-run or --max",
+            param_hint="--native",
+        )
+    settings = settings_of(ctx)
+    if native:
+        with stderr.status("StartMessageMoveTask running…") as status:
+            moved = replay_native(
+                settings,
+                rate=int(rate) if rate else None,
+                on_progress=lambda done, total: status.update(f"moved {done:,} of {total or '?'}"),
+            )
+        if json_output:
+            print_json(moved)
+        else:
+            stdout.print(
+                f"message move task {moved.status}: {moved.moved:,} moved"
+                + (f" ({moved.failure_reason})" if moved.failure_reason else "")
+            )
+        if moved.status != "COMPLETED":
+            raise typer.Exit(code=1)
+        return
+    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    total = sqs.depth(sqs.queue_url(settings.dlq_name)).visible
+    with Progress(
+        TextColumn("replay-dlq"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+        disable=json_output or not stderr.is_terminal,
+    ) as progress:
+        task = progress.add_task("replay", total=min(total, max_messages or total) or None)
+        result = replay_dlq(
+            settings,
+            max_messages=max_messages,
+            reason=reason,
+            dry_run=dry_run,
+            rate=rate,
+            hold_seconds=hold_seconds,
+            on_progress=lambda n: progress.advance(task, n),
+        )
+    if json_output:
+        print_json(result)
+    else:
+        _render(result)
+    if result.failed:
+        raise typer.Exit(code=1)

@@ -1,0 +1,106 @@
+"""Prometheus metrics and a /healthz endpoint for a running consumer.
+
+Counters are read from the consumer's own tally at scrape time, so the numbers on the
+endpoint are the numbers in the summary; only batch latency is observed as it happens.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+Snapshot = Callable[[], Any]  # returns a ConsumeSummary-like object
+Check = Callable[[], dict[str, str]]  # service name -> "ok" or a short error
+
+
+class _ConsumeCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        s = self._snapshot()
+        for name, value, help_text in (
+            ("received", s.received, "Messages received from the queue"),
+            ("loaded", s.loaded, "Rows inserted into user_logins"),
+            ("duplicates_skipped", s.duplicates_skipped, "Messages already loaded (redelivery)"),
+            ("transient_errors", s.transient_errors, "Retried SQS or database failures"),
+            ("delete_failures", s.delete_failures, "Deletes SQS did not confirm"),
+        ):
+            yield CounterMetricFamily(f"loginetl_consume_{name}", help_text, value=value)
+        dead = CounterMetricFamily(
+            "loginetl_consume_dead_lettered", "Messages sent to the DLQ", labels=["reason"]
+        )
+        for reason, count in s.dead_lettered_by_reason.items():
+            dead.add_metric([reason], count)
+        yield dead
+        yield GaugeMetricFamily(
+            "loginetl_consume_in_flight", "Messages received and not yet settled", value=s.in_flight
+        )
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class MetricsServer:
+    """Serves /metrics and /healthz on a background thread."""
+
+    def __init__(self, *, host: str, port: int, snapshot: Snapshot, check: Check) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_ConsumeCollector(snapshot))
+        self.batch_seconds = Histogram(
+            "loginetl_consume_batch_seconds",
+            "Time to load and acknowledge one received batch",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self._check = _Cached(check, seconds=5)
+        self._metrics_app = make_wsgi_app(self.registry)
+        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            services = self._check()
+            healthy = all(v == "ok" for v in services.values())
+            body = json.dumps({"ready": healthy, "services": services}).encode()
+            start_response(
+                "200 OK" if healthy else "503 Service Unavailable",
+                [("Content-Type", "application/json")],
+            )
+            return iter([body])
+        return iter(self._metrics_app(environ, start_response))
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Cached:
+    """Run a health check at most every ``seconds``: scrapes must not hammer the services."""
+
+    def __init__(self, check: Check, seconds: float) -> None:
+        self._check, self._seconds = check, seconds
+        self._lock = threading.Lock()
+        self._at = -float("inf")
+        self._value: dict[str, str] = {}
+
+    def __call__(self) -> dict[str, str]:
+        with self._lock:
+            if time.monotonic() - self._at >= self._seconds:
+                self._value = self._check()
+                self._at = time.monotonic()
+            return self._value
