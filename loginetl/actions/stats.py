@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from loginetl.config import Settings
 from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
@@ -65,18 +67,34 @@ class Stats:
     queues: QueueStats | None
 
 
-def _top_shared(engine: Engine, column: str, limit: int) -> list[SharedToken]:
-    # column is one of two literals chosen below, never user input.
+def _scalar(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def _vault_entries(engine: Engine) -> int | None:
+    try:
+        return _scalar(engine, "SELECT count(*) FROM pii_vault")
+    except ProgrammingError:  # no grant on the vault (the analyst role): say so, not fail
+        return None
+
+
+def _top_shared(engine: Engine, pii_field: str, limit: int) -> list[SharedToken]:
     query = text(
-        f"SELECT {column}, count(DISTINCT user_id) AS users, count(*) AS logins "
-        f"FROM user_logins GROUP BY {column} HAVING count(DISTINCT user_id) > 1 "
-        f"ORDER BY users DESC, logins DESC, {column} LIMIT :limit"
+        "SELECT token, users, logins FROM token_stats WHERE pii_field = :field AND users > 1 "
+        "ORDER BY users DESC, logins DESC, token LIMIT :limit"
     )
     with engine.connect() as conn:
-        return [SharedToken(r[0], r[1], r[2]) for r in conn.execute(query, {"limit": limit})]
+        rows = conn.execute(query, {"field": pii_field, "limit": limit})
+        return [SharedToken(r[0], r[1], r[2]) for r in rows]
+
+
+_BREAKDOWN_COLUMNS = frozenset({"device_type", "locale", "app_version_raw"})
 
 
 def _breakdown(engine: Engine, column: str, limit: int) -> list[tuple[str | None, int]]:
+    if column not in _BREAKDOWN_COLUMNS:  # interpolated below: only our own literals
+        raise ValueError(column)
     query = text(
         f"SELECT {column}, count(*) FROM user_logins GROUP BY {column} "
         f"ORDER BY count(*) DESC, {column} NULLS LAST LIMIT :limit"
@@ -97,32 +115,36 @@ def _loads_per_hour(engine: Engine, since: timedelta) -> list[tuple[datetime, in
 def table_stats(
     engine: Engine, *, top: int = 5, since: timedelta = timedelta(hours=24)
 ) -> TableStats:
-    """Compute the table aggregates."""
-    with engine.connect() as conn:
-        totals = conn.execute(
-            text(
-                "SELECT count(*), count(DISTINCT user_id), count(DISTINCT masked_ip), "
-                "count(DISTINCT masked_device_id) FROM user_logins"
-            )
-        ).one()
-        vault: int | None
-        try:
-            vault = conn.execute(text("SELECT count(*) FROM pii_vault")).scalar_one()
-        except Exception:  # the analyst role has no grant on the vault
-            vault = None
-    versions = _breakdown(engine, "app_version_raw", top)
+    """Compute the aggregates; independent queries run side by side on their own connections.
+
+    Distinct counts and the most shared tokens come from the rollups (token_stats,
+    user_stats), which the load keeps in the same transaction as the rows.
+    """
+    count = "SELECT count(*) FROM "
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        rows = pool.submit(_scalar, engine, count + "user_logins")
+        users = pool.submit(_scalar, engine, count + "user_stats")
+        ips = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'ip'")
+        devices = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'device_id'")
+        vault = pool.submit(_vault_entries, engine)
+        shared_ips = pool.submit(_top_shared, engine, "ip", top)
+        shared_devices = pool.submit(_top_shared, engine, "device_id", top)
+        device_types = pool.submit(_breakdown, engine, "device_type", top)
+        locales = pool.submit(_breakdown, engine, "locale", top)
+        versions = pool.submit(_breakdown, engine, "app_version_raw", top)
+        hours = pool.submit(_loads_per_hour, engine, since)
     return TableStats(
-        rows=totals[0],
-        distinct_users=totals[1],
-        distinct_masked_ips=totals[2],
-        distinct_masked_devices=totals[3],
-        vault_entries=vault,
-        top_shared_ips=_top_shared(engine, "masked_ip", top),
-        top_shared_devices=_top_shared(engine, "masked_device_id", top),
-        by_device_type=[(k or "", n) for k, n in _breakdown(engine, "device_type", top)],
-        by_locale=_breakdown(engine, "locale", top),
-        by_app_version=[(k or "", n) for k, n in versions],
-        loads_per_hour=_loads_per_hour(engine, since),
+        rows=rows.result(),
+        distinct_users=users.result(),
+        distinct_masked_ips=ips.result(),
+        distinct_masked_devices=devices.result(),
+        vault_entries=vault.result(),
+        top_shared_ips=shared_ips.result(),
+        top_shared_devices=shared_devices.result(),
+        by_device_type=[(k or "", n) for k, n in device_types.result()],
+        by_locale=locales.result(),
+        by_app_version=[(k or "", n) for k, n in versions.result()],
+        loads_per_hour=hours.result(),
     )
 
 
@@ -163,7 +185,7 @@ def stats(
     dlq_sample: int = 100,
 ) -> Stats:
     """Collect table, schema and (optionally) queue statistics."""
-    engine = db.make_engine(settings.database_url, pool_size=1)
+    engine = db.make_engine(settings.database_url, pool_size=4)
     try:
         schema = migrations.status(engine)
         if not schema.current:

@@ -6,15 +6,16 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, func, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
+from loginetl.core import rollup
 from loginetl.core.batch import LoginRow
 from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.errors import ConfigError, ServiceUnavailable
-from loginetl.services.schema import pii_vault, user_logins
+from loginetl.services.schema import pii_vault, token_stats, token_users, user_logins, user_stats
 
 _NO_SUCH_DATABASE = "3D000"
 _INSUFFICIENT_PRIVILEGE = "42501"
@@ -104,10 +105,11 @@ def ensure_database(database_url: str) -> bool:
 def write_batch(
     engine: Engine, rows: Sequence[LoginRow], vault_entries: Sequence[SealedVaultEntry]
 ) -> int:
-    """Insert rows and vault entries in one transaction; return how many rows were new.
+    """Insert rows, vault entries and rollups in one transaction; return how many rows were new.
 
-    Rows whose idempotency key is already present are skipped (redelivery, replay).
-    Both lists are sorted so concurrent writers take row locks in the same order.
+    Rows whose idempotency key is already present are skipped (redelivery, replay), and
+    only new rows reach the rollups. Every statement works in sorted key order, so
+    concurrent writers take row locks in the same order and cannot deadlock each other.
     """
     if not rows and not vault_entries:
         return 0
@@ -129,10 +131,55 @@ def write_batch(
             )
         if not rows:
             return 0
-        inserted = conn.execute(
-            insert(user_logins)
-            .on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(user_logins.c.idempotency_key),
-            [asdict(r) for r in sorted(rows, key=lambda r: r.idempotency_key)],
-        ).all()
+        inserted = set(
+            conn.execute(
+                insert(user_logins)
+                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                .returning(user_logins.c.idempotency_key),
+                [asdict(r) for r in sorted(rows, key=lambda r: r.idempotency_key)],
+            ).scalars()
+        )
+        new_rows = [r for r in rows if r.idempotency_key in inserted]
+        if new_rows:
+            _update_rollups(conn, new_rows)
     return len(inserted)
+
+
+def _update_rollups(conn: Connection, new_rows: Sequence[LoginRow]) -> None:
+    new_pairs = conn.execute(
+        insert(token_users)
+        .on_conflict_do_nothing()
+        .returning(token_users.c.pii_field, token_users.c.token),
+        [
+            {"pii_field": f, "token": t, "user_id": u}
+            for f, t, u in rollup.token_user_pairs(new_rows)
+        ],
+    ).all()
+    stmt = insert(token_stats)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["pii_field", "token"],
+            set_={
+                "users": token_stats.c.users + stmt.excluded.users,
+                "logins": token_stats.c.logins + stmt.excluded.logins,
+            },
+        ),
+        [
+            {"pii_field": f, "token": t, "users": users, "logins": logins}
+            for f, t, users, logins in rollup.token_deltas(
+                new_rows, [(p[0], p[1]) for p in new_pairs]
+            )
+        ],
+    )
+    stmt = insert(user_stats)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={
+                "logins": user_stats.c.logins + stmt.excluded.logins,
+                "first_login": func.least(user_stats.c.first_login, stmt.excluded.first_login),
+                "last_login": func.greatest(user_stats.c.last_login, stmt.excluded.last_login),
+            },
+        ),
+        [asdict(d) for d in rollup.user_deltas(new_rows)],
+    )

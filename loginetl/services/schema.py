@@ -45,3 +45,29 @@ pii_vault = Table(
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
+
+token_users = Table(
+    "token_users",
+    metadata,
+    Column("pii_field", String(16), primary_key=True),
+    Column("token", String(80), primary_key=True),
+    Column("user_id", String(128), primary_key=True),
+)
+
+token_stats = Table(
+    "token_stats",
+    metadata,
+    Column("pii_field", String(16), primary_key=True),
+    Column("token", String(80), primary_key=True),
+    Column("users", BigInteger, nullable=False),
+    Column("logins", BigInteger, nullable=False),
+)
+
+user_stats = Table(
+    "user_stats",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("logins", BigInteger, nullable=False),
+    Column("first_login", DateTime(timezone=True), nullable=False),
+    Column("last_login", DateTime(timezone=True), nullable=False),
+)

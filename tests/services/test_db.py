@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 
 import pytest
@@ -61,3 +62,66 @@ def test_unreachable_server_hides_the_password() -> None:
     assert "s3cret" not in str(caught.value)
     assert "unreachable" in str(caught.value)
     engine.dispose()
+
+
+ROLLUP_CHECK = """
+SELECT
+  (SELECT count(*) FROM (
+     SELECT 'ip' f, masked_ip t, count(DISTINCT user_id) u, count(*) n FROM user_logins GROUP BY 2
+     UNION ALL
+     SELECT 'device_id', masked_device_id, count(DISTINCT user_id), count(*) FROM user_logins GROUP BY 2
+     EXCEPT SELECT pii_field, token, users, logins FROM token_stats) missing),
+  (SELECT count(*) FROM token_stats) - (SELECT count(DISTINCT masked_ip) + count(DISTINCT masked_device_id) FROM user_logins),
+  (SELECT count(*) FROM (SELECT user_id, count(*) FROM user_logins GROUP BY 1
+     EXCEPT SELECT user_id, logins FROM user_stats) u),
+  (SELECT count(*) FROM user_stats) - (SELECT count(DISTINCT user_id) FROM user_logins)
+"""
+
+
+def shared_row(key: str, user: str, ip: str, device: str) -> LoginRow:
+    from dataclasses import replace
+
+    return replace(
+        row(key), user_id=user, masked_ip=f"k1:{ip:0>64}", masked_device_id=f"k1:{device:0>64}"
+    )
+
+
+def test_rollups_count_only_new_rows_and_match_the_table(engine: Engine) -> None:
+    batches = [
+        [
+            shared_row("a", "u1", "1", "d1"),
+            shared_row("b", "u2", "1", "d1"),
+            shared_row("c", "u1", "2", "d2"),
+        ],
+        [shared_row("b", "u2", "1", "d1"), shared_row("d", "u3", "1", "d3")],  # b is a redelivery
+        [shared_row("e", "u1", "1", "d1")],
+    ]
+    for batch in batches:
+        db.write_batch(engine, batch, [])
+    with engine.connect() as conn:
+        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        top = conn.execute(
+            text(
+                "SELECT users, logins FROM token_stats WHERE pii_field = 'ip' ORDER BY users DESC LIMIT 1"
+            )
+        ).one()
+    assert tuple(top) == (3, 4)  # ip 1: users u1, u2, u3; logins a, b, d, e
+
+
+def test_upgrade_backfills_rollups_from_existing_rows(engine: Engine) -> None:
+    migrations.downgrade(engine, "0001")
+    with engine.begin() as conn:
+        for key, user, ip in (("a", "u1", "1"), ("b", "u2", "1"), ("c", "u2", "2")):
+            values = shared_row(key, user, ip, "d")
+            conn.execute(
+                text(
+                    "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
+                    "masked_device_id, locale, app_version, app_version_raw, create_date, sent_at) "
+                    "VALUES (:idempotency_key, :user_id, :device_type, :masked_ip, "
+                    ":masked_device_id, :locale, :app_version, :app_version_raw, :create_date, :sent_at)"
+                ),
+                asdict(values),
+            )
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
