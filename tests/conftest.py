@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -180,3 +180,31 @@ def run_loginetl(
 
 def database_name(url: str) -> str:
     return make_url(url).database or ""
+
+
+@pytest.fixture
+def login_role(database_url: str) -> Iterator[Callable[[str], str]]:
+    """Make login roles in a loginetl group role; return a database URL that logs in as one."""
+    made: list[str] = []
+    admin = _admin_engine()
+
+    def make(group: str) -> str:
+        name = f"t_{uuid.uuid4().hex[:10]}_{group.removeprefix('loginetl_')}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE ROLE "{name}" LOGIN IN ROLE {group}'))
+        made.append(name)
+        return make_url(database_url).set(username=name).render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :n"
+                    ),
+                    {"n": name},
+                )
+                conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
+        admin.dispose()

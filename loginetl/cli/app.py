@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from loginetl.cli import consume, keys, migrate, peek, replay, seed, stats
+from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
 from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr
 from loginetl.cli.state import State
 from loginetl.config import Settings
@@ -129,5 +129,7 @@ app.command("seed")(seed.seed_command)
 app.command("stats")(stats.stats_command)
 app.command("peek")(peek.peek_command)
 app.command("replay-dlq")(replay.replay_command)
+app.command("unmask")(unmask.unmask_command)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")

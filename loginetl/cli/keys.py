@@ -36,3 +36,25 @@ def init(
         f"consume needs {keys.HMAC_FILE} and {keys.PUBLIC_FILE}; move {keys.PRIVATE_FILE} "
         "to the privacy team's machine and keep it off consumer hosts"
     )
+
+
+@app.command()
+def rotate(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The keys directory (default: LOGINETL_KEYS_DIR)."),
+    ] = None,
+) -> None:
+    """Start a new HMAC key id for new tokens; old tokens keep working.
+
+    Restart consumers afterwards so they mask with the new key.
+
+    Example: loginetl keys rotate
+    """
+    target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    result = keys.rotate_hmac_key(target)
+    stdout.print(
+        f"new tokens now use {result.current} (was {result.previous}); old tokens still unmask. "
+        "Restart consume so it picks up the new key."
+    )

@@ -12,8 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True, emoji=False)  # ":abc:" in data must stay text
+stderr = Console(stderr=True, soft_wrap=True, emoji=False)
 
 # Libraries whose debug output contains request bodies, i.e. plaintext PII: never below WARNING.
 _CHATTY = ("botocore", "boto3", "urllib3", "s3transfer", "sqlalchemy.engine")

@@ -116,7 +116,9 @@ def write_batch(
     with engine.begin() as conn:
         if vault_entries:
             conn.execute(
-                insert(pii_vault).on_conflict_do_nothing(index_elements=["token"]),
+                # No conflict target: naming one needs SELECT on it, and the writer role
+                # must be able to add to the vault without reading any of it.
+                insert(pii_vault).on_conflict_do_nothing(),
                 [
                     {
                         "token": e.token,

@@ -139,3 +139,28 @@ def load_private_key(path: Path) -> X25519PrivateKey:
     if not isinstance(key, X25519PrivateKey):
         raise KeyMaterialError(f"the vault private key at {path} is not an X25519 key")
     return key
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """The HMAC key ids before and after ``keys rotate``."""
+
+    previous: str
+    current: str
+    path: Path
+
+
+def rotate_hmac_key(directory: Path) -> Rotated:
+    """Add a new HMAC key and make it current; old keys stay (their tokens stay valid)."""
+    path = directory / HMAC_FILE
+    masker = load_masker(directory)  # validates the file and its permissions
+    document = json.loads(path.read_bytes())
+    numbers = [int(k[1:]) for k in document["keys"] if KEY_ID_PATTERN.fullmatch(k)]
+    new_id = f"k{max(numbers, default=0) + 1}"
+    document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
+    document["current"] = new_id
+    staged = path.with_suffix(".json.new")
+    staged.unlink(missing_ok=True)
+    _write_secret(staged, json.dumps(document, indent=2).encode())
+    os.replace(staged, path)  # atomic: readers see the old file or the new one
+    return Rotated(previous=masker.key_id, current=new_id, path=path)

@@ -71,3 +71,20 @@ user_stats = Table(
     Column("first_login", DateTime(timezone=True), nullable=False),
     Column("last_login", DateTime(timezone=True), nullable=False),
 )
+
+unmask_audit = Table(
+    "unmask_audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("db_role", Text, nullable=False),
+    Column("os_user", Text),
+    Column("client_addr", Text),
+    Column("client_host", Text),
+    Column("token", Text, nullable=False),
+    Column("pii_field", Text),
+    Column("reason", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("row_hash", Text, nullable=False),
+)

@@ -1,0 +1,97 @@
+"""``loginetl unmask``: plaintext to stdout only; everything else to stderr."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loginetl.actions.unmask import TokenNotRecovered, unmask
+from loginetl.cli.output import stderr
+from loginetl.cli.state import settings_of
+from loginetl.core import unmask_policy as policy
+from loginetl.errors import ConfigError
+
+_MESSAGES = {
+    policy.MALFORMED_TOKEN: "is not a token (expected k<N>:<64 hex>)",
+    policy.UNKNOWN_TOKEN: "is not in the vault",
+    policy.UNKNOWN_KEY_ID: "names an HMAC key id that never produced a stored token",
+    policy.DECRYPT_FAILED: "would not decrypt with this private key (wrong key, or tampered)",
+}
+
+
+def _read_tokens(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise ConfigError(f"--from-file: cannot read {path} ({error.strerror})") from None
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def unmask_command(
+    ctx: typer.Context,
+    token: Annotated[str | None, typer.Argument(help="A token such as k1:9f2c….")] = None,
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="Why: the case and purpose, e.g. 'INC-4211 fraud investigation'."
+        ),
+    ] = "",
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="Unmask every token in this file (one a line)."),
+    ] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max", min=1, max=10_000, help="Refuse more tokens than this.")
+    ] = 5,
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--private-key", help="The vault private key (default: in LOGINETL_KEYS_DIR)."
+        ),
+    ] = None,
+) -> None:
+    """Recover the ip or device_id behind a token; audited before it is shown.
+
+    The plaintext goes to stdout only (one value, or "token<TAB>value" lines with
+    --from-file); messages go to stderr. Needs the loginetl_unmasker database role,
+    the vault private key, and a reason.
+
+    Example: loginetl unmask k1:9f2c… --reason "INC-4211 fraud investigation"
+    """
+    if (token is None) == (from_file is None):
+        raise typer.BadParameter("give one token, or --from-file, not both", param_hint="TOKEN")
+    if not reason:
+        raise typer.BadParameter("a reason is required for every unmask", param_hint="--reason")
+    tokens = [token] if token is not None else _read_tokens(from_file)  # type: ignore[arg-type]
+    results = unmask(
+        settings_of(ctx),
+        tokens,
+        reason=reason,
+        private_key_path=private_key,
+        max_tokens=max_tokens if from_file is not None else 1,
+    )
+    # Every audit row is committed by now; only now does any plaintext leave.
+    failed = 0
+    for result in results:
+        if result.plaintext is not None:
+            line = result.plaintext if from_file is None else f"{result.token}\t{result.plaintext}"
+            sys.stdout.write(line + "\n")
+        else:
+            failed += 1
+            stderr.print(
+                f"{result.token[:80]}: {_MESSAGES.get(result.outcome, result.outcome)}",
+                markup=False,
+                highlight=False,
+            )
+    sys.stdout.flush()
+    last = results[-1]
+    stderr.print(
+        f"audited as row {last.audit_seq} (chain head {last.audit_seq}:{last.audit_hash})",
+        markup=False,
+        highlight=False,
+    )
+    if failed:
+        raise TokenNotRecovered(f"{failed} of {len(results)} token(s) not recovered")
