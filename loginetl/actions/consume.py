@@ -29,7 +29,8 @@ from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_c
 
 log = logging.getLogger("loginetl.consume")
 
-_VAULT_CACHE_LIMIT = 100_000  # tokens known committed; bounded so memory stays flat
+_VAULT_CACHE_LIMIT = 20_000  # tokens known committed; bounded so memory stays flat
+_PARTITION_CHECK_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -184,13 +185,27 @@ class Consumer:
         ]
         for thread in threads:
             thread.start()
+        partitions_checked = time.monotonic()
         while alive := [t for t in threads if t.is_alive()]:
             alive[0].join(timeout=tick_seconds)  # interruptible: signal handlers still run
             if on_tick is not None:
                 on_tick(self.snapshot())
+            if time.monotonic() - partitions_checked > _PARTITION_CHECK_SECONDS:
+                partitions_checked = time.monotonic()
+                self._ensure_partitions()
         if self._failure is not None:
             raise self._failure
         return self.snapshot()
+
+    def _ensure_partitions(self) -> None:
+        """Keep next months' partitions ahead of a long-running worker; never fatal."""
+        try:
+            made = db.ensure_partitions(self.engine)
+        except Exception as error:
+            log.warning("could not create partitions ahead (%s)", db.describe(error))
+            return
+        if made:
+            log.info("created %d monthly partition(s) of user_logins", made)
 
     def snapshot(self) -> ConsumeSummary:
         """The counts so far (thread-safe)."""
@@ -436,6 +451,7 @@ def consume(
         )
         if metrics_port is not None:
             server = _start_metrics(consumer, metrics_host, metrics_port)
+        consumer._ensure_partitions()
         return consumer.run(on_tick=on_tick)
     finally:
         if server is not None:

@@ -102,6 +102,20 @@ def ensure_database(database_url: str) -> bool:
         admin.dispose()
 
 
+def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
+    """Create monthly partitions of user_logins from this month on; return how many were made.
+
+    Runs the migration's SECURITY DEFINER function, so the writer role may call it.
+    """
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                text("SELECT loginetl_ensure_partitions(current_date, :months)"),
+                {"months": months_ahead + 1},
+            ).scalar_one()
+        )
+
+
 def write_batch(
     engine: Engine, rows: Sequence[LoginRow], vault_entries: Sequence[SealedVaultEntry]
 ) -> int:
@@ -136,7 +150,8 @@ def write_batch(
         inserted = set(
             conn.execute(
                 insert(user_logins)
-                .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                # The partition key is part of the unique constraint; see migration 0004.
+                .on_conflict_do_nothing(index_elements=["idempotency_key", "create_date"])
                 .returning(user_logins.c.idempotency_key),
                 [asdict(r) for r in sorted(rows, key=lambda r: r.idempotency_key)],
             ).scalars()

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Identity,
     Integer,
     LargeBinary,
     MetaData,
@@ -20,8 +21,8 @@ metadata = MetaData()
 user_logins = Table(
     "user_logins",
     metadata,
-    Column("id", BigInteger, primary_key=True),
-    Column("idempotency_key", Text, nullable=False, unique=True),
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("idempotency_key", Text, nullable=False),
     Column("user_id", String(128), nullable=False),
     Column("device_type", String(32), nullable=False),
     Column("masked_ip", String(80), nullable=False),
@@ -29,7 +30,7 @@ user_logins = Table(
     Column("locale", String(32)),
     Column("app_version", Integer, nullable=False),
     Column("app_version_raw", String(16), nullable=False),
-    Column("create_date", Date, nullable=False),
+    Column("create_date", Date, primary_key=True),
     Column("sent_at", DateTime(timezone=True), nullable=False),
     Column("loaded_at", DateTime(timezone=True), nullable=False),
 )

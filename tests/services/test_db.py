@@ -125,3 +125,39 @@ def test_upgrade_backfills_rollups_from_existing_rows(engine: Engine) -> None:
     migrations.upgrade(engine)
     with engine.connect() as conn:
         assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+
+
+def partition_of(engine: Engine, key: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT tableoid::regclass::text FROM user_logins WHERE idempotency_key = :k"),
+                {"k": key},
+            ).scalar_one()
+        )
+
+
+def test_rows_land_in_monthly_partitions_and_old_months_move_out_of_default(engine: Engine) -> None:
+    from dataclasses import replace
+
+    db.ensure_partitions(engine)
+    today = datetime.now(UTC)
+    recent = replace(row("recent"), sent_at=today, create_date=today.date())
+    old = replace(
+        row("old"), sent_at=datetime(2020, 1, 15, tzinfo=UTC), create_date=date(2020, 1, 15)
+    )
+    assert db.write_batch(engine, [recent, old], []) == 2
+    assert partition_of(engine, "recent") == f"user_logins_{today:%Y_%m}"
+    assert partition_of(engine, "old") == "user_logins_default"
+    with engine.begin() as conn:
+        made = conn.execute(text("SELECT loginetl_ensure_partitions('2020-01-01', 1)")).scalar_one()
+    assert made == 1
+    assert partition_of(engine, "old") == "user_logins_2020_01"
+    assert db.write_batch(engine, [old, recent], []) == 0  # still one row per message
+    with engine.connect() as conn:
+        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+
+
+def test_ensure_partitions_is_idempotent(engine: Engine) -> None:
+    db.ensure_partitions(engine, months_ahead=3)
+    assert db.ensure_partitions(engine, months_ahead=3) == 0
