@@ -14,7 +14,7 @@ export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults lint format bench clean constraints
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,17 +52,20 @@ demo: install localstack-venv  ## Seed demo data into a queue, consume it into P
 test: install localstack-venv  ## Run the test suite against real PostgreSQL and a real SQS endpoint
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-faults: install localstack-venv  ## Run the slow fault-injection scenarios
-	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow -v $(PYTEST_ARGS)
+faults: install localstack-venv  ## Break things on purpose and count (prints one line a scenario)
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow tests/faults $(PYTEST_ARGS)
+
+bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)
 
 lint: install  ## ruff (lint + format check) and mypy
-	$(VENV)/bin/ruff check loginetl tests tools migrations
-	$(VENV)/bin/ruff format --check loginetl tests tools migrations
+	$(VENV)/bin/ruff check loginetl tests tools migrations bench
+	$(VENV)/bin/ruff format --check loginetl tests tools migrations bench
 	$(VENV)/bin/mypy
 
 format: install  ## Apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix loginetl tests tools migrations
-	$(VENV)/bin/ruff format loginetl tests tools migrations
+	$(VENV)/bin/ruff check --fix loginetl tests tools migrations bench
+	$(VENV)/bin/ruff format loginetl tests tools migrations bench
 
 constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 	{ head -n 2 tools/constraints.txt; $(PY) -m pip freeze --exclude-editable; } > tools/constraints.new

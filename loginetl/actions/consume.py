@@ -23,7 +23,7 @@ from loginetl.core.batch import InboundMessage, PreparedBatch, dead_letter_attri
 from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
-from loginetl.services import db, keys, migrations
+from loginetl.services import db, failpoints, keys, migrations
 from loginetl.services.metrics import MetricsServer
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
 
@@ -269,6 +269,8 @@ class Consumer:
                 outage_since = outage_since or time.monotonic()
                 self._wait_out_outage(error, outage_since, attempt=1)
                 continue
+            except LoginetlError as error:  # e.g. the queue was deleted under us
+                raise _Fatal(error) from None
             outage_since = None
             self._quota.give_back(wanted - len(messages))
             if not messages:
@@ -309,7 +311,11 @@ class Consumer:
         )
         acknowledged: list[InboundMessage] = []
         if batch.loadable:
+            failpoints.hit(
+                "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
+            )
             inserted = self._commit(batch, messages)
+            failpoints.hit("crash_after_commit")
             acknowledged += batch.loadable
             self._tally.add(
                 loaded=inserted,
@@ -369,7 +375,7 @@ class Consumer:
         ]
         try:
             failed = set(self.sqs.send(self.dlq_url, outbound))
-        except ServiceUnavailable as error:
+        except LoginetlError as error:
             log.warning("dead-letter queue unavailable (%s); rejects stay in the queue", error)
             failed = set(range(len(outbound)))
         accepted = [r for i, r in enumerate(batch.rejected) if i not in failed]
@@ -385,7 +391,7 @@ class Consumer:
             return
         try:
             failed = len(self.sqs.delete(self.queue_url, messages))
-        except ServiceUnavailable as error:
+        except LoginetlError as error:
             log.warning("delete failed (%s); the messages will be redelivered and skipped", error)
             failed = len(messages)
         if failed:
@@ -394,14 +400,14 @@ class Consumer:
     def _keep_hidden(self, messages: Sequence[InboundMessage]) -> None:
         try:
             self.sqs.set_visibility(self.queue_url, messages, self._visibility)
-        except ServiceUnavailable as error:
+        except LoginetlError as error:
             log.warning("could not extend visibility (%s)", error)
 
     def _release(self, messages: Sequence[InboundMessage]) -> None:
         """Make messages visible again at once, so another receiver can take them."""
         try:
             failed = len(self.sqs.set_visibility(self.queue_url, messages, 0))
-        except ServiceUnavailable as error:
+        except LoginetlError as error:
             log.warning("could not release messages (%s); they reappear after timeout", error)
             failed = len(messages)
         self._tally.add(released=len(messages) - failed, unfinished=failed)

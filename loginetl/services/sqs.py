@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from loginetl.core.batch import InboundMessage
-from loginetl.errors import LoginetlError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
+from loginetl.errors import QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -108,8 +108,12 @@ class SqsService:
             ) from None
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
+            if code in _BATCH_TOO_LONG:
+                raise  # send() falls back to one message at a time
             if code in _NON_EXISTENT:
-                raise
+                raise QueueNotFound(
+                    f"a queue loginetl uses no longer exists at {self._endpoint} (to {what})"
+                ) from None
             raise ServiceUnavailable(
                 f"SQS refused to {what} at {self._endpoint}: {code or 'error'}"
             ) from error
@@ -124,7 +128,7 @@ class SqsService:
         try:
             with self._errors(f"look up queue {name!r}"):
                 return self.client.get_queue_url(QueueName=name)["QueueUrl"]
-        except ClientError:
+        except QueueNotFound:
             raise QueueNotFound(
                 f"queue {name!r} does not exist at {self._endpoint}; create it "
                 "(loginetl consume --create-queues) or point LOGINETL_QUEUE/LOGINETL_DLQ at it"
@@ -249,7 +253,7 @@ class SqsService:
                         MessageBody=entry["MessageBody"],
                         MessageAttributes=entry["MessageAttributes"],
                     )
-            except (ClientError, LoginetlError):
+            except (ClientError, ServiceUnavailable):
                 failed.append(start + int(entry["Id"]))
         return failed
 

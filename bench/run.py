@@ -1,0 +1,502 @@
+#!/usr/bin/env python3
+"""make bench: throughput, memory and scale figures for loginetl, side by side in one run.
+
+Each target is a ratio against a baseline measured in the same run (this machine is
+shared and noisy), except the absolute ceilings the issue sets (rows/s, MB, seconds).
+Prints a table and writes bench/results.json. Not a test: it asserts nothing and exits
+0 unless something breaks; the table says which targets were met.
+
+  python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT))
+
+import localstack as localstack_tool  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from loginetl.actions.seed import send_bodies  # noqa: E402
+from loginetl.actions.stats import table_stats  # noqa: E402
+from loginetl.core.batch import InboundMessage, prepare_batch  # noqa: E402
+from loginetl.core.demo import generate_bodies  # noqa: E402
+from loginetl.core.messages import LoginEvent, parse_login  # noqa: E402
+from loginetl.core.vault_crypto import VaultSealer  # noqa: E402
+from loginetl.services import db, keys, migrations  # noqa: E402
+from loginetl.services.sqs import SqsService, make_client  # noqa: E402
+
+LOGINETL = str(Path(sys.executable).parent / "loginetl")
+WORKERS = 4
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# -- environment -------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, pg_base: str, endpoint: str, keys_dir: Path) -> None:
+        self.pg_base, self.endpoint, self.keys_dir = pg_base, endpoint, keys_dir
+        self.sqs = SqsService(
+            make_client(region="us-east-1", endpoint_url=endpoint, max_connections=16)
+        )
+        self.databases: list[str] = []
+
+    def admin(self) -> Any:
+        return create_engine(f"{self.pg_base}/postgres", isolation_level="AUTOCOMMIT")
+
+    def fresh_database(self) -> str:
+        name = f"loginetl_bench_{uuid.uuid4().hex[:8]}"
+        engine = self.admin()
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        self.databases.append(name)
+        url = f"{self.pg_base}/{name}"
+        migrating = db.make_engine(url, pool_size=1)
+        migrations.upgrade(migrating)
+        migrating.dispose()
+        return url
+
+    def drop_databases(self) -> None:
+        engine = self.admin()
+        with engine.connect() as conn:
+            for name in self.databases:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+    def fresh_queue(self, bodies: list[str]) -> tuple[str, str, str]:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        url, _ = self.sqs.create_queues(name, f"{name}-dlq")
+        _, failed = send_bodies(self.sqs, url, bodies, workers=8)
+        assert failed == 0, f"{failed} sends failed"
+        return name, f"{name}-dlq", url
+
+    def env(self, database_url: str, queue: str, dlq: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "LOGINETL_DATABASE_URL": database_url,
+            "LOGINETL_QUEUE": queue,
+            "LOGINETL_DLQ": dlq,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "LOGINETL_KEYS_DIR": str(self.keys_dir),
+        }
+
+
+def count(url: str, sql: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = int(conn.execute(text(sql)).scalar_one())
+    engine.dispose()
+    return value
+
+
+def run_consume(env: dict[str, str], *args: str) -> tuple[dict[str, Any], float, float]:
+    """Run consume as a child; return its JSON summary, wall seconds and max RSS (MB)."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [LOGINETL, "consume", "--json", "--workers", str(WORKERS), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate()
+    wall = time.monotonic() - started
+    # ru_maxrss of this child alone: RUSAGE_CHILDREN is a max over all children so far.
+    rss_mb = process_rss.pop(process.pid, 0.0)
+    if process.returncode != 0:
+        raise RuntimeError(f"consume failed: {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1]), wall, rss_mb
+
+
+process_rss: dict[int, float] = {}
+_original_wait = subprocess.Popen._wait  # type: ignore[attr-defined]
+
+
+def _wait_with_rusage(self: subprocess.Popen[Any], timeout: float | None) -> int:
+    if self.returncode is None and timeout is None:
+        pid, status, usage = os.wait4(self.pid, 0)
+        process_rss[pid] = usage.ru_maxrss / 1024
+        self._handle_exitstatus(status)  # type: ignore[attr-defined]
+        return self.returncode  # type: ignore[return-value]
+    return _original_wait(self, timeout)  # type: ignore[no-any-return]
+
+
+subprocess.Popen._wait = _wait_with_rusage  # type: ignore[attr-defined,assignment]
+
+
+def valid_count(bodies: list[str]) -> int:
+    return sum(isinstance(parse_login(b), LoginEvent) for b in bodies)
+
+
+# -- the measurements --------------------------------------------------------------------
+
+
+def raw_drain(bench: Bench, bodies: list[str]) -> float:
+    """Receive-10 + DeleteMessageBatch with no processing, WORKERS threads."""
+    _, _, url = bench.fresh_queue(bodies)
+    done = [0]
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while batch := bench.sqs.receive(url, max_messages=10, wait_seconds=1):
+            bench.sqs.delete(url, batch)
+            with lock:
+                done[0] += len(batch)
+
+    threads = [threading.Thread(target=drain) for _ in range(WORKERS)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started - 1.0  # the final empty long poll
+    assert done[0] == len(bodies), (done[0], len(bodies))
+    return len(bodies) / elapsed
+
+
+def seed_style_baseline(bench: Bench, bodies: list[str]) -> float:
+    """The take-home written plainly: one receive at a time, INSERT+COMMIT per row,
+    DeleteMessage per message, unkeyed SHA-256."""
+    _, _, url = bench.fresh_queue(bodies)
+    database = bench.fresh_database()
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    u = make_url(database)
+    conn = psycopg2.connect(host=u.host, port=u.port, user=u.username, dbname=u.database)
+    with conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE baseline_logins (user_id varchar(128), device_type varchar(32), "
+            "masked_ip varchar(256), masked_device_id varchar(256), locale varchar(32), "
+            "app_version integer, create_date date)"
+        )
+    conn.commit()
+    client = bench.sqs.client
+    started = time.monotonic()
+    handled = 0
+    while True:
+        response = client.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        messages = response.get("Messages", [])
+        if not messages:
+            break
+        for message in messages:
+            handled += 1
+            try:
+                doc = json.loads(message["Body"])
+                row = (
+                    doc["user_id"],
+                    doc["device_type"],
+                    hashlib.sha256(doc["ip"].encode()).hexdigest(),
+                    hashlib.sha256(doc["device_id"].encode()).hexdigest(),
+                    doc.get("locale"),
+                    int(doc["app_version"].replace(".", "")[:9] or 0),
+                    datetime.now(UTC).date(),
+                )
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO baseline_logins VALUES (%s,%s,%s,%s,%s,%s,%s)", row)
+                conn.commit()
+            except (KeyError, ValueError, TypeError, AttributeError):
+                conn.rollback()
+            client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    elapsed = time.monotonic() - started - 1.0
+    conn.close()
+    assert handled == len(bodies)
+    return len(bodies) / elapsed
+
+
+def load_stage(bench: Bench, rows: int, batch_size: int) -> float:
+    """Parse -> mask -> seal (one key agreement a batch) -> one transaction, WORKERS threads."""
+    database = bench.fresh_database()
+    engine = db.make_engine(database, pool_size=WORKERS)
+    db.ensure_partitions(engine)
+    masker = keys.load_masker(bench.keys_dir)
+    sealer = VaultSealer(keys.load_public_key(bench.keys_dir))
+    now = datetime.now(UTC)
+    # All-new values: every row brings two new vault entries.
+    messages = [
+        InboundMessage(
+            f"m{i}",
+            "",
+            json.dumps(
+                {
+                    "user_id": f"user-{i % 50_000}",
+                    "app_version": "2.3.0",
+                    "device_type": "ios",
+                    "ip": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
+                    "locale": None,
+                    "device_id": f"dev-{i}",
+                }
+            ),
+            now,
+        )
+        for i in range(rows)
+    ]
+    chunks = iter(range(0, rows, batch_size))
+    lock = threading.Lock()
+
+    def load() -> None:  # WORKERS writers side by side, as consume's workers are
+        while True:
+            with lock:
+                start = next(chunks, None)
+            if start is None:
+                return
+            batch = prepare_batch(
+                messages[start : start + batch_size], masker=masker, sealer=sealer
+            )
+            db.write_batch(engine, batch.rows, batch.vault_entries)
+
+    threads = [threading.Thread(target=load) for _ in range(WORKERS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    engine.dispose()
+    assert count(database, "SELECT count(*) FROM user_logins") == rows
+    assert count(database, "SELECT count(*) FROM pii_vault") == 2 * rows
+    return rows / elapsed
+
+
+def scale_out(bench: Bench, bodies: list[str], processes: int) -> dict[str, Any]:
+    queue, dlq, _ = bench.fresh_queue(bodies)
+    database = bench.fresh_database()
+    env = bench.env(database, queue, dlq)
+    started = time.monotonic()
+    children = [
+        subprocess.Popen(
+            [LOGINETL, "consume", "--json", "--workers", str(WORKERS), "--idle-exit", "2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    summaries = []
+    for child in children:
+        out, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(err[-2000:])
+        summaries.append(json.loads(out.strip().splitlines()[-1]))
+    busy = max(s["busy_seconds"] for s in summaries)
+    rows = count(database, "SELECT count(*) FROM user_logins")
+    dead = bench.sqs.depth(bench.sqs.queue_url(dlq)).visible
+    valid = valid_count(bodies)
+    return {
+        "processes": processes,
+        "msg_per_s": round(sum(s["received"] for s in summaries) / busy, 1),
+        "rows": rows,
+        "expected_rows": valid,
+        "dead_lettered": dead,
+        "expected_dead_lettered": len(bodies) - valid,
+        "exact": rows == valid and dead == len(bodies) - valid,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def stats_on(bench: Bench, rows: int) -> float:
+    """Median seconds of the stats aggregates over ``rows`` synthetic rows."""
+    database = bench.fresh_database()
+    engine = create_engine(database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
+                "masked_device_id, locale, app_version, app_version_raw, create_date, sent_at) "
+                "SELECT 'm' || g, 'u' || (g % 300000), CASE WHEN g % 2 = 0 THEN 'ios' ELSE 'android' END, "
+                "'k1:' || md5('ip' || ((g::bigint * 7919) % 450000)) || md5('x'), "
+                "'k1:' || md5('dev' || ((g::bigint * 104729) % 350000)) || md5('y'), "
+                "CASE WHEN g % 3 = 0 THEN NULL ELSE 'L' || (g % 14) END, (g % 6) * 1000000 + (g % 10) * 1000, "
+                "(g % 6) || '.' || (g % 10), current_date, now() - (g % 86400) * interval '1 second' "
+                f"FROM generate_series(1, {rows}) g"
+            )
+        )
+        # The rollups the load keeps, built here in bulk the way migration 0002 backfills them.
+        for field, column in (("ip", "masked_ip"), ("device_id", "masked_device_id")):
+            conn.execute(
+                text(
+                    f"INSERT INTO token_stats SELECT '{field}', {column}, count(DISTINCT user_id), count(*) "
+                    f"FROM user_logins GROUP BY {column}"
+                )
+            )
+        conn.execute(
+            text(
+                "INSERT INTO user_stats SELECT user_id, count(*), min(sent_at), max(sent_at) "
+                "FROM user_logins GROUP BY user_id"
+            )
+        )
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+    engine = db.make_engine(database, pool_size=4)
+    table_stats(engine)  # warm the cache, as a second look at a dashboard would
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        table_stats(engine)
+        times.append(time.monotonic() - started)
+    engine.dispose()
+    return statistics.median(times)
+
+
+# -- main --------------------------------------------------------------------------------
+
+
+@contextmanager
+def environment() -> Iterator[Bench]:
+    pg_base = (
+        os.environ.get("LOGINETL_TEST_PG")
+        or subprocess.run(
+            [str(ROOT / "tools" / "ensure-postgres.sh")], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
+    state = Path(tempfile.mkdtemp(prefix="loginetl-bench-"))
+    port = localstack_tool.free_port()
+    pid = localstack_tool.start(port, state / "localstack")
+    keys.init_keys(state / "keys")
+    bench = Bench(pg_base, f"http://127.0.0.1:{port}", state / "keys")
+    try:
+        yield bench
+    finally:
+        bench.drop_databases()
+        localstack_tool.stop_pid(pid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a tenth of the sizes, for a smoke run"
+    )
+    args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    n, big = 20_000 // scale, 100_000 // scale
+    load_rows, stats_rows = 200_000 // scale, 1_000_000 // scale
+    bodies = list(generate_bodies(n, seed=7, malformed_share=0.01))
+    results: dict[str, Any] = {"messages": n, "workers": WORKERS, "quick": args.quick}
+    with environment() as bench:
+        log(f"1. raw drain ceiling, {n:,} messages, {WORKERS} receivers")
+        results["raw_drain_msg_s"] = round(raw_drain(bench, bodies), 1)
+        log("2. loginetl consume")
+        queue, dlq, _ = bench.fresh_queue(bodies)
+        database = bench.fresh_database()
+        _, wall, rss_small = run_consume(bench.env(database, queue, dlq), "--max", str(n))
+        results["consume_msg_s"] = round(n / wall, 1)
+        results["consume_exact"] = count(
+            database, "SELECT count(*) FROM user_logins"
+        ) == valid_count(bodies)
+        results["rss_mb_small"] = round(rss_small, 1)
+        log("3. seed-style baseline")
+        results["baseline_msg_s"] = round(seed_style_baseline(bench, bodies), 1)
+        log(f"4. load stage, {load_rows:,} rows")
+        results["load_rows_s"] = round(load_stage(bench, load_rows, batch_size=1000), 1)
+        results["load_rows_s_batch_10"] = round(
+            load_stage(bench, load_rows // 10, batch_size=10), 1
+        )
+        log(f"5. peak memory at {big:,} messages")
+        big_bodies = list(generate_bodies(big, seed=8, malformed_share=0.01))
+        queue, dlq, _ = bench.fresh_queue(big_bodies)
+        database = bench.fresh_database()
+        _, _, rss_big = run_consume(bench.env(database, queue, dlq), "--max", str(big))
+        results["rss_mb_big"] = round(rss_big, 1)
+        log("6. scale-out")
+        results["scale_out"] = [scale_out(bench, bodies, p) for p in (1, 2, 4)]
+        log(f"7. stats over {stats_rows:,} rows")
+        results["stats_seconds"] = round(stats_on(bench, stats_rows), 3)
+    report(results)
+
+
+def report(r: dict[str, Any]) -> None:
+    checks: list[tuple[str, str, str, bool]] = [
+        (
+            "consume vs raw drain ceiling",
+            f"{r['consume_msg_s'] / r['raw_drain_msg_s']:.0%} "
+            f"({r['consume_msg_s']:,.0f} / {r['raw_drain_msg_s']:,.0f} msg/s)",
+            ">= 85%",
+            r["consume_msg_s"] >= 0.85 * r["raw_drain_msg_s"],
+        ),
+        (
+            "consume vs seed-style baseline",
+            f"{r['consume_msg_s'] / r['baseline_msg_s']:.1f}x "
+            f"(baseline {r['baseline_msg_s']:,.0f} msg/s)",
+            ">= 4x",
+            r["consume_msg_s"] >= 4 * r["baseline_msg_s"],
+        ),
+        (
+            "consume loaded exactly the valid messages",
+            str(r["consume_exact"]),
+            "True",
+            r["consume_exact"],
+        ),
+        (
+            "load stage incl. vault encryption (1,000/batch)",
+            f"{r['load_rows_s']:,.0f} rows/s",
+            ">= 30,000 rows/s",
+            r["load_rows_s"] >= 30_000,
+        ),
+        (
+            "load stage, consume's 10/batch (information)",
+            f"{r['load_rows_s_batch_10']:,.0f} rows/s",
+            "-",
+            True,
+        ),
+        (
+            "peak RSS, big vs small backlog",
+            f"{r['rss_mb_big']:.0f} MB vs {r['rss_mb_small']:.0f} MB",
+            "within 20%",
+            r["rss_mb_big"] <= 1.2 * r["rss_mb_small"],
+        ),
+        ("peak RSS, big backlog", f"{r['rss_mb_big']:.0f} MB", "< 150 MB", r["rss_mb_big"] < 150),
+        ("stats on the big table", f"{r['stats_seconds']:.3f} s", "< 1 s", r["stats_seconds"] < 1),
+    ]
+    for s in r["scale_out"]:
+        checks.append(
+            (
+                f"{s['processes']} consume process(es): total msg/s, rows exact",
+                f"{s['msg_per_s']:,.0f} msg/s, {s['rows']:,}/{s['expected_rows']:,} rows, "
+                f"{s['dead_lettered']}/{s['expected_dead_lettered']} DLQ",
+                "exact",
+                s["exact"],
+            )
+        )
+    width = max(len(c[0]) for c in checks)
+    print(
+        f"\nloginetl bench ({r['messages']:,} messages, {r['workers']} receivers per process"
+        f"{', QUICK' if r['quick'] else ''})"
+    )
+    print(f"{'measure':<{width}}  {'measured':<44} {'target':<17} met")
+    for name, measured, target, ok in checks:
+        print(f"{name:<{width}}  {measured:<44} {target:<17} {'yes' if ok else 'NO'}")
+    r["targets_met"] = {name: ok for name, _, _, ok in checks}
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(r, indent=2, default=str) + "\n")
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
