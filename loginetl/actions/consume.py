@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -165,6 +166,10 @@ class Consumer:
         self._quota = _Quota(options.max_messages)
         self._last_activity = self._last_handled = self._started = time.monotonic()
         self._vault_cache: set[str] = set()
+        # Deletes run beside the next receive: they follow a commit already made, and a
+        # failed one is harmless. Bounded, so a slow endpoint cannot pile them up.
+        self._deleter = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="delete")
+        self._pending_deletes = threading.BoundedSemaphore(options.workers * 2)
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
@@ -193,6 +198,7 @@ class Consumer:
             if time.monotonic() - partitions_checked > _PARTITION_CHECK_SECONDS:
                 partitions_checked = time.monotonic()
                 self._ensure_partitions()
+        self._deleter.shutdown(wait=True)
         if self._failure is not None:
             raise self._failure
         return self.snapshot()
@@ -323,7 +329,9 @@ class Consumer:
                 ignored_fields=batch.ignored_fields,
             )
         acknowledged += self._dead_letter(batch)
-        self._acknowledge(acknowledged)
+        if acknowledged:
+            self._pending_deletes.acquire()
+            self._deleter.submit(self._acknowledge, acknowledged)
 
     def _commit(self, batch: PreparedBatch, messages: Sequence[InboundMessage]) -> int:
         """Write the batch, retrying transient failures while keeping the messages hidden."""
@@ -387,13 +395,13 @@ class Consumer:
         return [r.message for r in accepted]
 
     def _acknowledge(self, messages: Sequence[InboundMessage]) -> None:
-        if not messages:
-            return
         try:
             failed = len(self.sqs.delete(self.queue_url, messages))
         except LoginetlError as error:
             log.warning("delete failed (%s); the messages will be redelivered and skipped", error)
             failed = len(messages)
+        finally:
+            self._pending_deletes.release()
         if failed:
             self._tally.add(delete_failures=failed)
 
