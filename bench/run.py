@@ -113,8 +113,24 @@ def count(url: str, sql: str) -> int:
     return value
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM: the peak RSS of the process's current image, in MB (0 once it has gone).
+
+    Not getrusage's ru_maxrss: Linux carries that across exec, so a child forked from
+    this (large) bench process would report the bench's own size.
+    """
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def run_consume(env: dict[str, str], *args: str) -> tuple[dict[str, Any], float, float]:
-    """Run consume as a child; return its JSON summary, wall seconds and max RSS (MB)."""
+    """Run consume as a child; return its JSON summary, wall seconds and peak RSS (MB)."""
     started = time.monotonic()
     process = subprocess.Popen(
         [LOGINETL, "consume", "--json", "--workers", str(WORKERS), *args],
@@ -123,29 +139,21 @@ def run_consume(env: dict[str, str], *args: str) -> tuple[dict[str, Any], float,
         stderr=subprocess.PIPE,
         text=True,
     )
+    peak = [0.0]
+
+    def sample() -> None:
+        while process.poll() is None:
+            peak[0] = max(peak[0], _peak_rss_mb(process.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     out, err = process.communicate()
     wall = time.monotonic() - started
-    # ru_maxrss of this child alone: RUSAGE_CHILDREN is a max over all children so far.
-    rss_mb = process_rss.pop(process.pid, 0.0)
+    sampler.join()
     if process.returncode != 0:
         raise RuntimeError(f"consume failed: {err[-2000:]}")
-    return json.loads(out.strip().splitlines()[-1]), wall, rss_mb
-
-
-process_rss: dict[int, float] = {}
-_original_wait = subprocess.Popen._wait  # type: ignore[attr-defined]
-
-
-def _wait_with_rusage(self: subprocess.Popen[Any], timeout: float | None) -> int:
-    if self.returncode is None and timeout is None:
-        pid, status, usage = os.wait4(self.pid, 0)
-        process_rss[pid] = usage.ru_maxrss / 1024
-        self._handle_exitstatus(status)  # type: ignore[attr-defined]
-        return self.returncode  # type: ignore[return-value]
-    return _original_wait(self, timeout)  # type: ignore[no-any-return]
-
-
-subprocess.Popen._wait = _wait_with_rusage  # type: ignore[attr-defined,assignment]
+    return json.loads(out.strip().splitlines()[-1]), wall, peak[0]
 
 
 def valid_count(bodies: list[str]) -> int:

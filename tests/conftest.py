@@ -6,12 +6,14 @@ and both are removed afterwards. Nothing here touches a database it did not crea
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -150,9 +152,8 @@ def queues(settings: Settings, sqs: SqsService) -> tuple[str, str]:
     return sqs.create_queues(settings.queue_name, settings.dlq_name)
 
 
-@pytest.fixture
-def cli_env(settings: Settings) -> dict[str, str]:
-    """Environment that points loginetl at the test's database, queues and keys."""
+def env_for(settings: Settings, **overrides: str) -> dict[str, str]:
+    """Environment that points loginetl at these settings' database, queues and keys."""
     return {
         "LOGINETL_DATABASE_URL": settings.database_url,
         "LOGINETL_QUEUE": settings.queue_name,
@@ -160,7 +161,35 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "AWS_ENDPOINT_URL": settings.endpoint_url or "",
         "AWS_DEFAULT_REGION": settings.region,
         "LOGINETL_KEYS_DIR": str(settings.keys_dir),
+        **overrides,
     }
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    return env_for(settings)
+
+
+LOGINETL = str(Path(sys.executable).parent / "loginetl")
+
+
+def consume_process(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """``loginetl consume --json`` as a real child process."""
+    return subprocess.Popen(
+        [LOGINETL, "consume", "--json", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, dict[str, Any], str]:
+    """Wait for a consume child; return its exit code, JSON summary and stderr."""
+    out, err = process.communicate(timeout=timeout)
+    lines = out.strip().splitlines()
+    return process.returncode, (json.loads(lines[-1]) if lines else {}), err
 
 
 def run_loginetl(

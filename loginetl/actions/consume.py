@@ -26,7 +26,7 @@ from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
 from loginetl.services.metrics import MetricsServer
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
+from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
 log = logging.getLogger("loginetl.consume")
 
@@ -438,13 +438,10 @@ def consume(
     server: MetricsServer | None = None
     try:
         migrations.require_head(engine)
-        sqs = SqsService(
-            make_client(
-                region=settings.region,
-                endpoint_url=settings.endpoint_url,
-                max_connections=options.workers * 2 + 2,
-                read_timeout=options.wait_seconds + 20,
-            )
+        sqs = SqsService.for_settings(
+            settings,
+            max_connections=options.workers * 2 + 2,
+            read_timeout=options.wait_seconds + 20,
         )
         if create_queues:
             queue_url, dlq_url = sqs.create_queues(settings.queue_name, settings.dlq_name)

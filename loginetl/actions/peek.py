@@ -24,7 +24,7 @@ from loginetl.core.masking import Masker
 from loginetl.core.messages import Rejection, parse_login
 from loginetl.errors import Refused
 from loginetl.services import keys
-from loginetl.services.sqs import QueueDepth, SqsService, make_client
+from loginetl.services.sqs import QueueDepth, SqsService
 
 _PEEK_VISIBILITY = 20  # seconds; long enough to collect a sample, short if peek dies
 
@@ -100,7 +100,7 @@ def peek(
 ) -> PeekResult:
     """Show health and up to ``count`` messages; refuses at the dead-letter threshold."""
     masker = keys.load_masker(settings.keys_dir)
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    sqs = SqsService.for_settings(settings)
     health, url, dlq_url = queue_health(sqs, settings)
     source_url = dlq_url if from_dlq else url
     limit = None if from_dlq else health.depth.max_receive_count

@@ -17,7 +17,7 @@ from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.messages import Rejection, parse_login
 from loginetl.core.pacing import RampedRate
 from loginetl.errors import LoginetlError
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
+from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
 DEFAULT_HOLD_SECONDS = 120  # what a run skips stays hidden this long, so it sees each once
 _STALE_RECEIVES = 3  # receives bringing only messages already seen before we call it done
@@ -173,11 +173,17 @@ def replay_dlq(
     dry_run: bool = False,
     rate: float | None = None,
     hold_seconds: int = DEFAULT_HOLD_SECONDS,
+    on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Move (or, with dry_run, judge) DLQ messages back to the source queue."""
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    """Move (or, with dry_run, judge) DLQ messages back to the source queue.
+
+    ``on_start`` is told the DLQ's approximate depth first (for a progress bar).
+    """
+    sqs = SqsService.for_settings(settings)
     queue_url, dlq_url = sqs.queue_url(settings.queue_name), sqs.queue_url(settings.dlq_name)
+    if on_start is not None:
+        on_start(sqs.depth(dlq_url).visible)
     return _Replay(
         sqs,
         queue_url,
@@ -200,7 +206,7 @@ def replay_native(
     on_progress: Callable[[int, int | None], None] | None = None,
 ) -> NativeMoveResult:
     """Use SQS's StartMessageMoveTask and follow it until it ends."""
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    sqs = SqsService.for_settings(settings)
     dlq_arn = sqs.queue_arn(sqs.queue_url(settings.dlq_name))
     queue_arn = sqs.queue_arn(sqs.queue_url(settings.queue_name))
     handle = sqs.start_move_task(dlq_arn, queue_arn, rate)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService, make_client
+from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def seed(
     on_sent: Callable[[int], None] | None = None,
 ) -> SeedResult:
     """Publish bodies to the configured queue."""
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    sqs = SqsService.for_settings(settings)
     if create_queues:
         queue_url, _ = sqs.create_queues(settings.queue_name, settings.dlq_name)
     else:

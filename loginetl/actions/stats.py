@@ -15,7 +15,7 @@ from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
 from loginetl.errors import LoginetlError, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
-from loginetl.services.sqs import QueueDepth, SqsService, make_client
+from loginetl.services.sqs import QueueDepth, SqsService
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
     Only the DLQ is sampled: receiving from the main queue would raise receive counts
     toward its dead-letter threshold. The DLQ has no such threshold.
     """
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
+    sqs = SqsService.for_settings(settings)
     try:
         main = sqs.depth(sqs.queue_url(settings.queue_name))
         dlq_url = sqs.queue_url(settings.dlq_name)

@@ -17,7 +17,6 @@ from loginetl.actions.replay import (
 from loginetl.cli.output import print_json, stderr, stdout
 from loginetl.cli.state import settings_of
 from loginetl.core.messages import REASON_CODES
-from loginetl.services.sqs import SqsService, make_client
 
 
 def _render(result: ReplayResult) -> None:
@@ -114,8 +113,6 @@ def replay_command(
         if moved.status != "COMPLETED":
             raise typer.Exit(code=1)
         return
-    sqs = SqsService(make_client(region=settings.region, endpoint_url=settings.endpoint_url))
-    total = sqs.depth(sqs.queue_url(settings.dlq_name)).visible
     with Progress(
         TextColumn("replay-dlq"),
         BarColumn(),
@@ -125,7 +122,7 @@ def replay_command(
         transient=True,
         disable=json_output or not stderr.is_terminal,
     ) as progress:
-        task = progress.add_task("replay", total=min(total, max_messages or total) or None)
+        task = progress.add_task("replay", total=None)
         result = replay_dlq(
             settings,
             max_messages=max_messages,
@@ -133,6 +130,9 @@ def replay_command(
             dry_run=dry_run,
             rate=rate,
             hold_seconds=hold_seconds,
+            on_start=lambda depth: progress.update(
+                task, total=min(depth, max_messages or depth) or None
+            ),
             on_progress=lambda n: progress.advance(task, n),
         )
     if json_output:

@@ -20,6 +20,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
 from loginetl.errors import QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 
@@ -96,6 +97,15 @@ class SqsService:
     def __init__(self, client: SQSClient) -> None:
         self.client = client
         self._endpoint = client.meta.endpoint_url
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **client_options: Any) -> SqsService:
+        """A service on a new client for the configured endpoint and region."""
+        return cls(
+            make_client(
+                region=settings.region, endpoint_url=settings.endpoint_url, **client_options
+            )
+        )
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -41,6 +42,18 @@ INVALID_BODIES = [
         }
     ),
 ]
+
+
+def consume_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """Run ``loginetl consume --json --idle-exit 1`` in-process; return its summary."""
+    from typer.testing import CliRunner
+
+    from loginetl.cli import app
+
+    result = CliRunner().invoke(app, ["consume", "--json", "--idle-exit", "1", *args], env=env)
+    assert result.exit_code == 0, result.output
+    summary: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return summary
 
 
 def count_rows(database_url: str, where: str = "TRUE") -> int:

@@ -19,17 +19,10 @@ from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSeale
 from loginetl.services import db, keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import SHARED_SAMPLE
-from tests.e2e.conftest import INVALID_BODIES, count_rows, drain
+from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
 
 runner = CliRunner()
 Publish = Callable[[list[str]], None]
-
-
-def consume(env: dict[str, str], *args: str) -> dict[str, object]:
-    result = runner.invoke(app, ["consume", "--json", "--idle-exit", "1", *args], env=env)
-    assert result.exit_code == 0, result.output
-    summary: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
-    return summary
 
 
 def test_public_sample_loads_99_and_dead_letters_1(
@@ -39,7 +32,7 @@ def test_public_sample_loads_99_and_dead_letters_1(
         pytest.skip("the shared sample is not present on this machine")
     seeded = runner.invoke(app, ["seed", "--from-file", str(SHARED_SAMPLE), "--json"], env=cli_env)
     assert seeded.exit_code == 0, seeded.output
-    summary = consume(cli_env)
+    summary = consume_json(cli_env)
     assert summary["received"] == 100
     assert summary["loaded"] == 99
     assert summary["dead_lettered"] == 1
@@ -73,7 +66,7 @@ def test_every_reject_reason_reaches_the_dlq_with_its_reason(
     ids = {}
     for reason, body in cases.items():
         ids[reason] = sqs.client.send_message(QueueUrl=queues[0], MessageBody=body)["MessageId"]
-    summary = consume(cli_env)
+    summary = consume_json(cli_env)
     assert summary["dead_lettered_by_reason"] == {reason: 1 for reason in cases}
     assert summary["loaded"] == 0
     dead = {m.attributes["loginetl-reason"]: m for m in drain(sqs, queues[1])}
@@ -107,7 +100,7 @@ def test_redelivery_after_commit_is_absorbed(
     engine.dispose()
     sqs.set_visibility(queues[0], received, 0)
 
-    summary = consume(cli_env)
+    summary = consume_json(cli_env)
     assert summary["received"] == 5
     assert summary["loaded"] == 5 - len(received)
     assert summary["duplicates_skipped"] == len(received)
@@ -124,9 +117,9 @@ def test_a_replayed_copy_with_the_original_id_is_skipped(
 ) -> None:
     body = valid_bodies(1)[0]
     original = sqs.client.send_message(QueueUrl=queues[0], MessageBody=body)["MessageId"]
-    assert consume(cli_env)["loaded"] == 1
+    assert consume_json(cli_env)["loaded"] == 1
     sqs.send(queues[0], [OutboundMessage(body, {ATTR_ORIGINAL_MESSAGE_ID: original})])
-    summary = consume(cli_env)
+    summary = consume_json(cli_env)
     assert (summary["loaded"], summary["duplicates_skipped"]) == (0, 1)
     assert count_rows(settings.database_url) == 1
 
@@ -144,7 +137,7 @@ def test_two_spellings_of_one_ip_share_one_token_and_one_vault_entry(
             json.dumps({**good, "ip": "2001:db8::1"}),
         ]
     )
-    assert consume(cli_env)["loaded"] == 2
+    assert consume_json(cli_env)["loaded"] == 2
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         tokens = conn.execute(text("SELECT DISTINCT masked_ip FROM user_logins")).scalars().all()
@@ -215,7 +208,7 @@ def test_max_stops_after_that_many_messages(
     valid_bodies: Callable[..., list[str]],
 ) -> None:
     publish(valid_bodies(45))
-    summary = consume(cli_env, "--max", "20")
+    summary = consume_json(cli_env, "--max", "20")
     assert summary["received"] == 20
     assert summary["stopped_because"] == "max_reached"
     assert sqs.depth(queues[0]).visible == 25
@@ -227,7 +220,7 @@ def test_create_queues_lets_consume_start_on_a_fresh_endpoint(
     missing = runner.invoke(app, ["consume", "--idle-exit", "1"], env=cli_env)
     assert missing.exit_code == 2
     assert "--create-queues" in missing.output
-    summary = consume(cli_env, "--create-queues")
+    summary = consume_json(cli_env, "--create-queues")
     assert summary["received"] == 0
     depth = sqs.depth(sqs.queue_url(settings.queue_name))
     assert depth.max_receive_count == 5
@@ -241,4 +234,4 @@ def test_consume_needs_only_the_hmac_key_and_the_public_key(
 ) -> None:
     (settings.keys_dir / keys.PRIVATE_FILE).unlink()
     publish(valid_bodies(3))
-    assert consume(cli_env)["loaded"] == 3
+    assert consume_json(cli_env)["loaded"] == 3

@@ -6,39 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
 from loginetl.config import Settings
 from loginetl.services.sqs import SqsService
-from tests.conftest import database_name
+from tests.conftest import LOGINETL, consume_process, database_name, finish
 from tests.e2e.conftest import INVALID_BODIES, count_rows, drain, wait_for
 
 Publish = Callable[[list[str]], None]
-LOGINETL = str(Path(sys.executable).parent / "loginetl")
-
-
-def start_consume(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [LOGINETL, "consume", "--json", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def finish(
-    process: subprocess.Popen[str], timeout: float = 120
-) -> tuple[int, dict[str, object], str]:
-    out, err = process.communicate(timeout=timeout)
-    summary = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    return process.returncode, summary, err
 
 
 def set_connections(admin_url: str, database: str, *, allowed: bool) -> None:
@@ -69,7 +47,9 @@ def test_database_outage_mid_run_loses_nothing(
     publish(bodies + INVALID_BODIES)
     admin = settings.database_url.rsplit("/", 1)[0] + "/postgres"
     name = database_name(settings.database_url)
-    process = start_consume(cli_env, "--workers", "2", "--idle-exit", "3", "--retry-seconds", "60")
+    process = consume_process(
+        cli_env, "--workers", "2", "--idle-exit", "3", "--retry-seconds", "60"
+    )
     try:
         wait_for(lambda: count_rows(settings.database_url) > 300, what="first rows")
         set_connections(admin, name, allowed=False)
@@ -99,7 +79,7 @@ def test_sigterm_mid_run_commits_the_batch_in_hand_and_loses_nothing(
 ) -> None:
     bodies = valid_bodies(3000, 22)
     publish(bodies)
-    process = start_consume(cli_env, "--follow", "--workers", "4")
+    process = consume_process(cli_env, "--follow", "--workers", "4")
     wait_for(lambda: count_rows(settings.database_url) > 200, what="first rows")
     process.send_signal(signal.SIGTERM)
     code, summary, err = finish(process, timeout=30)

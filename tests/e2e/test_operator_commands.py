@@ -20,7 +20,7 @@ from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.batch import ATTR_REASON, replay_attributes
 from loginetl.services.sqs import OutboundMessage, SqsService
-from tests.e2e.conftest import INVALID_BODIES, count_rows, drain, wait_for
+from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain, wait_for
 
 runner = CliRunner()
 Publish = Callable[[list[str]], None]
@@ -31,11 +31,6 @@ def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
     result = runner.invoke(app, list(args), env=env)
     assert result.exit_code == code, result.output
     return result.output
-
-
-def consume(env: dict[str, str]) -> dict[str, object]:
-    out = invoke(env, "consume", "--json", "--idle-exit", "1")
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def to_dlq(sqs: SqsService, dlq_url: str, bodies: list[str], reason: str) -> None:
@@ -145,7 +140,7 @@ def test_replay_by_reason_after_a_rule_fix_loads_exactly_those(
     result = json.loads(invoke(cli_env, "replay-dlq", "--reason", "invalid_app_version", "--json"))
     assert (result["moved"], result["skipped"], result["failed"]) == (12, len(INVALID_BODIES), 0)
     assert result["examined"] == result["moved"] + result["skipped"] + result["failed"]
-    assert consume(cli_env)["loaded"] == 12
+    assert consume_json(cli_env)["loaded"] == 12
     assert count_rows(settings.database_url) == 12
     remaining = drain(sqs, queues[1])
     assert {m.attributes[ATTR_REASON] for m in remaining} == {"invalid_json"}
@@ -180,7 +175,7 @@ def test_replay_interrupted_and_rerun_loads_each_message_exactly_once(
     wait_for(lambda: sqs.depth(queues[1]).in_flight == 0, timeout=30, what="held messages back")
     invoke(cli_env, "replay-dlq")
     assert sqs.depth(queues[1]).visible == 0
-    summary = consume(cli_env)
+    summary = consume_json(cli_env)
     assert count_rows(settings.database_url) == len(bodies)
     assert summary["duplicates_skipped"] >= len(sample)
 
@@ -198,7 +193,7 @@ def test_native_move_task(
         pytest.skip("this endpoint has no StartMessageMoveTask")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "COMPLETED"
-    assert consume(cli_env)["loaded"] == 7
+    assert consume_json(cli_env)["loaded"] == 7
 
 
 def test_replay_flags_are_checked(cli_env: dict[str, str]) -> None:
@@ -220,7 +215,7 @@ def test_stats_match_counts_computed_independently(
 ) -> None:
     bodies = valid_bodies(600, 9)
     publish(bodies + INVALID_BODIES)
-    consume(cli_env)
+    consume_json(cli_env)
     data = json.loads(invoke(cli_env, "stats", "--json", "--top", "3", "--since", "1h"))
     docs = [json.loads(b) for b in bodies]
     ips = [str(ipaddress.ip_address(d["ip"])) for d in docs]

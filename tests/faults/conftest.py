@@ -23,11 +23,11 @@ from sqlalchemy import create_engine, text
 from loginetl.config import Settings
 from loginetl.services import db, keys, migrations
 from loginetl.services.sqs import SqsService
+from tests.conftest import LOGINETL, consume_process, env_for, finish
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import localstack as localstack_tool
 
-LOGINETL = str(Path(sys.executable).parent / "loginetl")
 FIGURES: list[dict[str, Any]] = []
 
 
@@ -111,24 +111,6 @@ def fault_bodies(tag: str, valid: int) -> tuple[list[str], set[str]]:
     ]
     invalid = ["{nope", "[1]", json.dumps({"user_id": tag}), json.dumps({"ip": None}), "42"]
     return bodies + invalid, users
-
-
-def consume_process(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [LOGINETL, "consume", "--json", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        **kwargs,
-    )
-
-
-def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, dict[str, Any], str]:
-    out, err = process.communicate(timeout=timeout)
-    lines = out.strip().splitlines()
-    return process.returncode, (json.loads(lines[-1]) if lines else {}), err
 
 
 # -- a PostgreSQL of our own -------------------------------------------------------------
@@ -235,18 +217,6 @@ def fault_queues(settings: Settings, sqs: SqsService) -> tuple[str, str]:
     )
 
 
-def env_for(settings: Settings, **overrides: str) -> dict[str, str]:
-    return {
-        "LOGINETL_DATABASE_URL": settings.database_url,
-        "LOGINETL_QUEUE": settings.queue_name,
-        "LOGINETL_DLQ": settings.dlq_name,
-        "AWS_ENDPOINT_URL": settings.endpoint_url or "",
-        "AWS_DEFAULT_REGION": settings.region,
-        "LOGINETL_KEYS_DIR": str(settings.keys_dir),
-        **overrides,
-    }
-
-
 def unique() -> str:
     return uuid.uuid4().hex[:8]
 
@@ -260,4 +230,4 @@ def wait_until(predicate: Any, timeout: float = 60, what: str = "condition") -> 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-__all__ = ["keys"]
+__all__ = ["LOGINETL", "consume_process", "env_for", "finish", "keys"]
