@@ -50,7 +50,8 @@ class UnmaskResult:
     plaintext: str | None = field(default=None, repr=False)
 
 
-def _identity() -> tuple[str | None, str | None]:
+def operator_identity() -> tuple[str | None, str | None]:
+    """The OS user and host name, recorded in every audit row."""
     try:
         user: str | None = getpass.getuser()
     except (KeyError, OSError):
@@ -63,7 +64,7 @@ class _Session:
 
     def __init__(self, engine: Engine, reason: str) -> None:
         self.engine, self.reason = engine, reason
-        self.os_user, self.host = _identity()
+        self.os_user, self.host = operator_identity()
 
     def audit(self, token: str, outcome: str, pii_field: str | None = None) -> tuple[int, str]:
         try:

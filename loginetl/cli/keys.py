@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from loginetl.actions.rederive import rederive as rederive_action
 from loginetl.cli.output import stdout
 from loginetl.cli.state import settings_of
 from loginetl.services import keys
@@ -57,4 +58,37 @@ def rotate(
     stdout.print(
         f"new tokens now use {result.current} (was {result.previous}); old tokens still unmask. "
         "Restart consume so it picks up the new key."
+    )
+
+
+@app.command()
+def rederive(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited), e.g. a change ticket.")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Target key id (default: the current key).")
+    ] = None,
+    private_key: Annotated[
+        Path | None,
+        typer.Option("--private-key", help="The vault private key (default: in the keys dir)."),
+    ] = None,
+) -> None:
+    """Map old-key tokens to the new key's in token_aliases, for joins across a rotation.
+
+    Privacy staff only: it decrypts the vault (in memory; nothing is printed) and is
+    audited as one operation before it starts.
+
+    Example: loginetl keys rederive --reason "CHG-88 rotation to k2"
+    """
+    result = rederive_action(
+        settings_of(ctx), reason=reason, to_key_id=to, private_key_path=private_key
+    )
+    stdout.print(
+        f"{result.aliased:,} of {result.examined:,} older tokens now alias to "
+        f"{result.target_key_id} (audit row {result.audit_seq})"
+        + (
+            f"; {result.undecryptable:,} would not decrypt with this key"
+            if result.undecryptable
+            else ""
+        )
     )

@@ -35,6 +35,7 @@ MALFORMED_TOKEN: Final = "malformed_token"  # noqa: S105 - an outcome name
 DECRYPT_FAILED: Final = "decrypt_failed"
 REFUSED_NO_VAULT_GRANT: Final = "refused_no_vault_grant"
 REFUSED_NO_PRIVATE_KEY: Final = "refused_no_private_key"
+REDERIVE: Final = "rederive"  # keys rederive: a bulk, in-memory decryption to map tokens
 
 
 def reason_problem(reason: str) -> str | None:

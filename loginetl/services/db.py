@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from psycopg2.extras import execute_values
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
@@ -157,6 +157,15 @@ def _values(
         return []
     result = execute_values(cursor, sql, rows, page_size=max(len(rows), 100), fetch=fetch)
     return list(result) if fetch else []
+
+
+def insert_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run an ``INSERT ... VALUES %s`` for all rows in one round trip, in conn's transaction."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        _values(cursor, sql, rows)
+    finally:
+        cursor.close()
 
 
 def write_batch(

@@ -164,3 +164,13 @@ def rotate_hmac_key(directory: Path) -> Rotated:
     _write_secret(staged, json.dumps(document, indent=2).encode())
     os.replace(staged, path)  # atomic: readers see the old file or the new one
     return Rotated(previous=masker.key_id, current=new_id, path=path)
+
+
+def load_maskers(directory: Path) -> dict[str, Masker]:
+    """Every HMAC key in the file, by key id (re-deriving tokens needs the new one by name)."""
+    load_masker(directory)  # validates the file and its permissions
+    document = json.loads((directory / HMAC_FILE).read_bytes())
+    return {
+        key_id: Masker(key_id, base64.b64decode(value))
+        for key_id, value in document["keys"].items()
+    }

@@ -356,3 +356,41 @@ def test_rotation_new_tokens_use_the_new_key_and_old_ones_still_unmask(
     for token, doc in ((old_token, loaded[0]), (new_token, new_doc)):
         result = run(env, "unmask", token, "--reason", REASON)
         assert result.stdout.strip() == str(ipaddress.ip_address(doc["ip"]))
+
+
+def test_rederive_lets_analysts_join_across_a_rotation(
+    loaded: list[dict[str, str]],
+    login_role: Callable[[str], str],
+    cli_env: dict[str, str],
+    settings: Settings,
+    publish: Publish,
+) -> None:
+    old_ip_token, _ = tokens_of(settings, loaded[0])
+    assert run(cli_env, "keys", "rotate").exit_code == 0
+    again = {**loaded[0], "user_id": "after-rotation"}  # the same ip and device, later
+    publish([json.dumps(again)])
+    assert run(cli_env, "consume", "--idle-exit", "1").exit_code == 0
+    new_ip_token, _ = tokens_of(settings, again)
+    assert old_ip_token != new_ip_token
+    analyst = login_role("loginetl_analyst")
+    refused = run(
+        {**cli_env, "LOGINETL_DATABASE_URL": analyst}, "keys", "rederive", "--reason", REASON
+    )
+    assert refused.exit_code == 3
+    env = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker")}
+    result = run(env, "keys", "rederive", "--reason", "CHG-88 rotation to k2 for joins")
+    assert result.exit_code == 0, result.output
+    assert "alias to k2" in result.stdout
+    joined = sql(
+        analyst,
+        "SELECT DISTINCT coalesce(a.alias, l.masked_ip) FROM user_logins l "
+        f"LEFT JOIN token_aliases a ON a.token = l.masked_ip WHERE l.masked_ip IN ('{old_ip_token}', '{new_ip_token}')",
+    )
+    assert joined == [(new_ip_token,)]
+    assert audit_rows(settings.database_url)[-1][3:] == (
+        "rederive->k2",
+        None,
+        "CHG-88 rotation to k2 for joins",
+        "rederive",
+    )
+    assert loaded[0]["ip"] not in result.output
