@@ -192,21 +192,6 @@ def finish(process: subprocess.Popen[str], timeout: float = 180) -> tuple[int, d
     return process.returncode, (json.loads(lines[-1]) if lines else {}), err
 
 
-def run_loginetl(
-    args: list[str], env: dict[str, str], **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    """Run the real console script in a child process."""
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        [str(Path(sys.executable).parent / "loginetl"), *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=kwargs.pop("timeout", 180),
-        **kwargs,
-    )
-
-
 def database_name(url: str) -> str:
     return make_url(url).database or ""
 

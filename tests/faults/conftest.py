@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,10 +214,6 @@ def fault_queues(settings: Settings, sqs: SqsService) -> tuple[str, str]:
     return sqs.create_queues(
         settings.queue_name, settings.dlq_name, max_receive_count=20, visibility_timeout=4
     )
-
-
-def unique() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def wait_until(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
