@@ -61,7 +61,10 @@ def downgrade(
 
 @app.command()
 def current(ctx: typer.Context) -> None:
-    """Show the database's revision."""
+    """Show the database's revision.
+
+    Example: loginetl migrate current
+    """
     engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
     try:
         status = migrations.status(engine)
@@ -73,7 +76,10 @@ def current(ctx: typer.Context) -> None:
 
 @app.command()
 def history() -> None:
-    """List the migrations, newest first."""
+    """List the migrations, newest first.
+
+    Example: loginetl migrate history
+    """
     table = Table()
     for column in ("revision", "down", "description"):
         table.add_column(column)
@@ -88,7 +94,10 @@ def history() -> None:
 
 @app.command()
 def check(ctx: typer.Context) -> None:
-    """Exit 0 if the database is at head, 1 if a migration is pending."""
+    """Exit 0 if the database is at head, 1 if a migration is pending.
+
+    Example: loginetl migrate check || loginetl migrate upgrade
+    """
     engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
     try:
         status = migrations.status(engine)
