@@ -183,6 +183,7 @@ class Consumer:
         tick_seconds: float = 0.5,
     ) -> ConsumeSummary:
         """Consume until --max, idle, a stop request or a fatal error; return the counts."""
+        self._ensure_partitions()
         self._started = self._last_activity = self._last_handled = time.monotonic()
         threads = [
             threading.Thread(target=self._worker, name=f"consume-{i}", daemon=True)
@@ -190,7 +191,7 @@ class Consumer:
         ]
         for thread in threads:
             thread.start()
-        partitions_checked = time.monotonic()
+        partitions_checked = self._started
         while alive := [t for t in threads if t.is_alive()]:
             alive[0].join(timeout=tick_seconds)  # interruptible: signal handlers still run
             if on_tick is not None:
@@ -434,9 +435,8 @@ def consume(
     """Check keys, schema and queues, then consume; the CLI's ``consume`` in one call."""
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
-    engine = db.make_engine(settings.database_url, pool_size=options.workers)
     server: MetricsServer | None = None
-    try:
+    with db.engine_for(settings.database_url, pool_size=options.workers) as engine:
         migrations.require_head(engine)
         sqs = SqsService.for_settings(
             settings,
@@ -462,12 +462,11 @@ def consume(
         )
         if metrics_port is not None:
             server = _start_metrics(consumer, metrics_host, metrics_port)
-        consumer._ensure_partitions()
-        return consumer.run(on_tick=on_tick)
-    finally:
-        if server is not None:
-            server.stop()
-        engine.dispose()
+        try:
+            return consumer.run(on_tick=on_tick)
+        finally:
+            if server is not None:
+                server.stop()
 
 
 def _start_metrics(consumer: Consumer, host: str, port: int) -> MetricsServer:

@@ -15,9 +15,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
 
-from loginetl.actions.unmask import AuditUnavailable, operator_identity
+from loginetl.actions.unmask import AuditSession
 from loginetl.config import Settings
 from loginetl.core import unmask_policy as policy
+from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import VaultOpener
 from loginetl.errors import ConfigError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
@@ -54,56 +55,43 @@ def rederive(
     opener = VaultOpener(
         keys.load_private_key(private_key_path or settings.keys_dir / keys.PRIVATE_FILE)
     )
-    engine = db.make_engine(settings.database_url, pool_size=2)
-    try:
+    with db.engine_for(settings.database_url, pool_size=2) as engine:
         migrations.require_head(engine)
-        with db.translate_errors(engine, "re-derive tokens"), engine.connect() as conn:
-            allowed = all(
-                audit.may(conn, table, privilege)
-                for table, privilege in (
-                    ("pii_vault", "SELECT"),
-                    ("token_aliases", "INSERT"),
-                    ("unmask_audit", "INSERT"),
-                )
+        return _rederive(engine, target, opener, reason)
+
+
+def _rederive(engine: Engine, target: Masker, opener: VaultOpener, reason: str) -> RederiveResult:
+    with db.translate_errors(engine, "re-derive tokens"), engine.connect() as conn:
+        allowed = all(
+            audit.may(conn, table, privilege)
+            for table, privilege in (
+                ("pii_vault", "SELECT"),
+                ("token_aliases", "INSERT"),
+                ("unmask_audit", "INSERT"),
             )
-            role = audit.current_role(conn)
-        if not allowed:
-            raise Refused(
-                f"database role {role!r} may not re-derive tokens; it needs loginetl_unmasker"
-            )
-        try:
-            with engine.begin() as conn:
-                os_user, host = operator_identity()
-                row = audit.record(
-                    conn,
-                    token=f"rederive->{target.key_id}",
-                    pii_field=None,
-                    reason=reason,
-                    outcome=policy.REDERIVE,
-                    os_user=os_user,
-                    client_host=host,
-                )
-        except Exception as error:
-            raise AuditUnavailable(
-                f"the audit log could not be written ({db.describe(error)}); nothing was decrypted"
-            ) from None
-        examined = aliased = undecryptable = 0
-        with engine.connect() as reader:
-            chunk: list[tuple[str, str, str]] = []
-            for entry in vault.entries_not_of(reader, target.key_id):
-                examined += 1
-                try:
-                    value = opener.open(entry)
-                except (InvalidTag, ValueError):
-                    undecryptable += 1
-                    continue
-                chunk.append((entry.token, target.token(entry.pii_field, value), entry.pii_field))
-                if len(chunk) >= _CHUNK:
-                    aliased += _flush(engine, chunk)
-            aliased += _flush(engine, chunk)
-        return RederiveResult(target.key_id, examined, aliased, undecryptable, row.seq)
-    finally:
-        engine.dispose()
+        )
+        role = audit.current_role(conn)
+    if not allowed:
+        raise Refused(
+            f"database role {role!r} may not re-derive tokens; it needs loginetl_unmasker"
+        )
+    # Audited once, before anything is decrypted; AuditUnavailable stops it otherwise.
+    seq, _ = AuditSession(engine, reason).audit(f"rederive->{target.key_id}", policy.REDERIVE)
+    examined = aliased = undecryptable = 0
+    with engine.connect() as reader:
+        chunk: list[tuple[str, str, str]] = []
+        for entry in vault.entries_not_of(reader, target.key_id):
+            examined += 1
+            try:
+                value = opener.open(entry)
+            except (InvalidTag, ValueError):
+                undecryptable += 1
+                continue
+            chunk.append((entry.token, target.token(entry.pii_field, value), entry.pii_field))
+            if len(chunk) >= _CHUNK:
+                aliased += _flush(engine, chunk)
+        aliased += _flush(engine, chunk)
+    return RederiveResult(target.key_id, examined, aliased, undecryptable, seq)
 
 
 def _flush(engine: Engine, chunk: list[tuple[str, str, str]]) -> int:

@@ -185,8 +185,7 @@ def stats(
     dlq_sample: int = 100,
 ) -> Stats:
     """Collect table, schema and (optionally) queue statistics."""
-    engine = db.make_engine(settings.database_url, pool_size=4)
-    try:
+    with db.engine_for(settings.database_url, pool_size=4) as engine:
         schema = migrations.status(engine)
         if not schema.current:
             raise SchemaNotAtHead(
@@ -194,8 +193,6 @@ def stats(
             )
         with db.translate_errors(engine, "read statistics"):
             table = table_stats(engine, top=top, since=since)
-    finally:
-        engine.dispose()
     return Stats(
         schema=schema,
         table=table,

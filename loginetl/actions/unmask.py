@@ -59,8 +59,8 @@ def operator_identity() -> tuple[str | None, str | None]:
     return user, socket.gethostname()
 
 
-class _Session:
-    """One unmask run: a connection's worth of audited attempts."""
+class AuditSession:
+    """Writes the audit rows of one run; a failed write raises AuditUnavailable."""
 
     def __init__(self, engine: Engine, reason: str) -> None:
         self.engine, self.reason = engine, reason
@@ -104,12 +104,9 @@ def unmask(
             f"{len(tokens)} tokens is more than --max {max_tokens}; raise --max explicitly "
             "if this investigation really needs them all"
         )
-    engine = db.make_engine(settings.database_url, pool_size=1)
-    try:
+    with db.engine_for(settings.database_url) as engine:
         migrations.require_head(engine)
         return _unmask(engine, settings, tokens, reason, private_key_path)
-    finally:
-        engine.dispose()
 
 
 def _unmask(
@@ -119,7 +116,7 @@ def _unmask(
     reason: str,
     private_key_path: Path | None,
 ) -> list[UnmaskResult]:
-    session = _Session(engine, reason)
+    session = AuditSession(engine, reason)
     with db.translate_errors(engine, "unmask"), engine.connect() as conn:
         role = audit.current_role(conn)
         can_audit = audit.may(conn, "unmask_audit", "INSERT")
@@ -147,7 +144,7 @@ def _unmask(
     return [_one(engine, session, opener, token) for token in tokens]
 
 
-def _one(engine: Engine, session: _Session, opener: VaultOpener, token: str) -> UnmaskResult:
+def _one(engine: Engine, session: AuditSession, opener: VaultOpener, token: str) -> UnmaskResult:
     key_id = token_key_id(token)
     if key_id is None:
         seq, digest = session.audit(token[:200], policy.MALFORMED_TOKEN)

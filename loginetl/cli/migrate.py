@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from loginetl.actions import migrate
 from loginetl.cli.output import stdout
 from loginetl.cli.state import settings_of
-from loginetl.services import db, migrations
 
 app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
 
@@ -24,13 +24,10 @@ def upgrade(
     Example: loginetl migrate upgrade
     """
     settings = settings_of(ctx)
-    if db.ensure_database(settings.database_url):
+    result = migrate.upgrade(settings, revision)
+    if result.created_database:
         stdout.print(f"created database at {settings.safe_database_url}")
-    engine = db.make_engine(settings.database_url, pool_size=1)
-    try:
-        status = migrations.upgrade(engine, revision)
-    finally:
-        engine.dispose()
+    status = result.status
     stdout.print(
         f"database is at {', '.join(status.current) or 'base'}"
         + (" (head)" if status.at_head else "")
@@ -51,11 +48,7 @@ def downgrade(
     """
     if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):
         raise typer.Exit(code=1)
-    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
-    try:
-        status = migrations.downgrade(engine, revision)
-    finally:
-        engine.dispose()
+    status = migrate.downgrade(settings_of(ctx), revision)
     stdout.print(f"database is at {', '.join(status.current) or 'base'}")
 
 
@@ -65,11 +58,7 @@ def current(ctx: typer.Context) -> None:
 
     Example: loginetl migrate current
     """
-    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
-    try:
-        status = migrations.status(engine)
-    finally:
-        engine.dispose()
+    status = migrate.status(settings_of(ctx))
     label = ", ".join(status.current) or "base (empty)"
     stdout.print(f"{label}{' (head)' if status.at_head else ''}")
 
@@ -83,7 +72,7 @@ def history() -> None:
     table = Table()
     for column in ("revision", "down", "description"):
         table.add_column(column)
-    for rev in migrations.history():
+    for rev in migrate.history():
         table.add_row(
             rev.revision + (" (head)" if rev.is_head else ""),
             rev.down_revision or "-",
@@ -98,11 +87,7 @@ def check(ctx: typer.Context) -> None:
 
     Example: loginetl migrate check || loginetl migrate upgrade
     """
-    engine = db.make_engine(settings_of(ctx).database_url, pool_size=1)
-    try:
-        status = migrations.status(engine)
-    finally:
-        engine.dispose()
+    status = migrate.status(settings_of(ctx))
     if status.at_head:
         stdout.print(f"up to date at {', '.join(status.current)}")
         return

@@ -37,6 +37,16 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     )
 
 
+@contextlib.contextmanager
+def engine_for(database_url: str, *, pool_size: int = 1) -> Iterator[Engine]:
+    """An engine for one command's work, disposed (connections closed) when it is done."""
+    engine = make_engine(database_url, pool_size=pool_size)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def is_transient(error: BaseException) -> bool:
     """True for failures a retry can cure: lost connections, deadlocks, shutdowns."""
     if isinstance(error, OperationalError | InterfaceError):

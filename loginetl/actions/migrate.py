@@ -1,0 +1,43 @@
+"""``migrate``: the schema commands, each opening and closing its own engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loginetl.config import Settings
+from loginetl.services import db, migrations
+from loginetl.services.migrations import Revision, SchemaStatus
+
+__all__ = ["Revision", "SchemaStatus", "Upgraded", "downgrade", "history", "status", "upgrade"]
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    """Where the schema ended up, and whether the database had to be created first."""
+
+    created_database: bool
+    status: SchemaStatus
+
+
+def upgrade(settings: Settings, revision: str = "head") -> Upgraded:
+    """Create the database if missing (and the role may), then migrate up."""
+    created = db.ensure_database(settings.database_url)
+    with db.engine_for(settings.database_url) as engine:
+        return Upgraded(created, migrations.upgrade(engine, revision))
+
+
+def downgrade(settings: Settings, revision: str) -> SchemaStatus:
+    """Migrate down to ``revision``."""
+    with db.engine_for(settings.database_url) as engine:
+        return migrations.downgrade(engine, revision)
+
+
+def status(settings: Settings) -> SchemaStatus:
+    """The database's revision against this code's heads."""
+    with db.engine_for(settings.database_url) as engine:
+        return migrations.status(engine)
+
+
+def history() -> list[Revision]:
+    """Every migration, newest first."""
+    return migrations.history()
