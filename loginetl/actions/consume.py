@@ -259,6 +259,7 @@ class Consumer:
 
     def _receive_loop(self) -> None:
         outage_since: float | None = None
+        failures = 0
         while not self.stop.is_set():
             wanted = self._quota.take(MAX_BATCH)
             if wanted == 0:
@@ -274,11 +275,12 @@ class Consumer:
             except ServiceUnavailable as error:
                 self._quota.give_back(wanted)
                 outage_since = outage_since or time.monotonic()
-                self._wait_out_outage(error, outage_since, attempt=1)
+                failures += 1
+                self._wait_out_outage(error, outage_since, attempt=failures)
                 continue
             except LoginetlError as error:  # e.g. the queue was deleted under us
                 raise _Fatal(error) from None
-            outage_since = None
+            outage_since, failures = None, 0
             self._quota.give_back(wanted - len(messages))
             if not messages:
                 if self._idle_for() >= self.options.idle_exit_seconds and not self.options.follow:
