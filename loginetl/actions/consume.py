@@ -293,7 +293,7 @@ class Consumer:
                 if self.stop.is_set():
                     # Received after the stop request: not ours to finish; hand them back now.
                     self._release(messages)
-                    return
+                    break
                 self._handle(messages)
             finally:
                 self._tally.add(in_flight=-len(messages))
