@@ -8,7 +8,6 @@ a device id that happen to be the same text do not share a token. Tokens carry t
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ class Masker:
     def token(self, pii_field: PiiField, canonical_value: str) -> str:
         """Return ``<key id>:<hex HMAC>`` for one field value."""
         message = b"loginetl/v1/" + pii_field.encode() + b"\x00" + canonical_value.encode()
-        digest = hmac.new(self.key, message, hashlib.sha256).hexdigest()
+        digest = hmac.digest(self.key, message, "sha256").hex()  # one-shot: OpenSSL's HMAC
         return f"{self.key_id}:{digest}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -89,11 +90,21 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# Dotted-quad IPv4 already in canonical form (no leading zeros, each part 0-255): by far
+# the commonest input, and ipaddress's pure-Python parser is the costliest step of a parse.
+_CANONICAL_IPV4: Final = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+
+
 def canonical_ip(value: str) -> str | None:
     """Return the canonical spelling of an IPv4/IPv6 address, or None if it is not one.
 
     IPv4-mapped IPv6 (``::ffff:1.2.3.4``) is folded to IPv4, so one host has one token.
     """
+    if _CANONICAL_IPV4.fullmatch(value):
+        return value
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 
 import pytest
@@ -67,3 +69,31 @@ def test_canonical_ip_is_idempotent_and_spelling_free(address: ipaddress._BaseAd
     assert canonical_ip(canonical) == canonical
     if isinstance(address, ipaddress.IPv6Address):
         assert canonical_ip(address.exploded.upper()) == canonical
+
+
+def test_tokens_stay_what_earlier_releases_wrote() -> None:
+    """Tokens are join keys in stored data: a faster HMAC call must give the same bytes."""
+    expected = hmac.new(KEY, b"loginetl/v1/ip\x00199.172.111.135", hashlib.sha256).hexdigest()
+    assert Masker("k1", KEY).token("ip", "199.172.111.135") == f"k1:{expected}"
+
+
+def _slow_canonical_ip(value: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+_octet = st.one_of(
+    st.integers(0, 300).map(str),
+    st.sampled_from(["00", "01", "001", "255", "256", "0x1", "٣", " 1", "1 ", "+1", "-1", ""]),
+)
+
+
+@given(st.lists(_octet, min_size=3, max_size=5), st.sampled_from(["", "\n", " ", "."]))
+def test_the_ipv4_fast_path_agrees_with_the_full_parser(octets: list[str], tail: str) -> None:
+    value = ".".join(octets) + tail
+    assert canonical_ip(value) == _slow_canonical_ip(value)
