@@ -102,14 +102,35 @@ def mask_event(event: LoginEvent, message: InboundMessage, masker: Masker) -> Lo
     )
 
 
-def prepare_batch(
-    messages: Iterable[InboundMessage],
+@dataclass(frozen=True)
+class ParsedBatch:
+    """A batch after parsing and validation: events to load, and rejects."""
+
+    events: list[tuple[InboundMessage, LoginEvent]]  # every valid message, in batch order
+    rejected: list[RejectedMessage]
+
+
+def parse_batch(messages: Iterable[InboundMessage]) -> ParsedBatch:
+    """Parse and validate every message; never raises."""
+    events: list[tuple[InboundMessage, LoginEvent]] = []
+    rejected: list[RejectedMessage] = []
+    for message in messages:
+        outcome = parse_login(message.body)
+        if isinstance(outcome, Rejection):
+            rejected.append(RejectedMessage(message, outcome))
+        else:
+            events.append((message, outcome))
+    return ParsedBatch(events, rejected)
+
+
+def mask_batch(
+    parsed: ParsedBatch,
     *,
     masker: Masker,
     sealer: VaultSealer,
     known_tokens: set[str] | frozenset[str] = frozenset(),
 ) -> PreparedBatch:
-    """Parse, validate, mask and seal a batch.
+    """Mask the events into rows and seal each new value once (one key agreement).
 
     ``known_tokens`` are tokens already committed to the vault (a cache of the caller's);
     they are not sealed again. Duplicates of one idempotency key inside the batch become one
@@ -117,35 +138,41 @@ def prepare_batch(
     """
     rows: dict[str, LoginRow] = {}
     plain: dict[str, PlainVaultEntry] = {}
-    loadable: list[InboundMessage] = []
-    rejected: list[RejectedMessage] = []
     duplicates = 0
     ignored = 0
-    for message in messages:
-        outcome = parse_login(message.body)
-        if isinstance(outcome, Rejection):
-            rejected.append(RejectedMessage(message, outcome))
-            continue
-        loadable.append(message)
-        ignored += outcome.ignored_fields
+    for message, event in parsed.events:
+        ignored += event.ignored_fields
         if message.idempotency_key in rows:
             duplicates += 1
             continue
-        row = mask_event(outcome, message, masker)
+        row = mask_event(event, message, masker)
         rows[row.idempotency_key] = row
         for token, pii_field, value in (
-            (row.masked_ip, "ip", outcome.ip),
-            (row.masked_device_id, "device_id", outcome.device_id),
+            (row.masked_ip, "ip", event.ip),
+            (row.masked_device_id, "device_id", event.device_id),
         ):
             if token not in known_tokens and token not in plain:
                 plain[token] = PlainVaultEntry(token, pii_field, value)  # type: ignore[arg-type]
     return PreparedBatch(
         rows=list(rows.values()),
         vault_entries=sealer.seal(plain.values()),
-        loadable=loadable,
-        rejected=rejected,
+        loadable=[message for message, _ in parsed.events],
+        rejected=parsed.rejected,
         duplicates_in_batch=duplicates,
         ignored_fields=ignored,
+    )
+
+
+def prepare_batch(
+    messages: Iterable[InboundMessage],
+    *,
+    masker: Masker,
+    sealer: VaultSealer,
+    known_tokens: set[str] | frozenset[str] = frozenset(),
+) -> PreparedBatch:
+    """Parse, validate, mask and seal a batch: parse_batch, then mask_batch."""
+    return mask_batch(
+        parse_batch(messages), masker=masker, sealer=sealer, known_tokens=known_tokens
     )
 
 
