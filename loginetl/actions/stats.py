@@ -36,6 +36,7 @@ class TableStats:
     distinct_masked_ips: int
     distinct_masked_devices: int
     vault_entries: int | None  # None where the role may not read the vault
+    rollups_pending: int  # loaded rows the distinct counts and shared tokens do not count yet
     top_shared_ips: list[SharedToken]
     top_shared_devices: list[SharedToken]
     by_device_type: list[tuple[str, int]]
@@ -118,7 +119,8 @@ def table_stats(
     """Compute the aggregates; independent queries run side by side on their own connections.
 
     Distinct counts and the most shared tokens come from the rollups (token_stats,
-    user_stats), which the load keeps in the same transaction as the rows.
+    user_stats), which consume folds from the loaded rows about once a second; rows not
+    folded yet are counted in rollups_pending.
     """
     count = "SELECT count(*) FROM "
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -127,6 +129,7 @@ def table_stats(
         ips = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'ip'")
         devices = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'device_id'")
         vault = pool.submit(_vault_entries, engine)
+        pending = pool.submit(db.pending_rollups, engine)
         shared_ips = pool.submit(_top_shared, engine, "ip", top)
         shared_devices = pool.submit(_top_shared, engine, "device_id", top)
         device_types = pool.submit(_breakdown, engine, "device_type", top)
@@ -139,6 +142,7 @@ def table_stats(
         distinct_masked_ips=ips.result(),
         distinct_masked_devices=devices.result(),
         vault_entries=vault.result(),
+        rollups_pending=pending.result(),
         top_shared_ips=shared_ips.result(),
         top_shared_devices=shared_devices.result(),
         by_device_type=[(k or "", n) for k, n in device_types.result()],

@@ -47,6 +47,11 @@ def _render(result: Stats) -> None:
     overview.add_row(
         "vault entries", "no access" if t.vault_entries is None else f"{t.vault_entries:,}"
     )
+    if t.rollups_pending:
+        overview.add_row(
+            "rows not yet in the distinct counts",
+            f"{t.rollups_pending:,} (a running consume folds them in)",
+        )
     schema = ", ".join(result.schema.current)
     overview.add_row(
         "schema revision",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -11,7 +12,6 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
-from loginetl.core import rollup
 from loginetl.core.batch import LoginRow
 from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.errors import ConfigError, ServiceUnavailable
@@ -126,54 +126,135 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
         )
 
 
-# Each statement sends a whole batch in one round trip (psycopg2's execute_values):
-# SQLAlchemy's executemany sends one statement per row for the ones without RETURNING,
-# which made the load stage ~15x slower (see the README's profile).
-_INSERT_VAULT = """
-    INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
-    VALUES %s
-    ON CONFLICT DO NOTHING
-"""  # no conflict target: naming one needs SELECT on it, and the writer may not read the vault
-_INSERT_ROWS = """
-    INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, masked_device_id,
-                             locale, app_version, app_version_raw, sent_at, create_date)
-    VALUES %s
-    ON CONFLICT (idempotency_key, create_date) DO NOTHING
-    RETURNING idempotency_key
-"""  # the partition key is part of the unique constraint; see migration 0004
-_INSERT_PAIRS = """
-    INSERT INTO token_users (pii_field, token, user_id) VALUES %s
-    ON CONFLICT DO NOTHING
-    RETURNING pii_field, token
+# The batch write: COPY into two session-local staging tables, then one statement moves
+# them into place. COPY is parsed by the server as plain rows, where an INSERT of 1,000
+# VALUES tuples costs the client and the server several times more (README, "Where the
+# time goes"). ON COMMIT DELETE ROWS empties them at every commit; IF NOT EXISTS makes
+# each transaction self-sufficient, so a transaction-pooling proxy in between is fine.
+_STAGING_TABLES = """
+    SET LOCAL client_min_messages = warning;
+    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_vault (
+        token varchar(80), pii_field varchar(16), recipient varchar(32),
+        ephemeral_public_key bytea, nonce bytea, ciphertext bytea
+    ) ON COMMIT DELETE ROWS;
+    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_logins (
+        idempotency_key text, user_id varchar(128), device_type varchar(32),
+        masked_ip varchar(80), masked_device_id varchar(80), locale varchar(32),
+        app_version integer, app_version_raw varchar(16), sent_at timestamptz, create_date date
+    ) ON COMMIT DELETE ROWS;
 """
-_UPSERT_TOKENS = """
-    INSERT INTO token_stats AS t (pii_field, token, users, logins) VALUES %s
-    ON CONFLICT (pii_field, token) DO UPDATE
-    SET users = t.users + excluded.users, logins = t.logins + excluded.logins
+# Rows whose key is present are skipped (redelivery, replay); only new rows reach
+# rollup_pending. Inserts run in sorted key order, and every writer runs the same plan,
+# so concurrent writers take their locks in one order and cannot deadlock each other.
+# The vault insert names no conflict target: that needs SELECT on it, which the writer
+# lacks. The partition key is part of the primary key; see migration 0004.
+_MOVE_STAGED = """
+    WITH vault AS (
+        INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
+        SELECT token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext
+        FROM loginetl_staged_vault ORDER BY token
+        ON CONFLICT DO NOTHING
+    ), new AS (
+        INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip,
+                                 masked_device_id, locale, app_version, app_version_raw,
+                                 sent_at, create_date)
+        SELECT idempotency_key, user_id, device_type, masked_ip, masked_device_id, locale,
+               app_version, app_version_raw, sent_at, create_date
+        FROM loginetl_staged_logins ORDER BY idempotency_key, create_date
+        ON CONFLICT (idempotency_key, create_date) DO NOTHING
+        RETURNING user_id, masked_ip, masked_device_id, sent_at
+    ), pending AS (
+        INSERT INTO rollup_pending (user_id, masked_ip, masked_device_id, sent_at)
+        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new
+    )
+    SELECT count(*) FROM new
 """
-_UPSERT_USERS = """
-    INSERT INTO user_stats AS u (user_id, logins, first_login, last_login) VALUES %s
-    ON CONFLICT (user_id) DO UPDATE
-    SET logins = u.logins + excluded.logins,
-        first_login = least(u.first_login, excluded.first_login),
-        last_login = greatest(u.last_login, excluded.last_login)
+# The fold: take up to :limit pending rows (deleting them) and add them to the rollups in
+# one statement. A (token, user) pair the pair insert did not skip is a new user of that
+# token. One folder at a time (an advisory lock), so pair inserts never race each other.
+_FOLD_LOCK = "SELECT pg_{mode}advisory_xact_lock(hashtext('loginetl.rollups'))"
+_FOLD = """
+    WITH new AS (
+        DELETE FROM rollup_pending
+        WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT :limit))
+        RETURNING user_id, masked_ip, masked_device_id, sent_at
+    ), new_tokens AS (
+        SELECT 'ip'::varchar AS pii_field, masked_ip AS token, user_id FROM new
+        UNION ALL
+        SELECT 'device_id', masked_device_id, user_id FROM new
+    ), pairs AS (
+        INSERT INTO token_users (pii_field, token, user_id)
+        SELECT DISTINCT pii_field, token, user_id FROM new_tokens ORDER BY 1, 2, 3
+        ON CONFLICT DO NOTHING
+        RETURNING pii_field, token
+    ), tokens AS (
+        INSERT INTO token_stats AS t (pii_field, token, users, logins)
+        SELECT logins.pii_field, logins.token, coalesce(added.users, 0), logins.n
+        FROM (SELECT pii_field, token, count(*) AS n FROM new_tokens GROUP BY 1, 2) logins
+        LEFT JOIN (SELECT pii_field, token, count(*) AS users FROM pairs GROUP BY 1, 2) added
+            USING (pii_field, token)
+        ORDER BY 1, 2
+        ON CONFLICT (pii_field, token) DO UPDATE
+        SET users = t.users + excluded.users, logins = t.logins + excluded.logins
+    ), users AS (
+        INSERT INTO user_stats AS u (user_id, logins, first_login, last_login)
+        SELECT user_id, count(*), min(sent_at), max(sent_at) FROM new
+        GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id) DO UPDATE
+        SET logins = u.logins + excluded.logins,
+            first_login = least(u.first_login, excluded.first_login),
+            last_login = greatest(u.last_login, excluded.last_login)
+    )
+    SELECT count(*) FROM new
 """
+FOLD_CHUNK = 50_000  # rows per fold transaction: bounds its memory and lock time
+
+# COPY's text format: tab-separated, \N for NULL, backslash escapes for the four
+# characters that would end a field or a row early.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _values(
-    cursor: Any, sql: str, rows: Sequence[tuple[Any, ...]], *, fetch: bool = False
-) -> list[tuple[Any, ...]]:
-    if not rows:
-        return []
-    result = execute_values(cursor, sql, rows, page_size=max(len(rows), 100), fetch=fetch)
-    return list(result) if fetch else []
+def _copy_text(value: str | None) -> str:
+    return "\\N" if value is None else value.translate(_COPY_ESCAPES)
+
+
+def _copy_bytes(value: bytes) -> str:
+    return "\\\\x" + value.hex()  # bytea's hex form, its backslash escaped for COPY
+
+
+def _copy_rows(rows: Sequence[LoginRow]) -> io.StringIO:
+    t = _copy_text
+    return io.StringIO(
+        "".join(
+            f"{t(r.idempotency_key)}\t{t(r.user_id)}\t{t(r.device_type)}\t{t(r.masked_ip)}\t"
+            f"{t(r.masked_device_id)}\t{t(r.locale)}\t{r.app_version:d}\t"
+            f"{t(r.app_version_raw)}\t{r.sent_at.isoformat()}\t{r.create_date.isoformat()}\n"
+            for r in rows
+        )
+    )
+
+
+def _copy_vault(entries: Sequence[SealedVaultEntry]) -> io.StringIO:
+    t, b = _copy_text, _copy_bytes
+    return io.StringIO(
+        "".join(
+            f"{t(e.token)}\t{t(e.pii_field)}\t{t(e.recipient)}\t{b(e.ephemeral_public_key)}\t"
+            f"{b(e.nonce)}\t{b(e.ciphertext)}\n"
+            for e in entries
+        )
+    )
 
 
 def insert_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run an ``INSERT ... VALUES %s`` for all rows in one round trip, in conn's transaction."""
+    """Run an ``INSERT ... VALUES %s`` for all rows in one round trip, in conn's transaction.
+
+    psycopg2's execute_values: SQLAlchemy's executemany sends one statement per row.
+    """
+    if not rows:
+        return
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        _values(cursor, sql, rows)
+        execute_values(cursor, sql, rows, page_size=max(len(rows), 100))
     finally:
         cursor.close()
 
@@ -181,70 +262,46 @@ def insert_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> 
 def write_batch(
     engine: Engine, rows: Sequence[LoginRow], vault_entries: Sequence[SealedVaultEntry]
 ) -> int:
-    """Insert rows, vault entries and rollups in one transaction; return how many rows were new.
+    """Insert rows and vault entries in one transaction; return how many rows were new.
 
-    Rows whose idempotency key is already present are skipped (redelivery, replay), and
-    only new rows reach the rollups. Every statement works in sorted key order, so
-    concurrent writers take row locks in the same order and cannot deadlock each other.
+    New rows are also queued in rollup_pending in the same transaction, for fold_rollups.
     """
     if not rows and not vault_entries:
         return 0
     with engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            _values(
-                cursor,
-                _INSERT_VAULT,
-                [
-                    (
-                        e.token,
-                        e.pii_field,
-                        e.recipient,
-                        e.ephemeral_public_key,
-                        e.nonce,
-                        e.ciphertext,
-                    )
-                    for e in sorted(vault_entries, key=lambda e: e.token)
-                ],
-            )
-            inserted = {
-                key
-                for (key,) in _values(
-                    cursor,
-                    _INSERT_ROWS,
-                    [
-                        (
-                            r.idempotency_key,
-                            r.user_id,
-                            r.device_type,
-                            r.masked_ip,
-                            r.masked_device_id,
-                            r.locale,
-                            r.app_version,
-                            r.app_version_raw,
-                            r.sent_at,
-                            r.create_date,
-                        )
-                        for r in sorted(rows, key=lambda r: r.idempotency_key)
-                    ],
-                    fetch=True,
-                )
-            }
-            new_rows = [r for r in rows if r.idempotency_key in inserted]
-            if new_rows:
-                _update_rollups(cursor, new_rows)
+            cursor.execute(_STAGING_TABLES)
+            cursor.copy_expert("COPY loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries))
+            cursor.copy_expert("COPY loginetl_staged_logins FROM STDIN", _copy_rows(rows))
+            cursor.execute(_MOVE_STAGED)
+            inserted = cursor.fetchone()[0]  # type: ignore[index]  # count(*): always a row
             failpoints.hit("crash_before_commit")
             failpoints.hit("sleep_before_commit")
         finally:
             cursor.close()
-    return len(inserted)
+    return int(inserted)
 
 
-def _update_rollups(cursor: Any, new_rows: Sequence[LoginRow]) -> None:
-    new_pairs = _values(cursor, _INSERT_PAIRS, rollup.token_user_pairs(new_rows), fetch=True)
-    _values(cursor, _UPSERT_TOKENS, rollup.token_deltas(new_rows, [(f, t) for f, t in new_pairs]))
-    _values(
-        cursor,
-        _UPSERT_USERS,
-        [(d.user_id, d.logins, d.first_login, d.last_login) for d in rollup.user_deltas(new_rows)],
-    )
+def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> int | None:
+    """Fold pending rows into the rollups until none are left; return how many were folded.
+
+    Returns None if another process was folding and ``wait`` is False: it will fold what
+    is pending. With ``wait``, waits for it and then folds (the last fold before exit).
+    """
+    folded = 0
+    while True:
+        with engine.begin() as conn:
+            locked = conn.execute(text(_FOLD_LOCK.format(mode="" if wait else "try_"))).scalar()
+            if locked is False:
+                return None if folded == 0 else folded
+            done = int(conn.execute(text(_FOLD), {"limit": limit}).scalar_one())
+        folded += done
+        if done < limit:
+            return folded
+
+
+def pending_rollups(engine: Engine) -> int:
+    """How many loaded rows the rollups do not count yet."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM rollup_pending")).scalar_one())

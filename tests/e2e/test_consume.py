@@ -20,6 +20,7 @@ from loginetl.services import db, keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import SHARED_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
+from tests.rollups import rollups_exact
 
 runner = CliRunner()
 Publish = Callable[[list[str]], None]
@@ -235,3 +236,33 @@ def test_consume_needs_only_the_hmac_key_and_the_public_key(
     (settings.keys_dir / keys.PRIVATE_FILE).unlink()
     publish(valid_bodies(3))
     assert consume_json(cli_env)["loaded"] == 3
+
+
+def test_rollups_a_killed_run_left_pending_are_folded_by_the_next_run(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    publish: Publish,
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    publish(valid_bodies(30))
+    # What kill -9 after a commit leaves: rows committed, queued for the fold, never folded.
+    received = sqs.receive(queues[0], max_messages=10, wait_seconds=1)
+    batch = prepare_batch(
+        received,
+        masker=keys.load_masker(settings.keys_dir),
+        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
+    )
+    engine = db.make_engine(settings.database_url)
+    db.write_batch(engine, batch.rows, batch.vault_entries)
+    assert db.pending_rollups(engine) == len(received)
+    sqs.set_visibility(queues[0], received, 0)
+
+    consume_json(cli_env)
+    with engine.connect() as conn:
+        assert rollups_exact(conn)
+    engine.dispose()
+    stats = runner.invoke(app, ["stats", "--json", "--no-queues"], env=cli_env)
+    table = json.loads(stats.stdout)["table"]
+    assert (table["rows"], table["rollups_pending"]) == (30, 0)

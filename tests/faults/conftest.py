@@ -23,6 +23,7 @@ from loginetl.config import Settings
 from loginetl.services import db, keys, migrations
 from loginetl.services.sqs import SqsService
 from tests.conftest import LOGINETL, consume_process, env_for, finish
+from tests.rollups import rollups_exact
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import localstack as localstack_tool
@@ -37,12 +38,14 @@ class Accounting:
     dead_lettered: int
     lost: int
     duplicated: int
+    rollups_exact: bool  # stats' counts equal a recount: each row folded in exactly once
 
     @property
     def exact(self) -> bool:
         return (
             self.lost == 0
             and self.duplicated == 0
+            and self.rollups_exact
             and self.sent == self.loaded + self.dead_lettered
         )
 
@@ -52,12 +55,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     terminalreporter.section("fault scenarios: every message accounted for exactly once")
     terminalreporter.write_line(
-        f"{'scenario':<64} {'sent':>6} {'loaded':>7} {'DLQ':>5} {'lost':>5} {'dup':>4}  result"
+        f"{'scenario':<64} {'sent':>6} {'loaded':>7} {'DLQ':>5} {'lost':>5} {'dup':>4} {'rollups':>7}  result"
     )
     for f in FIGURES:
         terminalreporter.write_line(
             f"{f['scenario']:<64} {f['sent']:>6} {f['loaded']:>7} {f['dead_lettered']:>5} "
-            f"{f['lost']:>5} {f['duplicated']:>4}  {'ok' if f['exact'] else 'FAILED'}"
+            f"{f['lost']:>5} {f['duplicated']:>4} {'yes' if f['rollups_exact'] else 'NO':>7}  "
+            f"{'ok' if f['exact'] else 'FAILED'}"
         )
 
 
@@ -73,6 +77,7 @@ def account(
     engine = create_engine(database_url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT user_id FROM user_logins")).scalars().all()
+        rollups_ok = rollups_exact(conn)
     engine.dispose()
     loaded = set(rows) & valid_users
     dead_ids: set[str] = set()
@@ -87,6 +92,7 @@ def account(
         dead_lettered=len(dead_ids),
         lost=len(valid_users - loaded) + max(0, invalid - len(dead_ids)),
         duplicated=len(rows) - len(set(rows)),
+        rollups_exact=rollups_ok,
     )
     FIGURES.append({"scenario": scenario, **result.__dict__, "exact": result.exact})
     return result

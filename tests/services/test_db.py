@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 from loginetl.core.batch import LoginRow
 from loginetl.errors import SchemaNotAtHead, ServiceUnavailable
 from loginetl.services import db, migrations
+from tests.rollups import ROLLUP_CHECK
 
 
 def row(key: str) -> LoginRow:
@@ -64,20 +65,6 @@ def test_unreachable_server_hides_the_password() -> None:
     engine.dispose()
 
 
-ROLLUP_CHECK = """
-SELECT
-  (SELECT count(*) FROM (
-     SELECT 'ip' f, masked_ip t, count(DISTINCT user_id) u, count(*) n FROM user_logins GROUP BY 2
-     UNION ALL
-     SELECT 'device_id', masked_device_id, count(DISTINCT user_id), count(*) FROM user_logins GROUP BY 2
-     EXCEPT SELECT pii_field, token, users, logins FROM token_stats) missing),
-  (SELECT count(*) FROM token_stats) - (SELECT count(DISTINCT masked_ip) + count(DISTINCT masked_device_id) FROM user_logins),
-  (SELECT count(*) FROM (SELECT user_id, count(*) FROM user_logins GROUP BY 1
-     EXCEPT SELECT user_id, logins FROM user_stats) u),
-  (SELECT count(*) FROM user_stats) - (SELECT count(DISTINCT user_id) FROM user_logins)
-"""
-
-
 def shared_row(key: str, user: str, ip: str, device: str) -> LoginRow:
     from dataclasses import replace
 
@@ -98,6 +85,9 @@ def test_rollups_count_only_new_rows_and_match_the_table(engine: Engine) -> None
     ]
     for batch in batches:
         db.write_batch(engine, batch, [])
+    assert db.pending_rollups(engine) == 5  # a, b, c, d, e: the redelivered b only once
+    assert db.fold_rollups(engine) == 5
+    assert db.pending_rollups(engine) == 0
     with engine.connect() as conn:
         assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
         top = conn.execute(
@@ -154,6 +144,7 @@ def test_rows_land_in_monthly_partitions_and_old_months_move_out_of_default(engi
     assert made == 1
     assert partition_of(engine, "old") == "user_logins_2020_01"
     assert db.write_batch(engine, [old, recent], []) == 0  # still one row per message
+    db.fold_rollups(engine)
     with engine.connect() as conn:
         assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
 
@@ -161,3 +152,82 @@ def test_rows_land_in_monthly_partitions_and_old_months_move_out_of_default(engi
 def test_ensure_partitions_is_idempotent(engine: Engine) -> None:
     db.ensure_partitions(engine, months_ahead=3)
     assert db.ensure_partitions(engine, months_ahead=3) == 0
+
+
+def test_text_with_copy_control_characters_round_trips(engine: Engine) -> None:
+    from dataclasses import replace
+
+    awkward = "tab\there\nnew\\line\rcr \\N é 𝄞"
+    written = replace(row("a\tkey\\N"), user_id=awkward, device_type="\\", locale="")
+    assert db.write_batch(engine, [written, replace(row("b"), locale=None)], []) == 2
+    with engine.connect() as conn:
+        got = conn.execute(
+            text("SELECT idempotency_key, user_id, device_type, locale FROM user_logins ORDER BY 1")
+        ).all()
+    assert [tuple(r) for r in got] == [
+        ("a\tkey\\N", awkward, "\\", ""),  # empty stays empty, not NULL
+        ("b", "u", "ios", None),
+    ]
+
+
+def test_a_fold_in_chunks_counts_every_row_once(engine: Engine) -> None:
+    rows = [shared_row(f"k{i}", f"u{i % 7}", str(i % 5), str(i % 3)) for i in range(40)]
+    for start in range(0, 40, 10):
+        db.write_batch(engine, rows[start : start + 10], [])
+    assert db.fold_rollups(engine, limit=7) == 40
+    with engine.connect() as conn:
+        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+
+
+def test_concurrent_writers_and_folders_keep_rollups_exact(database_url: str) -> None:
+    """Four writers and four folders at once: every row is counted once, none is lost."""
+    import threading
+
+    engine = db.make_engine(database_url, pool_size=8)
+    writers_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            for batch in range(15):
+                db.write_batch(
+                    engine,
+                    [
+                        shared_row(f"w{worker}-{batch}-{i}", f"u{i % 9}", str(i % 4), str(i % 6))
+                        for i in range(20)
+                    ],
+                    [],
+                )
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    def fold() -> None:
+        try:
+            while not writers_done.is_set():
+                db.fold_rollups(engine, limit=25)
+        except BaseException as error:
+            errors.append(error)
+
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    folders = [threading.Thread(target=fold) for _ in range(4)]
+    for thread in writers + folders:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writers_done.set()
+    for thread in folders:
+        thread.join()
+    assert errors == []
+    db.fold_rollups(engine, wait=True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM user_logins")).scalar_one() == 4 * 15 * 20
+        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+    engine.dispose()
+
+
+def test_a_second_folder_does_not_wait_unless_asked(engine: Engine) -> None:
+    db.write_batch(engine, [row("a")], [])
+    with engine.begin() as conn:  # another process holding the fold lock
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('loginetl.rollups'))"))
+        assert db.fold_rollups(engine) is None
+    assert db.fold_rollups(engine) == 1
