@@ -88,6 +88,16 @@ def consume_command(
     workers: Annotated[
         int, typer.Option("--workers", min=1, max=64, help="Parallel receivers.")
     ] = 4,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            min=10,
+            max=1000,
+            help="Most messages per database transaction; a worker gathers more than one "
+            "receive (10) only while the queue has a backlog.",
+        ),
+    ] = 100,
     wait_seconds: Annotated[
         int, typer.Option("--wait-seconds", min=0, max=20, help="SQS long-poll wait per receive.")
     ] = 2,
@@ -138,6 +148,7 @@ def consume_command(
         idle_exit_seconds=idle_exit if idle_exit is not None else 5.0,
         follow=follow,
         workers=workers,
+        batch_messages=batch_size,
         wait_seconds=wait_seconds,
         visibility_timeout=visibility_timeout,
         retry_seconds=retry_seconds,

@@ -266,3 +266,32 @@ def test_rollups_a_killed_run_left_pending_are_folded_by_the_next_run(
     stats = runner.invoke(app, ["stats", "--json", "--no-queues"], env=cli_env)
     table = json.loads(stats.stdout)["table"]
     assert (table["rows"], table["rollups_pending"]) == (30, 0)
+
+
+def test_a_backlog_is_loaded_in_transactions_of_up_to_batch_size(
+    cli_env: dict[str, str],
+    settings: Settings,
+    publish: Publish,
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    publish(valid_bodies(35))
+    consume_json(cli_env, "--workers", "1", "--batch-size", "30")
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:  # rows of one transaction share its now(): loaded_at
+        sizes = (
+            conn.execute(
+                text("SELECT count(*) FROM user_logins GROUP BY loaded_at ORDER BY 1 DESC")
+            )
+            .scalars()
+            .all()
+        )
+    engine.dispose()
+    assert sum(sizes) == 35
+    assert sizes[0] > 10, sizes  # receives were gathered into one transaction
+    assert sizes[0] <= 30, sizes
+
+
+def test_a_batch_size_below_one_receive_is_refused(cli_env: dict[str, str]) -> None:
+    result = runner.invoke(app, ["consume", "--batch-size", "5"], env=cli_env)
+    assert result.exit_code == 2
+    assert "--batch-size" in result.output
