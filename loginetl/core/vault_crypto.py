@@ -84,8 +84,9 @@ class VaultSealer:
             _data_key(ephemeral.exchange(self._public_key), ephemeral_raw, self._public_raw)
         )
         sealed = []
-        for entry in entries:
-            nonce = os.urandom(12)
+        nonces = os.urandom(12 * len(entries))  # one getrandom call a batch, not one a value
+        for i, entry in enumerate(entries):
+            nonce = nonces[12 * i : 12 * i + 12]
             ciphertext = aead.encrypt(
                 nonce, entry.plaintext.encode(), _aad(entry.token, entry.pii_field)
             )

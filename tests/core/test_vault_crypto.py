@@ -18,6 +18,7 @@ def test_round_trip_with_one_key_agreement_per_batch() -> None:
     )
     assert len({s.ephemeral_public_key for s in sealed}) == 1
     assert len({s.nonce for s in sealed}) == 2
+    assert {len(s.nonce) for s in sealed} == {12}  # AES-GCM's 96-bit nonce, sliced per value
     opener = VaultOpener(private)
     assert [opener.open(s) for s in sealed] == ["10.1.2.3", "d-1"]
     assert all(b"10.1.2.3" not in s.ciphertext for s in sealed)
