@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import pytest
@@ -63,3 +64,15 @@ def test_unreachable_endpoint_is_service_unavailable() -> None:
     dead.client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(ServiceUnavailable, match="cannot reach the SQS endpoint"):
         dead.queue_url("anything")
+
+
+def test_calls_reuse_one_connection(sqs: SqsService, caplog: pytest.LogCaptureFixture) -> None:
+    """Without an explicit keep-alive, LocalStack closes every connection after one call."""
+    url, _ = sqs.create_queues("reuse-q", "reuse-q-dlq")
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        for _ in range(20):
+            sqs.depth(url)
+    opened = [r for r in caplog.records if "Starting new HTTP" in r.getMessage()]
+    dropped = [r for r in caplog.records if "Resetting dropped connection" in r.getMessage()]
+    assert dropped == []
+    assert len(opened) <= 1
