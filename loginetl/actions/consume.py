@@ -46,7 +46,7 @@ class ConsumeOptions:
     idle_exit_seconds: float = 5.0
     follow: bool = False
     workers: int = 4
-    batch_messages: int = 100  # per transaction, gathered only while receives come back full
+    batch_messages: int = 300  # per transaction, gathered only while receives come back full
     wait_seconds: int = 2
     visibility_timeout: int | None = None
     retry_seconds: float = 60.0  # how long a batch run waits out an outage; --follow waits forever

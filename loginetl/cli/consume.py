@@ -97,7 +97,7 @@ def consume_command(
             help="Most messages per database transaction; a worker gathers more than one "
             "receive (10) only while the queue has a backlog.",
         ),
-    ] = 100,
+    ] = 300,
     wait_seconds: Annotated[
         int, typer.Option("--wait-seconds", min=0, max=20, help="SQS long-poll wait per receive.")
     ] = 2,
