@@ -55,7 +55,8 @@ def test_kill_9_mid_batch_then_rerun(
 ) -> None:
     bodies, users = fault_bodies(point, 800)
     publish(sqs, fault_queues[0], bodies)
-    crashed = consume_process(env_for(settings, LOGINETL_FAILPOINT=f"{point}:5"), "--workers", "2")
+    # The second of three batches (300, 300, 200 with the default --batch-size): mid-run.
+    crashed = consume_process(env_for(settings, LOGINETL_FAILPOINT=f"{point}:2"), "--workers", "2")
     code, _, _ = finish(crashed)
     assert code == -signal.SIGKILL
     again = consume_process(env_for(settings), "--idle-exit", "8")
@@ -78,7 +79,8 @@ def test_database_cut_off_then_stopped_for_10s_while_following(
     bodies, users = fault_bodies("pgdown", 3000)
     publish(sqs, fault_queues[0], bodies)
     env = env_for(settings, LOGINETL_DATABASE_URL=private_postgres.url)
-    worker = consume_process(env, "--follow", "--workers", "2")
+    # One receive a transaction: many small batches, so the outage lands mid-run.
+    worker = consume_process(env, "--follow", "--workers", "2", "--batch-size", "10")
     try:
         wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
         engine = create_engine(
@@ -262,7 +264,12 @@ def test_sigterm_while_a_batch_is_open(
     bodies, users = fault_bodies("sigterm", 600)
     publish(sqs, fault_queues[0], bodies)
     worker = consume_process(
-        env_for(settings, LOGINETL_FAILPOINT="sleep_before_commit:2"), "--follow", "--workers", "2"
+        env_for(settings, LOGINETL_FAILPOINT="sleep_before_commit:2"),
+        "--follow",
+        "--workers",
+        "2",
+        "--batch-size",
+        "10",  # small batches, so some are still waiting to be received at the signal
     )
     time.sleep(3.0)  # the first batches are inside their open transactions now
     before = rows(settings.database_url)
