@@ -290,12 +290,7 @@ class Consumer:
                 self._finish("max_reached")
                 return
             try:
-                messages = self.sqs.receive(
-                    self.queue_url,
-                    max_messages=wanted,
-                    wait_seconds=self.options.wait_seconds,
-                    visibility_timeout=self.options.visibility_timeout,
-                )
+                messages = self._receive(wanted, wait_seconds=self.options.wait_seconds)
             except ServiceUnavailable as error:
                 self._quota.give_back(wanted)
                 outage_since = outage_since or time.monotonic()
@@ -328,6 +323,14 @@ class Consumer:
                 self.on_batch(self._last_handled - received_at)
         self._finish("stop_requested")
 
+    def _receive(self, wanted: int, *, wait_seconds: int) -> list[InboundMessage]:
+        return self.sqs.receive(
+            self.queue_url,
+            max_messages=wanted,
+            wait_seconds=wait_seconds,
+            visibility_timeout=self.options.visibility_timeout,
+        )
+
     def _receive_more(self, room: int) -> list[InboundMessage]:
         """While the queue has a backlog, add receives to the batch (no waiting).
 
@@ -341,12 +344,7 @@ class Consumer:
             if wanted == 0:
                 break
             try:
-                received = self.sqs.receive(
-                    self.queue_url,
-                    max_messages=wanted,
-                    wait_seconds=0,
-                    visibility_timeout=self.options.visibility_timeout,
-                )
+                received = self._receive(wanted, wait_seconds=0)
             except LoginetlError:
                 received = []
             self._quota.give_back(wanted - len(received))

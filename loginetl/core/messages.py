@@ -105,6 +105,11 @@ def canonical_ip(value: str) -> str | None:
     """
     if _CANONICAL_IPV4.fullmatch(value):
         return value
+    return _canonical_ip_by_parser(value)
+
+
+def _canonical_ip_by_parser(value: str) -> str | None:
+    """canonical_ip without the fast path: what the fast path must agree with."""
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from loginetl.cli import app
 from loginetl.config import Settings
-from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, prepare_batch
+from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepare_batch
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSealer
 from loginetl.services import db, keys
 from loginetl.services.sqs import OutboundMessage, SqsService
@@ -24,6 +24,23 @@ from tests.rollups import rollups_exact
 
 runner = CliRunner()
 Publish = Callable[[list[str]], None]
+
+
+def commit_without_deleting(
+    settings: Settings, sqs: SqsService, queue_url: str
+) -> list[InboundMessage]:
+    """A crash between commit and delete: load one receive, never delete it, release it."""
+    received = sqs.receive(queue_url, max_messages=10, wait_seconds=1)
+    batch = prepare_batch(
+        received,
+        masker=keys.load_masker(settings.keys_dir),
+        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
+    )
+    engine = db.make_engine(settings.database_url)
+    db.write_batch(engine, batch.rows, batch.vault_entries)
+    engine.dispose()
+    sqs.set_visibility(queue_url, received, 0)
+    return received
 
 
 def test_public_sample_loads_99_and_dead_letters_1(
@@ -89,17 +106,7 @@ def test_redelivery_after_commit_is_absorbed(
     valid_bodies: Callable[..., list[str]],
 ) -> None:
     publish(valid_bodies(5))
-    # Crash between commit and delete: commit a received batch, never delete it.
-    received = sqs.receive(queues[0], max_messages=10, wait_seconds=1)
-    batch = prepare_batch(
-        received,
-        masker=keys.load_masker(settings.keys_dir),
-        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
-    )
-    engine = db.make_engine(settings.database_url)
-    db.write_batch(engine, batch.rows, batch.vault_entries)
-    engine.dispose()
-    sqs.set_visibility(queues[0], received, 0)
+    received = commit_without_deleting(settings, sqs, queues[0])
 
     summary = consume_json(cli_env)
     assert summary["received"] == 5
@@ -248,16 +255,9 @@ def test_rollups_a_killed_run_left_pending_are_folded_by_the_next_run(
 ) -> None:
     publish(valid_bodies(30))
     # What kill -9 after a commit leaves: rows committed, queued for the fold, never folded.
-    received = sqs.receive(queues[0], max_messages=10, wait_seconds=1)
-    batch = prepare_batch(
-        received,
-        masker=keys.load_masker(settings.keys_dir),
-        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
-    )
+    received = commit_without_deleting(settings, sqs, queues[0])
     engine = db.make_engine(settings.database_url)
-    db.write_batch(engine, batch.rows, batch.vault_entries)
     assert db.pending_rollups(engine) == len(received)
-    sqs.set_visibility(queues[0], received, 0)
     stale = runner.invoke(app, ["stats", "--no-queues"], env=cli_env)
     assert "rows not yet in the distinct counts" in stale.output  # stats says they lag
 
