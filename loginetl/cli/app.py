@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from loginetl import __version__
 from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
-from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr
+from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr, stdout
 from loginetl.cli.state import State
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
@@ -54,9 +55,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        stdout.print(f"loginetl {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
     database_url: Annotated[
         str | None,
         typer.Option(

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Histogram, Info, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from loginetl import __version__
 
 Snapshot = Callable[[], Any]  # returns a ConsumeSummary-like object
 Check = Callable[[], dict[str, str]]  # service name -> "ok" or a short error
@@ -57,6 +59,10 @@ class MetricsServer:
     def __init__(self, *, host: str, port: int, snapshot: Snapshot, check: Check) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_ConsumeCollector(snapshot))
+        # loginetl_build_info{version="..."} 1: which build each replica runs (a rolling deploy).
+        Info("loginetl_build", "The running loginetl build", registry=self.registry).info(
+            {"version": __version__}
+        )
         self.batch_seconds = Histogram(
             "loginetl_consume_batch_seconds",
             "Time to load and acknowledge one received batch",

@@ -1,0 +1,42 @@
+"""The package as pip builds it: its package list, its migrations and its version."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from loginetl import __version__
+from loginetl.cli import app
+from loginetl.services import migrations
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_package_under_loginetl_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists packages by hand (for the migrations mapping): miss none."""
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "loginetl").rglob("__init__.py")
+    }
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    assert listed == on_disk | {"loginetl._migrations"}
+    assert PYPROJECT["tool"]["setuptools"]["package-dir"] == {"loginetl._migrations": "migrations"}
+
+
+def test_migrations_are_found_by_package_and_every_revision_file_counts() -> None:
+    """Alembic resolves the package:path location to the one migrations/ tree."""
+    scripts = migrations._scripts()
+    assert Path(scripts.dir).resolve() == (ROOT / "migrations").resolve()
+    files = {p.stem.split("_")[0] for p in (ROOT / "migrations" / "versions").glob("*.py")}
+    assert {r.revision for r in migrations.history()} == files
+
+
+def test_version_comes_from_the_installed_metadata() -> None:
+    assert __version__ == version("loginetl") == PYPROJECT["project"]["version"]
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"loginetl {__version__}\n"
