@@ -14,7 +14,8 @@ export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints \
+	wheel-check deploy-check
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +58,12 @@ faults: install localstack-venv  ## Break things on purpose and count (prints on
 
 bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)
+
+wheel-check: install localstack-venv  ## Build sdist + wheel, install the wheel in a fresh venv, run the job from it
+	tools/check-wheel.sh
+
+deploy-check: install  ## Validate deploy/ offline: Kubernetes + KEDA schemas, Compose spec, promtool tests
+	tools/check-deploy.sh
 
 lint: install  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check loginetl tests tools migrations bench

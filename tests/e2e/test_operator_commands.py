@@ -297,6 +297,8 @@ def test_metrics_and_health_endpoints(
         assert 'loginetl_consume_dead_lettered_total{reason="invalid_ip"} 1.0' in metrics
         assert "loginetl_consume_batch_seconds_count" in metrics
         assert f'loginetl_build_info{{version="{__version__}"}} 1.0' in metrics
+        assert "loginetl_consume_ready 1.0" in metrics
+        assert 'loginetl_consume_service_up{service="sqs"} 1.0' in metrics
         health = json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])
         assert health == {"ready": True, "services": {"postgresql": "ok", "sqs": "ok"}}
     finally:
