@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LS_VENV := .localstack-venv
+DEPLOY_VENV := .deploy-venv
 SQS_PORT ?= 4566
 PYTEST_ARGS ?=
 
@@ -62,8 +63,13 @@ bench: install localstack-venv  ## Throughput, memory, scale and stats figures (
 wheel-check: install localstack-venv  ## Build sdist + wheel, install the wheel in a fresh venv, run the job from it
 	tools/check-wheel.sh
 
-deploy-check: install  ## Validate deploy/ offline: Kubernetes + KEDA schemas, Compose spec, promtool tests
+deploy-check: $(DEPLOY_VENV)/.installed  ## Validate deploy/ offline: Kubernetes + KEDA schemas, Compose spec, promtool tests
 	tools/check-deploy.sh
+
+$(DEPLOY_VENV)/.installed: tools/deploy-requirements.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check -r tools/deploy-requirements.txt
+	touch $@
 
 lint: install  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check loginetl tests tools migrations bench
@@ -80,4 +86,4 @@ constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 
 clean:  ## Remove virtualenvs and local state (keys in .loginetl/ are kept)
 	-$(MAKE) sqs-down pg-down
-	rm -rf $(VENV) $(LS_VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache

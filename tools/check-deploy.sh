@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-venv=$root/.venv/bin
+venv=$root/.deploy-venv/bin  # make deploy-check creates it (tools/deploy-requirements.txt)
 step() { printf '== %s\n' "$*"; }
 
 step "deploy/kubernetes.yaml against the Kubernetes and KEDA schemas (offline, strict)"
