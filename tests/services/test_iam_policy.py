@@ -10,7 +10,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +105,7 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
     make_client = sqs_module.make_client
 
@@ -116,7 +115,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         return client
 
     monkeypatch.setattr(sqs_module, "make_client", recording_client)
-    yield recorder
+    return recorder
 
 
 def _static_operations() -> set[str]:
