@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -40,3 +43,24 @@ def test_version_comes_from_the_installed_metadata() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output == f"loginetl {__version__}\n"
+
+
+def test_shell_completion_is_offered_and_completes_subcommands() -> None:
+    script = str(Path(sys.executable).parent / "loginetl")
+    shown = subprocess.run(
+        [script, "--show-completion", "bash"], capture_output=True, text=True, check=True
+    )
+    assert "complete -o default -F _loginetl_completion loginetl" in shown.stdout
+    completed = subprocess.run(
+        [script],
+        env={
+            **os.environ,
+            "_LOGINETL_COMPLETE": "complete_bash",
+            "COMP_WORDS": "loginetl migrate up",
+            "COMP_CWORD": "2",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert completed.stdout.split() == ["upgrade"]

@@ -51,7 +51,7 @@ app = typer.Typer(
     help="Move login events from SQS into PostgreSQL with the PII pseudonymized.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold plaintext PII
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
 )
 
 
