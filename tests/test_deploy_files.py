@@ -7,34 +7,19 @@ kubernetes-validate); these are the facts only the code knows.
 from __future__ import annotations
 
 import re
-import urllib.request
 from pathlib import Path
 
 import yaml
 
 from loginetl import __version__
-from loginetl.actions.consume import ConsumeSummary
-from loginetl.services.metrics import MetricsServer
+from tests.services.test_metrics import scrape
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def _exported_names() -> set[str]:
     """Metric names a running consumer's /metrics really serves."""
-    summary = ConsumeSummary(
-        **{name: 0 for name in ConsumeSummary.__dataclass_fields__}
-        | {"dead_lettered_by_reason": {"invalid_ip": 1}, "stopped_because": "", "in_flight": 0}
-    )
-    server = MetricsServer(
-        host="127.0.0.1", port=0, snapshot=lambda: summary, check=lambda: {"sqs": "ok"}
-    )
-    server.start()
-    try:
-        url = f"http://127.0.0.1:{server.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            body = response.read().decode()
-    finally:
-        server.stop()
+    body = scrape(lambda: {"sqs": "ok"})
     return {line.split("{")[0].split(" ")[0] for line in body.splitlines() if line[:1] != "#"}
 
 
