@@ -9,8 +9,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from loginetl import __version__
 from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
-from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr
+from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr, stdout
 from loginetl.cli.state import State
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
@@ -50,13 +51,28 @@ app = typer.Typer(
     help="Move login events from SQS into PostgreSQL with the PII pseudonymized.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold plaintext PII
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
 )
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        stdout.print(f"loginetl {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
     database_url: Annotated[
         str | None,
         typer.Option(

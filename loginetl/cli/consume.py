@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from loginetl import __version__
 from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
 from loginetl.cli.output import LOG_FORMATS, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import settings_of
@@ -186,7 +187,11 @@ def consume_command(
             signal.signal(signum, handler)
     if json_output:
         print_json(
-            {**summary.__dict__, "messages_per_second": round(summary.messages_per_second, 1)}
+            {
+                **summary.__dict__,
+                "messages_per_second": round(summary.messages_per_second, 1),
+                "loginetl_version": __version__,
+            }
         )
     else:
         stdout.print(_summary_table(summary))

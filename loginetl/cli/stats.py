@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from loginetl import __version__
 from loginetl.actions.stats import SharedToken, Stats, stats
 from loginetl.cli.output import print_json, stdout
 from loginetl.cli.state import settings_of
@@ -122,6 +124,6 @@ def stats_command(
         settings_of(ctx), top=top, since=window, include_queues=not no_queues, dlq_sample=dlq_sample
     )
     if json_output:
-        print_json(result)
+        print_json({**asdict(result), "loginetl_version": __version__})
     else:
         _render(result)
