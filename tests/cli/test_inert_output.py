@@ -83,9 +83,7 @@ RICH_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 def raw_controls(text: str, allowed: str = "\n") -> list[str]:
     """Characters that would act on a terminal instead of being shown."""
-    return [
-        c for c in text if c not in allowed and unicodedata.category(c) in HOSTILE_CATEGORIES
-    ]
+    return [c for c in text if c not in allowed and unicodedata.category(c) in HOSTILE_CATEGORIES]
 
 
 class Hostile:
@@ -131,9 +129,7 @@ def assert_inert(renderables: list[RenderableType], hostile: Hostile) -> None:
     hostile.shown = []  # the next renderer is checked for its own values
 
 
-SETTINGS = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 depths = st.builds(
     QueueDepth,
     visible=st.integers(0, 10**6),
@@ -177,7 +173,9 @@ def test_stats_tables_and_breakdowns(data: st.DataObject, depth: QueueDepth, fai
             dlq_oldest_first_seen=h.text(),
         )
     )
-    schema = SchemaStatus(current=(current,), heads=(data.draw(st.sampled_from([current, "0006"])),))
+    schema = SchemaStatus(
+        current=(current,), heads=(data.draw(st.sampled_from([current, "0006"])),)
+    )
     assert_inert(stats.render_stats(Stats(schema=schema, table=table, queues=queues)), h)
 
 
@@ -316,7 +314,8 @@ def test_unmask_stdout_is_one_line_a_value_and_decodes_back(data: st.DataObject)
     escaped_token, escaped_value = paired.split("\t")  # exactly one tab: the separator
     assert (decode(escaped_token), decode(escaped_value)) == (token, value)
     machine = unmask.json_line(result)
-    assert machine.isascii() and "\n" not in machine
+    assert machine.isascii()
+    assert "\n" not in machine
     assert json.loads(machine)["value"] == value
     h.shown = []  # the failure message cuts the token to 80 characters
     failed = UnmaskResult(token, "unknown_token", 8, h.text())
@@ -340,7 +339,8 @@ def test_log_lines_text_rich_and_json(data: st.DataObject) -> None:
     assert inert_str(message) in text_line
     record.exc_text = None  # formatted afresh by the next formatter
     entry = JsonFormatter().format(record)
-    assert entry.isascii() and "\n" not in entry
+    assert entry.isascii()
+    assert "\n" not in entry
     assert json.loads(entry)["message"] == f"failed ({message})"
     record.exc_text = None
     console = Console(file=io.StringIO(), force_terminal=True, record=True, width=120)
@@ -361,7 +361,8 @@ def test_json_output_is_ascii_and_exact(data: st.DataObject) -> None:
         patch.setattr("sys.stdout", out)
         print_json(value)
     line = out.getvalue()
-    assert line.isascii() and line.count("\n") == 1
+    assert line.isascii()
+    assert line.count("\n") == 1
     assert json.loads(line) == value
 
 

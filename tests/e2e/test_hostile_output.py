@@ -37,9 +37,7 @@ OS_USER = "[bold]\u001b[31mroot"
 def hostile_chars(output: str) -> list[str]:
     """Raw characters that would act on the terminal (the layout's own newlines aside)."""
     return [
-        c
-        for c in output
-        if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Cs", "Zl", "Zp"}
+        c for c in output if c != "\n" and unicodedata.category(c) in {"Cc", "Cf", "Cs", "Zl", "Zp"}
     ]
 
 
