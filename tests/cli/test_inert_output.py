@@ -381,3 +381,66 @@ def test_json_output_is_ascii_and_exact(data: st.DataObject) -> None:
 def test_inert_examples(value: str, shown: str) -> None:
     assert inert(value).plain == shown
     assert inert(value).spans == []  # no style came from the text
+
+
+def invoke(args: list[str], patches: dict[str, object]) -> str:
+    """The real command, in-process, with its action answering hostile values."""
+    from typer.testing import CliRunner
+
+    from loginetl.cli import app
+
+    with pytest.MonkeyPatch.context() as patch:
+        for target, replacement in patches.items():
+            patch.setattr(target, replacement)
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "1000"})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.output
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_commands_that_print_one_line(data: st.DataObject) -> None:
+    """migrate, seed, keys init/rotate print a line each; the error boundary quotes errors."""
+    from loginetl.actions.migrate import Upgraded
+    from loginetl.actions.seed import SeedResult
+    from loginetl.errors import ServiceUnavailable
+    from loginetl.services.keys import KeysCreated, Rotated
+
+    h = Hostile(data)
+    status = SchemaStatus(current=(h.text(),), heads=(h.text(),))
+    queue, created, current, message = h.text(), h.text(), h.text(), h.text()
+
+    def fail(*_args: object, **_kwargs: object) -> object:
+        raise ServiceUnavailable(message)
+
+    runs = [
+        (["migrate", "current"], {"loginetl.actions.migrate.status": lambda _s: status}),
+        (["migrate", "check"], {"loginetl.actions.migrate.status": lambda _s: status}),
+        (
+            ["migrate", "upgrade"],
+            {"loginetl.actions.migrate.upgrade": lambda _s, _r: Upgraded(False, status)},
+        ),
+        (
+            ["migrate", "downgrade", "-1", "--yes"],
+            {"loginetl.actions.migrate.downgrade": lambda _s, _r: status},
+        ),
+        (
+            ["seed", "--count", "1"],
+            {"loginetl.cli.seed.seed": lambda *_a, **_k: SeedResult(queue, 1, 0)},
+        ),
+        (
+            ["keys", "init", "--dir", "/nonexistent"],
+            {"loginetl.services.keys.init_keys": lambda d: KeysCreated(d, (created,), False)},
+        ),
+        (
+            ["keys", "rotate", "--dir", "/nonexistent"],
+            {"loginetl.services.keys.rotate_hmac_key": lambda d: Rotated("k1", current, d)},
+        ),
+        (["stats"], {"loginetl.cli.stats.stats": fail}),
+    ]
+    outputs = [invoke(args, patches) for args, patches in runs]
+    for output in outputs:
+        assert raw_controls(output) == [], output
+    everything = "".join(outputs)
+    for value in h.shown:
+        assert inert_str(value).strip() in everything, (value, everything)
