@@ -188,6 +188,7 @@ CLIENT_OUTCOMES = (
     "revealed",
     "decrypt_failed",
     "refused_token_mismatch",
+    "refused_unverifiable",
     "refused_no_private_key",
     "refused_no_vault_grant",
     "refused_no_signing_key",
