@@ -54,6 +54,8 @@ def test_upgrade_from_0006_keeps_audit_verify_passing(
             {"t": token, "r": REASON, "o": outcome},
         )
     hashes = sql(at_0006, "SELECT seq, row_hash FROM unmask_audit ORDER BY seq")
+    # As on PostgreSQL 14 and older, or a cluster upgraded from one: public is writable.
+    sql(at_0006, "GRANT CREATE ON SCHEMA public TO PUBLIC")
     owner_env = World(at_0006, writer, "", "", keys_dir, values).env(at_0006)
     before = run(owner_env, "audit", "verify", "--no-signatures")
     assert before.exit_code == 0, before.output
@@ -66,6 +68,8 @@ def test_upgrade_from_0006_keeps_audit_verify_passing(
     assert "intact: 3 rows" in after.stdout
     assert "rows 1-3 are unsigned" in after.stdout  # nothing signed them before 0007
     assert sql(at_0006, "SELECT seq, row_hash FROM unmask_audit ORDER BY seq") == hashes
+    public_create = "SELECT has_schema_privilege('public', 'public', 'CREATE')"
+    assert sql(at_0006, public_create) == [(False,)]
 
     unmasker = login_in("loginetl_unmasker")
     env = {**owner_env, "LOGINETL_DATABASE_URL": unmasker}

@@ -37,7 +37,7 @@ def audit_outcomes(world: World) -> list[tuple[str, str]]:
 def test_no_role_reads_the_vault_directly(world: World, group: str, statement: str) -> None:
     url = getattr(world, group)
     with (
-        attack(f"{group}: {statement.split(' TO ')[0][:48]} over raw SQL"),
+        attack(f"{group}: {statement.split(' TO ')[0][:60]} over raw SQL"),
         session(url) as conn,
     ):
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
