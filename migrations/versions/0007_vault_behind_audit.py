@@ -36,7 +36,7 @@ depends_on = None
 
 ROLES = ("loginetl_writer", "loginetl_analyst", "loginetl_unmasker")
 PINNED = "SET search_path = pg_catalog, pg_temp"
-TOKEN_RE = "^k[0-9]{1,6}:[0-9a-f]{64}$"
+TOKEN_RE = "^k[0-9]{1,6}:[0-9a-f]{64}$"  # noqa: S105 - a pattern, not a secret
 # How long a committed audit row lets its caller fetch what it names.
 OPEN_WINDOW = "5 minutes"
 REDERIVE_WINDOW = "12 hours"
