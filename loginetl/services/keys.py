@@ -153,19 +153,24 @@ def load_public_key(directory: Path) -> X25519PublicKey:
     return key
 
 
+def _load_private(path: Path, what: str, hint: str) -> object:
+    raw = _read_secret(path, what, hint)
+    try:
+        return serialization.load_pem_private_key(raw, password=None)
+    except (ValueError, TypeError):
+        raise KeyMaterialError(f"{what} at {path} is not a PEM private key") from None
+
+
+def _wrong_kind(path: Path, what: str, algorithm: str) -> KeyMaterialError:
+    return KeyMaterialError(f"{what} at {path} is not an {algorithm} key")
+
+
 def load_private_key(path: Path) -> X25519PrivateKey:
     """Load the vault's private key (only privacy staff have it)."""
-    raw = _read_secret(
-        path, "the vault private key", "only privacy staff hold it; pass its path or keys dir"
-    )
-    try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError):
-        raise KeyMaterialError(
-            f"the vault private key at {path} is not a PEM private key"
-        ) from None
+    what = "the vault private key"
+    key = _load_private(path, what, "only privacy staff hold it; pass its path or keys dir")
     if not isinstance(key, X25519PrivateKey):
-        raise KeyMaterialError(f"the vault private key at {path} is not an X25519 key")
+        raise _wrong_kind(path, what, "X25519")
     return key
 
 
@@ -204,21 +209,13 @@ def load_maskers(directory: Path) -> dict[str, Masker]:
     }
 
 
-_SIGNING_HINT = "add it with: loginetl keys init --dir DIR (other key files are left as they are)"
-
-
 def load_audit_signer(directory: Path) -> Ed25519PrivateKey:
     """Load the audit-signing private key (privacy staff; never the database owner)."""
-    path = directory / AUDIT_PRIVATE_FILE
-    raw = _read_secret(path, "the audit-signing private key", _SIGNING_HINT)
-    try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError):
-        raise KeyMaterialError(
-            f"the audit-signing key at {path} is not a PEM private key"
-        ) from None
+    path, what = directory / AUDIT_PRIVATE_FILE, "the audit-signing private key"
+    hint = "add it with: loginetl keys init --dir DIR (other key files are left as they are)"
+    key = _load_private(path, what, hint)
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyMaterialError(f"the audit-signing key at {path} is not an Ed25519 key")
+        raise _wrong_kind(path, what, "Ed25519")
     return key
 
 

@@ -149,6 +149,18 @@ _BOUND_AUDIT_TEXT = """
     END IF;
 """
 
+
+def _append_row(token: str, pii_field: str, outcome: str, more: str = "") -> str:
+    """RETURN QUERY of one audit row; the chain trigger fills in seq, time, role and hashes."""
+    return f"""RETURN QUERY
+    INSERT INTO public.unmask_audit AS a
+        (seq, at, db_role, os_user, client_host, token, pii_field, reason, outcome,
+         prev_hash, row_hash)
+    VALUES (0, pg_catalog.now(), '', p_os_user, p_client_host, {token}, {pii_field},
+            p_reason, {outcome}, '', '')
+    RETURNING a.seq, a.row_hash{more};"""
+
+
 UNMASK_REQUEST = f"""
 CREATE FUNCTION public.loginetl_unmask_request(
     p_token text, p_reason text, p_os_user text, p_client_host text)
@@ -173,13 +185,7 @@ BEGIN
             v_outcome := 'unknown_key_id';
         END IF;
     END IF;
-    RETURN QUERY
-    INSERT INTO public.unmask_audit AS a
-        (seq, at, db_role, os_user, client_host, token, pii_field, reason, outcome,
-         prev_hash, row_hash)
-    VALUES (0, pg_catalog.now(), '', p_os_user, p_client_host, v_token, v_field, p_reason,
-            v_outcome, '', '')
-    RETURNING a.seq, a.row_hash, a.outcome, a.pii_field;
+    {_append_row("v_token", "v_field", "v_outcome", ", a.outcome, a.pii_field")}
 END $$
 """
 
@@ -209,13 +215,7 @@ BEGIN
     IF p_pii_field IS NOT NULL AND p_pii_field NOT IN ('ip', 'device_id') THEN
         RAISE EXCEPTION 'pii_field must be ip or device_id' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-    INSERT INTO public.unmask_audit AS a
-        (seq, at, db_role, os_user, client_host, token, pii_field, reason, outcome,
-         prev_hash, row_hash)
-    VALUES (0, pg_catalog.now(), '', p_os_user, p_client_host,
-            pg_catalog.left(coalesce(p_token, ''), 200), p_pii_field, p_reason, p_outcome, '', '')
-    RETURNING a.seq, a.row_hash;
+    {_append_row("pg_catalog.left(coalesce(p_token, ''), 200)", "p_pii_field", "p_outcome")}
 END $$
 """
 
@@ -298,13 +298,7 @@ BEGIN
                         'deployed key only', coalesce(v_deployed, 'no key'), p_key_id
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    RETURN QUERY
-    INSERT INTO public.unmask_audit AS a
-        (seq, at, db_role, os_user, client_host, token, pii_field, reason, outcome,
-         prev_hash, row_hash)
-    VALUES (0, pg_catalog.now(), '', p_os_user, p_client_host, v_token, NULL, p_reason,
-            'rederive', '', '')
-    RETURNING a.seq, a.row_hash;
+    {_append_row("v_token", "NULL", "'rederive'")}
 END $$
 """
 

@@ -69,32 +69,24 @@ def test_writer_cannot_rewrite_a_vault_entry(world: World) -> None:
 
 def test_open_needs_a_committed_audit_row_of_ones_own(world: World) -> None:
     token = world.ip_tokens[0]
-    # BEGIN; request; open; ROLLBACK: the row is not committed, so nothing comes out.
-    with attack("unmasker: BEGIN; request; fetch; ROLLBACK"), session(world.unmasker) as conn:
-        seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
-        with pytest.raises(ProgrammingError, match="not committed"):
-            conn.execute(text(OPEN), {"seq": seq})
-        conn.rollback()
-    # The same inside a savepoint, and under REPEATABLE READ.
-    with (
-        attack("unmasker: request in a SAVEPOINT, fetch, ROLLBACK"),
-        session(world.unmasker) as conn,
+    # BEGIN; request; open; ROLLBACK: the row is not committed, so nothing comes out;
+    # the same inside a savepoint, and under REPEATABLE READ.
+    for name, before, after in (
+        ("BEGIN; request; fetch; ROLLBACK", "SELECT 1", "SELECT 1"),
+        ("request in a SAVEPOINT, fetch, ROLLBACK", "SAVEPOINT s", "RELEASE SAVEPOINT s"),
+        (
+            "REPEATABLE READ; request; fetch; ROLLBACK",
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "SELECT 1",
+        ),
     ):
-        conn.execute(text("SAVEPOINT s"))
-        seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
-        conn.execute(text("RELEASE SAVEPOINT s"))
-        with pytest.raises(ProgrammingError, match="not committed"):
-            conn.execute(text(OPEN), {"seq": seq})
-        conn.rollback()
-    with (
-        attack("unmasker: REPEATABLE READ; request; fetch; ROLLBACK"),
-        session(world.unmasker) as conn,
-    ):
-        conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
-        with pytest.raises(ProgrammingError, match="not committed"):
-            conn.execute(text(OPEN), {"seq": seq})
-        conn.rollback()
+        with attack(f"unmasker: {name}"), session(world.unmasker) as conn:
+            conn.execute(text(before))
+            seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
+            conn.execute(text(after))
+            with pytest.raises(ProgrammingError, match="not committed"):
+                conn.execute(text(OPEN), {"seq": seq})
+            conn.rollback()
     assert audit_outcomes(world) == []  # nothing survived, and nothing was handed out
     with session(world.unmasker) as conn:
         seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
