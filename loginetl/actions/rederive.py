@@ -71,11 +71,7 @@ def rederive(
     signer = keys.load_audit_signer(settings.keys_dir)
     with db.engine_for(settings.database_url, pool_size=2) as engine:
         migrations.require_head(engine)
-        session = AuditSession(engine, reason, signer)
-        try:
-            return _rederive(engine, session, target, maskers, opener)
-        finally:
-            session.sign()
+        return _rederive(engine, AuditSession(engine, reason, signer), target, maskers, opener)
 
 
 def _rederive(

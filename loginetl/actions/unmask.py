@@ -4,8 +4,9 @@ PostgreSQL enforces the order: the unmasker role cannot read the vault, only ask
 ``loginetl_unmask_request`` to audit a request (the database decides whether the token
 is there) and then, once that row is committed, fetch the ciphertext it names with
 ``loginetl_vault_open``. loginetl then decrypts, checks that the value hashes to the
-token (a planted vault entry is refused), records what it did, signs the new chain
-head, and only then returns the plaintext. If any audit write fails, nothing is revealed.
+token (a planted vault entry is refused), records what it did, and only then returns the
+plaintext. Each row loginetl writes carries its signed head, in the same transaction. If
+any audit write fails, nothing is revealed.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def operator_identity() -> tuple[str | None, str | None]:
 
 
 class AuditSession:
-    """Writes the audit rows of one run and signs the head it leaves.
+    """Writes the audit rows of one run, each with its signed head in the same transaction.
 
     A failed write raises AuditUnavailable; a refusal by the database raises Refused.
     """
@@ -94,7 +95,10 @@ class AuditSession:
                 f"the audit log could not be written ({db.describe(error)}); nothing was revealed"
             ) from None
 
-    def _appended(self, row: audit.Appended) -> audit.Appended:
+    def _appended(self, conn: Connection, row: audit.Appended) -> audit.Appended:
+        """Sign the head this row makes, in the row's own transaction (no extra commit)."""
+        if self.signer is not None:
+            audit.add_signed_head(conn, audit_chain.sign_head(self.signer, row.seq, row.row_hash))
         self.last = row
         return row
 
@@ -102,7 +106,7 @@ class AuditSession:
         """Audit (and commit) a request for a token's ciphertext."""
         with self._transaction() as conn:
             row = audit.request_unmask(conn, token=token[:200], operator=self.operator)
-        return self._appended(row)
+            return self._appended(conn, row)
 
     def request_rederive(self, target: Masker) -> audit.Appended:
         """Audit (and commit) a re-derivation to ``target``, the deployed key."""
@@ -110,7 +114,7 @@ class AuditSession:
             row = audit.request_rederive(
                 conn, key_id=target.key_id, fingerprint=target.fingerprint, operator=self.operator
             )
-        return self._appended(row)
+            return self._appended(conn, row)
 
     def audit(self, token: str, outcome: str, pii_field: str | None = None) -> audit.Appended:
         """Record an outcome loginetl determined itself."""
@@ -122,15 +126,7 @@ class AuditSession:
                 outcome=outcome,
                 operator=self.operator,
             )
-        return self._appended(row)
-
-    def sign(self) -> None:
-        """Sign the last head this run wrote, so a later rewrite of the chain shows."""
-        if self.signer is None or self.last is None:
-            return
-        head = audit_chain.sign_head(self.signer, self.last.seq, self.last.row_hash)
-        with self._transaction() as conn:
-            audit.add_signed_head(conn, head)
+            return self._appended(conn, row)
 
 
 def unmask(
@@ -204,12 +200,9 @@ def _unmask(
             f"database role {role!r} may not write the unmask audit log, so it may not unmask; "
             "ask for membership of loginetl_unmasker"
         )
-    try:
-        return _unmask_audited(
-            engine, settings, session, tokens, private_key_path, can_read, role, signer_error
-        )
-    finally:
-        session.sign()
+    return _unmask_audited(
+        engine, settings, session, tokens, private_key_path, can_read, role, signer_error
+    )
 
 
 def _unmask_audited(

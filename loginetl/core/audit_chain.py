@@ -185,8 +185,12 @@ def _head_breaks(
             breaks.append(
                 ChainBreak(
                     head.seq,
-                    f"it differs from the head signed for it; rows {good_through + 1}-"
-                    f"{head.seq} were rewritten and re-hashed",
+                    "it differs from the head signed for it; "
+                    + (
+                        f"row {head.seq} was rewritten"
+                        if good_through + 1 == head.seq
+                        else f"rows {good_through + 1}-{head.seq} were rewritten and re-hashed"
+                    ),
                 )
             )
         else:

@@ -62,7 +62,7 @@ def test_a_rewrite_with_rehash_is_caught_by_each_later_signed_head() -> None:
         (4, "it differs from the head signed for it"),
         (6, "it differs from the head signed for it"),
     ]
-    assert "rows 3-4 were rewritten" in (report.problem or "")
+    assert "rows 3-4 were rewritten and re-hashed" in (report.problem or "")
     assert report.signed_through == 2
 
 
