@@ -126,7 +126,7 @@ def verify_command(
             stdout.print("signatures not checked (--no-signatures)")
         else:
             stdout.print(
-                f"{report.signed_heads} signed head(s) verify; signed through row "
+                f"{report.signed_heads} signed head(s) hold; signed through row "
                 f"{report.signed_through}"
                 + (
                     f"; rows {report.signed_through + 1}-{report.head_seq} are unsigned"

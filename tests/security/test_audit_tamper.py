@@ -116,4 +116,4 @@ def test_a_forged_head_from_the_unmasker_is_refused(world: World) -> None:
         )
     verdict = run(env, "audit", "verify")
     assert verdict.exit_code == 0
-    assert "2 signed head(s) verify; signed through row 2" in verdict.stdout
+    assert "2 signed head(s) hold; signed through row 2" in verdict.stdout
