@@ -108,7 +108,8 @@ def test_every_definer_and_trigger_function_pins_its_search_path(world: World) -
         world.owner,
         "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
         "WHERE n.nspname = 'public' AND (p.prosecdef OR p.prorettype = 'trigger'::regtype) "
-        "AND NOT coalesce(p.proconfig @> ARRAY['search_path=pg_catalog, pg_temp'], false)",
+        "AND NOT coalesce(p.proconfig && ARRAY['search_path=pg_catalog, pg_temp', "
+        "'search_path=\"\"'], false)",
     )
     with attack("any SECURITY DEFINER / trigger function left on the caller's search_path"):
         assert loose == []
