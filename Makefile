@@ -15,8 +15,8 @@ export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints \
-	wheel-check deploy-check
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults security bench lint format \
+	clean constraints wheel-check deploy-check
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,10 +52,13 @@ demo: install localstack-venv  ## Seed demo data into a queue, consume it into P
 	SQS_PORT=$(SQS_PORT) tools/demo.sh
 
 test: install localstack-venv  ## Run the test suite against real PostgreSQL and a real SQS endpoint
-	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m "not slow and not security" $(PYTEST_ARGS)
 
 faults: install localstack-venv  ## Break things on purpose and count (prints one line a scenario)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow tests/faults $(PYTEST_ARGS)
+
+security: install  ## Play every attack with real database roles (prints refused/detected a line)
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m security tests/security $(PYTEST_ARGS)
 
 bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)

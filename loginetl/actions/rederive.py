@@ -2,13 +2,17 @@
 
 After ``keys rotate`` the same value has a k1 token in old rows and a k2 token in new
 ones. This job, run by privacy staff, opens each vault entry of another key id, computes
-the value's token under the target key, and records the pair in ``token_aliases`` for
-analysts to join on. It is one audited operation, recorded before anything is decrypted;
-no plaintext leaves the process.
+the value's token under the deployed key, and records the pair in ``token_aliases`` for
+analysts to join on. PostgreSQL enforces the audit: one committed ``rederive`` row,
+naming the target key id and its fingerprint, must exist before the vault hands out a
+page or takes an alias, and the database refuses any key but the one the consumers last
+wrote with. A value that does not hash back to its old token (a planted entry) gets no
+alias. No plaintext leaves the process.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +22,17 @@ from sqlalchemy import Engine
 from loginetl.actions.unmask import AuditSession
 from loginetl.config import Settings
 from loginetl.core import unmask_policy as policy
-from loginetl.core.masking import Masker
+from loginetl.core.masking import Masker, token_key_id
 from loginetl.core.vault_crypto import VaultOpener
 from loginetl.errors import ConfigError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
 
-_CHUNK = 1000
+# The definer functions of migration 0007 that rederive calls.
+_FUNCTIONS = (
+    "loginetl_rederive_request(text, text, text, text, text)",
+    "loginetl_rederive_page(bigint, text, integer)",
+    "loginetl_add_aliases(bigint, text[], text[], text[])",
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class RederiveResult:
     aliased: int
     undecryptable: int
     audit_seq: int
+    unverified: int = 0  # decrypted, but the value does not hash to its old token
 
 
 def rederive(
@@ -44,59 +54,65 @@ def rederive(
     to_key_id: str | None = None,
     private_key_path: Path | None = None,
 ) -> RederiveResult:
-    """Record an alias under ``to_key_id`` (default: the current key) for every older token."""
+    """Record an alias under the current key for every older token."""
     problem = policy.reason_problem(reason)
     if problem:
         raise ConfigError(f"--reason: {problem}")
+    target = keys.load_masker(settings.keys_dir)
+    if to_key_id not in (None, target.key_id):
+        raise ConfigError(
+            f"--to {to_key_id}: rederive maps only to the current key ({target.key_id}) of "
+            f"{settings.keys_dir / keys.HMAC_FILE}, the one consume writes with"
+        )
     maskers = keys.load_maskers(settings.keys_dir)
-    target = maskers.get(to_key_id or keys.load_masker(settings.keys_dir).key_id)
-    if target is None:
-        raise ConfigError(f"--to {to_key_id}: no such key in {settings.keys_dir / keys.HMAC_FILE}")
     opener = VaultOpener(
         keys.load_private_key(private_key_path or settings.keys_dir / keys.PRIVATE_FILE)
     )
+    signer = keys.load_audit_signer(settings.keys_dir)
     with db.engine_for(settings.database_url, pool_size=2) as engine:
         migrations.require_head(engine)
-        return _rederive(engine, target, opener, reason)
+        return _rederive(engine, AuditSession(engine, reason, signer), target, maskers, opener)
 
 
-def _rederive(engine: Engine, target: Masker, opener: VaultOpener, reason: str) -> RederiveResult:
+def _rederive(
+    engine: Engine,
+    session: AuditSession,
+    target: Masker,
+    maskers: dict[str, Masker],
+    opener: VaultOpener,
+) -> RederiveResult:
     with db.translate_errors(engine, "re-derive tokens"), engine.connect() as conn:
-        allowed = all(
-            audit.may(conn, table, privilege)
-            for table, privilege in (
-                ("pii_vault", "SELECT"),
-                ("token_aliases", "INSERT"),
-                ("unmask_audit", "INSERT"),
-            )
-        )
+        allowed = all(audit.may_call(conn, function) for function in _FUNCTIONS)
         role = audit.current_role(conn)
     if not allowed:
         raise Refused(
             f"database role {role!r} may not re-derive tokens; it needs loginetl_unmasker"
         )
-    # Audited once, before anything is decrypted; AuditUnavailable stops it otherwise.
-    seq, _ = AuditSession(engine, reason).audit(f"rederive->{target.key_id}", policy.REDERIVE)
-    examined = aliased = undecryptable = 0
-    with engine.connect() as reader:
+    # Audited (and committed) once, before anything is decrypted.
+    seq = session.request_rederive(target).seq
+    examined = aliased = undecryptable = unverified = 0
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            page = vault.rederive_page(conn, seq, after=after)
+        if not page:
+            break
         chunk: list[tuple[str, str, str]] = []
-        for entry in vault.entries_not_of(reader, target.key_id):
+        for entry in page:
             examined += 1
             try:
                 value = opener.open(entry)
             except (InvalidTag, ValueError):
                 undecryptable += 1
                 continue
+            old = maskers.get(token_key_id(entry.token) or "")
+            if old is None or not hmac.compare_digest(
+                old.token(entry.pii_field, value), entry.token
+            ):
+                unverified += 1
+                continue
             chunk.append((entry.token, target.token(entry.pii_field, value), entry.pii_field))
-            if len(chunk) >= _CHUNK:
-                aliased += _flush(engine, chunk)
-        aliased += _flush(engine, chunk)
-    return RederiveResult(target.key_id, examined, aliased, undecryptable, seq)
-
-
-def _flush(engine: Engine, chunk: list[tuple[str, str, str]]) -> int:
-    with engine.begin() as conn:
-        vault.add_aliases(conn, chunk)
-    count = len(chunk)
-    chunk.clear()
-    return count
+        with engine.begin() as conn:
+            aliased += vault.add_aliases(conn, seq, chunk)
+        after = page[-1].token
+    return RederiveResult(target.key_id, examined, aliased, undecryptable, seq, unverified)

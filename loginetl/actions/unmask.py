@@ -1,29 +1,42 @@
 """``unmask``: recover plaintext for tokens, audited before anything is revealed.
 
-Three things must all hold: the database role may read the vault and append to the
-audit log; the caller holds the vault's private key; and a real reason is given. Every
-attempt that reaches the database is audited, refusals included, and each audit row is
-committed before the command returns any plaintext. If the audit write fails, nothing
-is revealed.
+PostgreSQL enforces the order: the unmasker role cannot read the vault, only ask
+``loginetl_unmask_request`` to audit a request (the database decides whether the token
+is there) and then, once that row is committed, fetch the ciphertext it names with
+``loginetl_vault_open``. loginetl then decrypts, checks that the value hashes to the
+token (a planted vault entry is refused), records what it did, and only then returns the
+plaintext. Each row loginetl writes carries its signed head, in the same transaction. If
+any audit write fails, nothing is revealed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import hmac
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Engine
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from loginetl.config import Settings
+from loginetl.core import audit_chain
 from loginetl.core import unmask_policy as policy
-from loginetl.core.masking import token_key_id
-from loginetl.core.vault_crypto import VaultOpener
+from loginetl.core.masking import Masker, token_key_id
+from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener
 from loginetl.errors import ConfigError, KeyMaterialError, LoginetlError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
+
+# The definer functions of migration 0007 that unmask calls.
+REQUEST_FN = "loginetl_unmask_request(text, text, text, text)"
+APPEND_FN = "loginetl_audit_append(text, text, text, text, text, text)"
+OPEN_FN = "loginetl_vault_open(bigint)"
+_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 class AuditUnavailable(LoginetlError):
@@ -60,29 +73,60 @@ def operator_identity() -> tuple[str | None, str | None]:
 
 
 class AuditSession:
-    """Writes the audit rows of one run; a failed write raises AuditUnavailable."""
+    """Writes the audit rows of one run, each with its signed head in the same transaction.
 
-    def __init__(self, engine: Engine, reason: str) -> None:
-        self.engine, self.reason = engine, reason
-        self.os_user, self.host = operator_identity()
+    A failed write raises AuditUnavailable; a refusal by the database raises Refused.
+    """
 
-    def audit(self, token: str, outcome: str, pii_field: str | None = None) -> tuple[int, str]:
+    def __init__(self, engine: Engine, reason: str, signer: Ed25519PrivateKey | None) -> None:
+        self.engine, self.signer = engine, signer
+        self.operator = audit.Operator(reason, *operator_identity())
+        self.last: audit.Appended | None = None
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Connection]:
         try:
             with self.engine.begin() as conn:
-                row = audit.record(
-                    conn,
-                    token=token,
-                    pii_field=pii_field,
-                    reason=self.reason,
-                    outcome=outcome,
-                    os_user=self.os_user,
-                    client_host=self.host,
-                )
+                yield conn
         except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) == _INSUFFICIENT_PRIVILEGE:
+                raise Refused(f"the database refused: {db.describe(error)}") from None
             raise AuditUnavailable(
                 f"the audit log could not be written ({db.describe(error)}); nothing was revealed"
             ) from None
-        return row.seq, row.row_hash
+
+    def _appended(self, conn: Connection, row: audit.Appended) -> audit.Appended:
+        """Sign the head this row makes, in the row's own transaction (no extra commit)."""
+        if self.signer is not None:
+            audit.add_signed_head(conn, audit_chain.sign_head(self.signer, row.seq, row.row_hash))
+        self.last = row
+        return row
+
+    def request(self, token: str) -> audit.Appended:
+        """Audit (and commit) a request for a token's ciphertext."""
+        with self._transaction() as conn:
+            row = audit.request_unmask(conn, token=token[:200], operator=self.operator)
+            return self._appended(conn, row)
+
+    def request_rederive(self, target: Masker) -> audit.Appended:
+        """Audit (and commit) a re-derivation to ``target``, the deployed key."""
+        with self._transaction() as conn:
+            row = audit.request_rederive(
+                conn, key_id=target.key_id, fingerprint=target.fingerprint, operator=self.operator
+            )
+            return self._appended(conn, row)
+
+    def audit(self, token: str, outcome: str, pii_field: str | None = None) -> audit.Appended:
+        """Record an outcome loginetl determined itself."""
+        with self._transaction() as conn:
+            row = audit.record(
+                conn,
+                token=token[:200],
+                pii_field=pii_field,
+                outcome=outcome,
+                operator=self.operator,
+            )
+            return self._appended(conn, row)
 
 
 def unmask(
@@ -109,6 +153,35 @@ def unmask(
         return _unmask(engine, settings, tokens, reason, private_key_path)
 
 
+def load_signer(keys_dir: Path) -> tuple[Ed25519PrivateKey | None, KeyMaterialError | None]:
+    """The audit-signing key, or the reason it cannot be used (a refusal, audited later)."""
+    try:
+        return keys.load_audit_signer(keys_dir), None
+    except KeyMaterialError as error:
+        return None, error
+
+
+def hmac_keys(keys_dir: Path) -> dict[str, Masker] | None:
+    """Every HMAC key, to check values against tokens; None if this host has no key file."""
+    if not (keys_dir / keys.HMAC_FILE).exists():
+        return None
+    return keys.load_maskers(keys_dir)
+
+
+def value_problem(
+    maskers: dict[str, Masker] | None, entry: SealedVaultEntry, value: str
+) -> str | None:
+    """Why a decrypted value must not be shown, or None: it must hash to its token."""
+    if maskers is None:
+        return None
+    masker = maskers.get(token_key_id(entry.token) or "")
+    if masker is None:
+        return policy.REFUSED_UNVERIFIABLE
+    if hmac.compare_digest(masker.token(entry.pii_field, value), entry.token):
+        return None
+    return policy.REFUSED_TOKEN_MISMATCH
+
+
 def _unmask(
     engine: Engine,
     settings: Settings,
@@ -116,16 +189,32 @@ def _unmask(
     reason: str,
     private_key_path: Path | None,
 ) -> list[UnmaskResult]:
-    session = AuditSession(engine, reason)
+    signer, signer_error = load_signer(settings.keys_dir)
+    session = AuditSession(engine, reason, signer)
     with db.translate_errors(engine, "unmask"), engine.connect() as conn:
         role = audit.current_role(conn)
-        can_audit = audit.may(conn, "unmask_audit", "INSERT")
-        can_read = audit.may(conn, "pii_vault", "SELECT")
+        can_audit = audit.may_call(conn, APPEND_FN)
+        can_read = audit.may_call(conn, REQUEST_FN) and audit.may_call(conn, OPEN_FN)
     if not can_audit:
         raise Refused(
             f"database role {role!r} may not write the unmask audit log, so it may not unmask; "
             "ask for membership of loginetl_unmasker"
         )
+    return _unmask_audited(
+        engine, settings, session, tokens, private_key_path, can_read, role, signer_error
+    )
+
+
+def _unmask_audited(
+    engine: Engine,
+    settings: Settings,
+    session: AuditSession,
+    tokens: list[str],
+    private_key_path: Path | None,
+    can_read: bool,
+    role: str,
+    signer_error: KeyMaterialError | None,
+) -> list[UnmaskResult]:
     if not can_read:
         for token in tokens:
             session.audit(token, policy.REFUSED_NO_VAULT_GRANT)
@@ -141,27 +230,40 @@ def _unmask(
         for token in tokens:
             session.audit(token, policy.REFUSED_NO_PRIVATE_KEY)
         raise
-    return [_one(engine, session, opener, token) for token in tokens]
+    if signer_error is not None:
+        for token in tokens:
+            session.audit(token, policy.REFUSED_NO_SIGNING_KEY)
+        raise signer_error
+    maskers = hmac_keys(settings.keys_dir)
+    return [_one(engine, session, opener, maskers, token) for token in tokens]
 
 
-def _one(engine: Engine, session: AuditSession, opener: VaultOpener, token: str) -> UnmaskResult:
-    key_id = token_key_id(token)
-    if key_id is None:
-        seq, digest = session.audit(token[:200], policy.MALFORMED_TOKEN)
-        return UnmaskResult(token, policy.MALFORMED_TOKEN, seq, digest)
+def _one(
+    engine: Engine,
+    session: AuditSession,
+    opener: VaultOpener,
+    maskers: dict[str, Masker] | None,
+    token: str,
+) -> UnmaskResult:
+    # Committed before the database will hand out anything.
+    request = session.request(token)
+    if request.outcome != policy.RELEASED:
+        return UnmaskResult(token, request.outcome, request.seq, request.row_hash)
     with engine.connect() as conn:
-        sealed = vault.fetch(conn, token)
-        if sealed is None:
-            known = vault.key_id_in_use(conn, key_id)
-    if sealed is None:
-        outcome = policy.UNKNOWN_TOKEN if known else policy.UNKNOWN_KEY_ID
-        seq, digest = session.audit(token, outcome)
-        return UnmaskResult(token, outcome, seq, digest)
-    try:
-        plaintext = opener.open(sealed)
-    except (InvalidTag, ValueError):
-        seq, digest = session.audit(token, policy.DECRYPT_FAILED, sealed.pii_field)
-        return UnmaskResult(token, policy.DECRYPT_FAILED, seq, digest, sealed.pii_field)
+        sealed = vault.open_released(conn, request.seq)
+    plaintext = None
+    if sealed is not None:
+        try:
+            plaintext = opener.open(sealed)
+        except (InvalidTag, ValueError):
+            plaintext = None
+    if sealed is None or plaintext is None:
+        row = session.audit(token, policy.DECRYPT_FAILED, request.pii_field)
+        return UnmaskResult(token, policy.DECRYPT_FAILED, row.seq, row.row_hash, request.pii_field)
+    problem = value_problem(maskers, sealed, plaintext)
+    if problem is not None:
+        row = session.audit(token, problem, sealed.pii_field)
+        return UnmaskResult(token, problem, row.seq, row.row_hash, sealed.pii_field)
     # Audit before reveal: the plaintext leaves this function only after this commit.
-    seq, digest = session.audit(token, policy.REVEALED, sealed.pii_field)
-    return UnmaskResult(token, policy.REVEALED, seq, digest, sealed.pii_field, plaintext)
+    row = session.audit(token, policy.REVEALED, sealed.pii_field)
+    return UnmaskResult(token, policy.REVEALED, row.seq, row.row_hash, sealed.pii_field, plaintext)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,20 +51,35 @@ def render_entries(entries: list[AuditRow]) -> list[RenderableType]:
 
 
 def render_report(report: ChainReport) -> list[RenderableType]:
-    """The verdict of ``audit verify``; the problem text may quote a stored field."""
-    if report.intact:
-        return [
-            inert(
-                f"audit chain intact: {report.rows} rows, head {report.head_seq}:{report.head_hash}"
-            )
-        ]
-    return [
-        Text.assemble(
-            f"audit chain BROKEN at row {report.broken_at}: ",
-            inert(report.problem),
-            f" (rows 1-{report.head_seq} verified)",
-        )
+    """The verdict of ``audit verify``: every break, then how far the signatures reach.
+
+    A problem's text may quote a stored field, so it goes through ``inert``.
+    """
+    lines: list[RenderableType] = [
+        Text.assemble(f"audit chain BROKEN at row {found.seq}: ", inert(found.problem))
+        for found in report.breaks
     ]
+    verdict = "intact" if report.intact else f"has {len(report.breaks)} break(s)"
+    lines.append(
+        inert(
+            f"audit chain {verdict}: {report.rows} rows, head {report.head_seq}:{report.head_hash}"
+        )
+    )
+    if not report.signatures_checked:
+        lines.append(Text("signatures not checked (--no-signatures)"))
+    else:
+        unsigned = (
+            f"; rows {report.signed_through + 1}-{report.head_seq} are unsigned"
+            if report.unsigned_rows
+            else ""
+        )
+        lines.append(
+            Text(
+                f"{report.signed_heads} signed head(s) hold; signed through row "
+                f"{report.signed_through}{unsigned}"
+            )
+        )
+    return lines
 
 
 @app.command("list")
@@ -100,9 +116,23 @@ def verify_command(
             help="SEQ:HASH recorded earlier (unmask prints it); catches removed tail rows.",
         ),
     ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The audit-signing public key (default: in the keys dir).",
+        ),
+    ] = None,
+    no_signatures: Annotated[
+        bool, typer.Option("--no-signatures", help="Check the hash chain alone.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Recompute the hash chain; exit 1 and name the first broken row if it was tampered with.
+    """Recompute the hash chain and check every signed head; exit 1 and name every break.
+
+    A database owner who rewrites a row and re-hashes every later one is caught by the
+    first signed head after the edit. Rows after the last signed head are reported as
+    unsigned.
 
     Example: loginetl audit verify
     """
@@ -114,9 +144,16 @@ def verify_command(
                 "expected SEQ:HASH, e.g. 17:9f2c…(64 hex)", param_hint="--expect-head"
             )
         head = (int(match.group(1)), match.group(2))
-    report = verify_chain(settings_of(ctx), expect_head=head)
+    report = verify_chain(
+        settings_of(ctx),
+        expect_head=head,
+        public_key_path=public_key,
+        check_signatures=not no_signatures,
+    )
     if json_output:
-        print_json({**report.__dict__, "intact": report.intact})
+        print_json(
+            {**report.__dict__, "intact": report.intact, "unsigned_rows": report.unsigned_rows}
+        )
     else:
         show(render_report(report))
     if not report.intact:

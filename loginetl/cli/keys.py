@@ -37,7 +37,8 @@ def init(
     stdout.print(inert(f"created {', '.join(result.created)} in {target}"))
     stdout.print(
         f"consume needs {keys.HMAC_FILE} and {keys.PUBLIC_FILE}; move {keys.PRIVATE_FILE} "
-        "to the privacy team's machine and keep it off consumer hosts"
+        f"and {keys.AUDIT_PRIVATE_FILE} to the privacy team's machine and keep them off "
+        "consumer and database hosts"
     )
 
 
@@ -70,7 +71,8 @@ def rederive(
     ctx: typer.Context,
     reason: Annotated[str, typer.Option("--reason", help="Why (audited), e.g. a change ticket.")],
     to: Annotated[
-        str | None, typer.Option("--to", help="Target key id (default: the current key).")
+        str | None,
+        typer.Option("--to", help="Target key id: only the current key is accepted."),
     ] = None,
     private_key: Annotated[
         Path | None,
@@ -99,6 +101,11 @@ def render_rederive(result: RederiveResult) -> list[RenderableType]:
             + (
                 f"; {result.undecryptable:,} would not decrypt with this key"
                 if result.undecryptable
+                else ""
+            )
+            + (
+                f"; {result.unverified:,} did not hash back to their token and got no alias"
+                if result.unverified
                 else ""
             )
         )

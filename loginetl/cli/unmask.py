@@ -21,6 +21,10 @@ _MESSAGES = {
     policy.UNKNOWN_TOKEN: "is not in the vault",
     policy.UNKNOWN_KEY_ID: "names an HMAC key id that never produced a stored token",
     policy.DECRYPT_FAILED: "would not decrypt with this private key (wrong key, or tampered)",
+    policy.REFUSED_TOKEN_MISMATCH: "was refused: the vault's value does not hash to this token "
+    "(a planted entry; the refusal was audited)",
+    policy.REFUSED_UNVERIFIABLE: "was refused: its HMAC key is not in the key file, so the "
+    "value cannot be checked against the token",
 }
 
 

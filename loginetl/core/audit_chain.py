@@ -1,9 +1,11 @@
-"""The unmask audit log's hash chain: canonical form, row hash, and verification.
+"""The unmask audit log's hash chain: canonical form, row hash, signed heads, verification.
 
 Each row's hash covers its fields and the previous row's hash. The database trigger in
 migration 0003 computes it; this module recomputes it independently, so an edit, a
-deletion or a reordering made by someone who can bypass the trigger shows up as the
-first row whose hash or link does not match.
+deletion or a reordering made by someone who can bypass the trigger shows up as a row
+whose hash or link does not match. An owner who re-hashes every later row too makes a
+consistent chain; what gives that away is a head (seq, hash) signed earlier with the
+audit-signing key, which the database owner does not hold (migration 0007).
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 GENESIS = "0" * 64
 
@@ -35,18 +41,51 @@ class AuditRow:
 
 
 @dataclass(frozen=True)
+class SignedHead:
+    """One row of ``audit_heads``: a chain head and its Ed25519 signature."""
+
+    seq: int
+    row_hash: str
+    key_id: str
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """One place where the log is not what was written."""
+
+    seq: int
+    problem: str
+
+
+@dataclass(frozen=True)
 class ChainReport:
-    """The verdict of a verification: intact, or the first row that breaks it and why."""
+    """The verdict of a verification: every break found, and how far signatures reach."""
 
     rows: int
     head_seq: int
     head_hash: str
-    broken_at: int | None = None
-    problem: str | None = None
+    breaks: tuple[ChainBreak, ...] = ()
+    signed_heads: int = 0  # heads that hold: verified, or vouched for by a newer one that is
+    signed_through: int = 0  # the last row a valid signature covers; 0 if none
+    signatures_checked: bool = True
 
     @property
     def intact(self) -> bool:
-        return self.broken_at is None
+        return not self.breaks
+
+    @property
+    def broken_at(self) -> int | None:
+        return self.breaks[0].seq if self.breaks else None
+
+    @property
+    def problem(self) -> str | None:
+        return self.breaks[0].problem if self.breaks else None
+
+    @property
+    def unsigned_rows(self) -> int:
+        """Rows after the last signed head: nothing but the chain vouches for them yet."""
+        return max(0, self.head_seq - self.signed_through) if self.signatures_checked else 0
 
 
 def _field(value: str | None) -> str:
@@ -79,44 +118,142 @@ def row_hash(row: AuditRow) -> str:
     return hashlib.sha256(canonical(row).encode()).hexdigest()
 
 
-def verify(rows: Iterable[AuditRow], *, expect_head: tuple[int, str] | None = None) -> ChainReport:
-    """Walk the chain in seq order; report the first row that does not fit.
+def signing_key_id(public_key: Ed25519PublicKey) -> str:
+    """Short stable id of an audit-signing public key, stored with each signature."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
 
-    ``expect_head`` is a (seq, hash) recorded earlier somewhere the database owner cannot
-    reach; it catches what no chain can show by itself: the last rows removed.
-    """
-    previous_hash, expected_seq = GENESIS, 1
+
+def head_message(seq: int, digest: str) -> bytes:
+    """The exact bytes a head signature covers."""
+    return f"loginetl audit head v1|{seq}|{digest}".encode()
+
+
+def sign_head(key: Ed25519PrivateKey, seq: int, digest: str) -> SignedHead:
+    """Sign the chain head (seq, hash)."""
+    return SignedHead(
+        seq, digest, signing_key_id(key.public_key()), key.sign(head_message(seq, digest))
+    )
+
+
+def _chain_breaks(rows: Iterable[AuditRow]) -> tuple[list[ChainBreak], dict[int, str], int]:
+    """Every link, sequence and content break; each row is then taken as it stands."""
+    breaks: list[ChainBreak] = []
     hashes: dict[int, str] = {}
+    previous_hash, expected_seq = GENESIS, 1
     for row in rows:
-        head = (len(hashes), previous_hash)
-        if row.seq != expected_seq:
-            problem = f"row {expected_seq} is missing (found {row.seq} next)"
+        if row.seq < expected_seq:
+            breaks.append(ChainBreak(row.seq, f"out of order (row {expected_seq} expected)"))
+        elif row.seq != expected_seq:
+            gap = (
+                f"row {expected_seq} is"
+                if row.seq == expected_seq + 1
+                else f"rows {expected_seq}-{row.seq - 1} are"
+            )
+            breaks.append(ChainBreak(row.seq, f"{gap} missing (found {row.seq} next)"))
         elif row.prev_hash != previous_hash:
-            problem = "its link to the previous row does not match"
-        elif row_hash(row) != row.row_hash:
-            problem = "its contents do not match its hash (edited)"
-        else:
-            hashes[row.seq] = previous_hash = row.row_hash
-            expected_seq = row.seq + 1
+            breaks.append(ChainBreak(row.seq, "its link to the previous row does not match"))
+        if row_hash(row) != row.row_hash:
+            breaks.append(ChainBreak(row.seq, "its contents do not match its hash (edited)"))
+        hashes[row.seq] = previous_hash = row.row_hash
+        expected_seq = row.seq + 1
+    return breaks, hashes, expected_seq - 1
+
+
+def _verifies(public_key: Ed25519PublicKey, head: SignedHead) -> bool:
+    try:
+        public_key.verify(head.signature, head_message(head.seq, head.row_hash))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _head_breaks(
+    heads: Iterable[SignedHead], hashes: dict[int, str], public_key: Ed25519PublicKey
+) -> tuple[list[ChainBreak], int, int]:
+    """Check the signed heads against the key and the chain as it is now.
+
+    The newest head that matches the chain and verifies (the anchor) vouches, through the
+    hashes, for every row before it; an older head that matches the chain needs no
+    signature check of its own, so a clean log costs one verification, not one a head.
+    """
+    ordered = sorted(heads, key=lambda h: h.seq)
+    anchor = next(
+        (
+            h.seq
+            for h in reversed(ordered)
+            if hashes.get(h.seq) == h.row_hash and _verifies(public_key, h)
+        ),
+        0,
+    )
+    breaks: list[ChainBreak] = []
+    key_id = signing_key_id(public_key)
+    valid = 0
+    good_through = 0  # the last signed row that still matches
+    for head in ordered:
+        now = hashes.get(head.seq)
+        if not (now == head.row_hash and head.seq <= anchor) and not _verifies(public_key, head):
+            other = "" if head.key_id == key_id else f" (made with key {head.key_id[:16]})"
+            breaks.append(
+                ChainBreak(head.seq, f"its signed head does not verify with this key{other}")
+            )
             continue
-        return ChainReport(len(hashes), *head, broken_at=row.seq, problem=problem)
-    head_seq = expected_seq - 1
+        valid += 1
+        if now is None:
+            breaks.append(ChainBreak(head.seq, "a signed head names it, but it is gone"))
+        elif now != head.row_hash:
+            breaks.append(
+                ChainBreak(
+                    head.seq,
+                    "it differs from the head signed for it; "
+                    + (
+                        f"row {head.seq} was rewritten"
+                        if good_through + 1 == head.seq
+                        else f"rows {good_through + 1}-{head.seq} were rewritten and re-hashed"
+                    ),
+                )
+            )
+        else:
+            good_through = max(good_through, head.seq)
+    return breaks, valid, good_through
+
+
+def verify(
+    rows: Iterable[AuditRow],
+    *,
+    heads: Iterable[SignedHead] = (),
+    public_key: Ed25519PublicKey | None = None,
+    expect_head: tuple[int, str] | None = None,
+) -> ChainReport:
+    """Walk the chain in seq order and check every signed head; report every break.
+
+    ``public_key`` is the audit-signing public key: without it, signed heads are not
+    checked (``signatures_checked`` is False). ``expect_head`` is a (seq, hash) recorded
+    earlier somewhere the database owner cannot reach: it catches the last rows removed,
+    signed heads and all.
+    """
+    breaks, hashes, head_seq = _chain_breaks(rows)
+    valid, signed_through = 0, 0
+    if public_key is not None:
+        head_breaks, valid, signed_through = _head_breaks(heads, hashes, public_key)
+        breaks += head_breaks
     if expect_head is not None:
         seq, digest = expect_head
         if seq > head_seq:
-            return ChainReport(
-                len(hashes),
-                head_seq,
-                previous_hash,
-                broken_at=head_seq + 1,
-                problem=f"the log ends at row {head_seq}, but row {seq} was recorded earlier",
+            breaks.append(
+                ChainBreak(
+                    head_seq + 1,
+                    f"the log ends at row {head_seq}, but row {seq} was recorded earlier",
+                )
             )
-        if seq > 0 and hashes.get(seq) != digest:
-            return ChainReport(
-                len(hashes),
-                head_seq,
-                previous_hash,
-                broken_at=seq,
-                problem="it differs from the head recorded earlier (rewritten)",
-            )
-    return ChainReport(len(hashes), head_seq, previous_hash)
+        elif seq > 0 and hashes.get(seq) != digest:
+            breaks.append(ChainBreak(seq, "it differs from the head recorded earlier (rewritten)"))
+    return ChainReport(
+        rows=len(hashes),
+        head_seq=head_seq,
+        head_hash=hashes.get(head_seq, GENESIS),
+        breaks=tuple(sorted(breaks, key=lambda b: b.seq)),
+        signed_heads=valid,
+        signed_through=signed_through,
+        signatures_checked=public_key is not None,
+    )

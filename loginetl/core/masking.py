@@ -40,6 +40,11 @@ class Masker:
         digest = hmac.digest(self.key, message, "sha256").hex()  # one-shot: OpenSSL's HMAC
         return f"{self.key_id}:{digest}"
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits that name this key in the audit log without revealing it."""
+        return hmac.digest(self.key, b"loginetl/v1/key-fingerprint", "sha256").hex()[:16]
+
 
 def token_key_id(token: str) -> str | None:
     """Return the key id of a well-formed token, or None if it is not one."""

@@ -27,7 +27,9 @@ _TRIVIAL = frozenset(
     }
 )
 
-# Outcomes recorded in the audit log.
+# Outcomes recorded in the audit log. The database writes RELEASED (and the unknown and
+# malformed ones) when it decides whether to hand out a ciphertext; loginetl writes the rest.
+RELEASED: Final = "released"  # the database handed the ciphertext to this role
 REVEALED: Final = "revealed"
 UNKNOWN_TOKEN: Final = "unknown_token"  # noqa: S105 - an outcome name, not a secret
 UNKNOWN_KEY_ID: Final = "unknown_key_id"
@@ -35,6 +37,10 @@ MALFORMED_TOKEN: Final = "malformed_token"  # noqa: S105 - an outcome name
 DECRYPT_FAILED: Final = "decrypt_failed"
 REFUSED_NO_VAULT_GRANT: Final = "refused_no_vault_grant"
 REFUSED_NO_PRIVATE_KEY: Final = "refused_no_private_key"
+REFUSED_NO_SIGNING_KEY: Final = "refused_no_signing_key"
+# The value does not hash to the token (a planted vault entry), or cannot be checked.
+REFUSED_TOKEN_MISMATCH: Final = "refused_token_mismatch"  # noqa: S105 - an outcome name
+REFUSED_UNVERIFIABLE: Final = "refused_unverifiable"
 REDERIVE: Final = "rederive"  # keys rederive: a bulk, in-memory decryption to map tokens
 
 

@@ -1,13 +1,65 @@
-"""The unmask audit log: append a row (the trigger chains it), read rows back."""
+"""The unmask audit log, written only through the definer functions of migration 0007.
+
+The database sets seq, time, role, address and the hashes; a ciphertext is handed out
+only against a committed row (``loginetl_vault_open``). Signed heads live in
+``audit_heads``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, insert, select, text
+from sqlalchemy import Connection, select, text
 
-from loginetl.core.audit_chain import AuditRow
+from loginetl.core.audit_chain import AuditRow, SignedHead
 from loginetl.services.schema import unmask_audit
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The row the database appended: its place in the chain, and what it recorded."""
+
+    seq: int
+    row_hash: str
+    outcome: str
+    pii_field: str | None = None
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who asks, as recorded in each row beside the database role."""
+
+    reason: str
+    os_user: str | None
+    client_host: str | None
+
+
+def request_unmask(conn: Connection, *, token: str, operator: Operator) -> Appended:
+    """Audit a request for a token's ciphertext; ``released`` means it may be fetched.
+
+    The database decides the outcome (released, unknown_token, unknown_key_id or
+    malformed_token) from the vault, which the caller cannot read.
+    """
+    row = conn.execute(
+        text("SELECT * FROM public.loginetl_unmask_request(:token, :reason, :os_user, :host)"),
+        {"token": token, **_who(operator)},
+    ).one()
+    return Appended(row.audit_seq, row.audit_hash, row.outcome, row.pii_field)
+
+
+def request_rederive(
+    conn: Connection, *, key_id: str, fingerprint: str, operator: Operator
+) -> Appended:
+    """Audit a re-derivation to the deployed key ``key_id`` (refused for any other)."""
+    row = conn.execute(
+        text(
+            "SELECT * FROM public.loginetl_rederive_request("
+            ":key_id, :fingerprint, :reason, :os_user, :host)"
+        ),
+        {"key_id": key_id, "fingerprint": fingerprint, **_who(operator)},
+    ).one()
+    return Appended(row.audit_seq, row.audit_hash, "rederive")
 
 
 def record(
@@ -15,31 +67,46 @@ def record(
     *,
     token: str,
     pii_field: str | None,
-    reason: str,
     outcome: str,
-    os_user: str | None,
-    client_host: str | None,
-) -> AuditRow:
-    """Append one row; the database sets seq, time, role, address and the hashes."""
+    operator: Operator,
+) -> Appended:
+    """Append a row with an outcome loginetl itself determined (revealed, refusals)."""
     row = conn.execute(
-        insert(unmask_audit)
-        .values(
-            token=token,
-            pii_field=pii_field,
-            reason=reason,
-            outcome=outcome,
-            os_user=os_user,
-            client_host=client_host,
-            # Placeholders: the BEFORE INSERT trigger overwrites every one of them.
-            seq=0,
-            at=text("now()"),
-            db_role="",
-            prev_hash="",
-            row_hash="",
-        )
-        .returning(*unmask_audit.c)
+        text(
+            "SELECT * FROM public.loginetl_audit_append("
+            ":token, :pii_field, :reason, :outcome, :os_user, :host)"
+        ),
+        {"token": token, "pii_field": pii_field, "outcome": outcome, **_who(operator)},
     ).one()
-    return AuditRow(**row._mapping)
+    return Appended(row.audit_seq, row.audit_hash, outcome, pii_field)
+
+
+def _who(operator: Operator) -> dict[str, str | None]:
+    return {"reason": operator.reason, "os_user": operator.os_user, "host": operator.client_host}
+
+
+def add_signed_head(conn: Connection, head: SignedHead) -> None:
+    """Store a head signature; the database checks the head names a real row."""
+    conn.execute(
+        text(
+            "INSERT INTO public.audit_heads (seq, row_hash, key_id, signature, signed_at, "
+            "signed_by) VALUES (:seq, :row_hash, :key_id, :signature, now(), '')"
+        ),
+        {
+            "seq": head.seq,
+            "row_hash": head.row_hash,
+            "key_id": head.key_id,
+            "signature": head.signature,
+        },
+    )
+
+
+def signed_heads(conn: Connection) -> list[SignedHead]:
+    """Every stored head signature."""
+    rows = conn.execute(
+        text("SELECT seq, row_hash, key_id, signature FROM public.audit_heads ORDER BY seq")
+    )
+    return [SignedHead(r.seq, r.row_hash, r.key_id, bytes(r.signature)) for r in rows]
 
 
 def rows(conn: Connection, *, since: datetime | None = None) -> list[AuditRow]:
@@ -50,12 +117,12 @@ def rows(conn: Connection, *, since: datetime | None = None) -> list[AuditRow]:
     return [AuditRow(**r._mapping) for r in conn.execute(query)]
 
 
-def may(conn: Connection, table: str, privilege: str) -> bool:
-    """Whether the connected role holds ``privilege`` on ``table`` (directly or by group)."""
+def may_call(conn: Connection, function: str) -> bool:
+    """Whether the connected role may EXECUTE ``function`` (a signature, e.g. ``f(bigint)``)."""
     return bool(
         conn.execute(
-            text("SELECT has_table_privilege(current_user, :table, :privilege)"),
-            {"table": table, "privilege": privilege},
+            text("SELECT has_function_privilege(current_user, :function, 'EXECUTE')"),
+            {"function": f"public.{function}"},
         ).scalar_one()
     )
 

@@ -4,8 +4,11 @@ Layout of a keys directory, every file 0600:
   hmac-keys.json      {"current": "k1", "keys": {"k1": "<base64 32 bytes>"}}
   vault-public.pem    X25519 public key: consume seals to it
   vault-private.pem   X25519 private key: only the unmasker's copy has it
+  audit-signing-private.pem  Ed25519: loginetl signs audit chain heads with it (privacy staff)
+  audit-signing-public.pem   Ed25519: ``audit verify`` checks those signatures with it
 
-``consume`` needs the first two; give the third only to privacy staff.
+``consume`` needs the first two; give the rest only to privacy staff (auditors need only
+the audit-signing public key). The database owner must never hold the signing key.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from loginetl.core.masking import KEY_ID_PATTERN, MIN_KEY_BYTES, Masker
@@ -27,6 +31,8 @@ from loginetl.errors import KeyMaterialError
 HMAC_FILE = "hmac-keys.json"
 PUBLIC_FILE = "vault-public.pem"
 PRIVATE_FILE = "vault-private.pem"
+AUDIT_PRIVATE_FILE = "audit-signing-private.pem"
+AUDIT_PUBLIC_FILE = "audit-signing-public.pem"
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,46 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _pem_private(key: X25519PrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _init_audit_signing(directory: Path) -> tuple[str, ...]:
+    """Add the audit-signing pair if neither half is there; never touch another file."""
+    names = (AUDIT_PRIVATE_FILE, AUDIT_PUBLIC_FILE)
+    present = [n for n in names if (directory / n).exists()]
+    if len(present) == len(names):
+        return ()
+    if present:
+        raise KeyMaterialError(
+            f"{directory} holds only half of the audit-signing key pair ({present[0]}); "
+            "move it away, then run keys init again"
+        )
+    key = Ed25519PrivateKey.generate()
+    _write_secret(directory / AUDIT_PRIVATE_FILE, _pem_private(key))
+    _write_secret(directory / AUDIT_PUBLIC_FILE, _pem_public(key.public_key()))
+    return names
+
+
 def init_keys(directory: Path) -> KeysCreated:
-    """Create an HMAC key and a vault key pair in ``directory``; idempotent when complete."""
+    """Create an HMAC key, a vault key pair and an audit-signing key pair in ``directory``.
+
+    Idempotent when complete; a directory from before audit signing gets the signing
+    pair added, its other files untouched.
+    """
     names = (HMAC_FILE, PUBLIC_FILE, PRIVATE_FILE)
     present = [n for n in names if (directory / n).exists()]
     if len(present) == len(names):
-        return KeysCreated(directory, (), already_present=True)
+        added = _init_audit_signing(directory)
+        return KeysCreated(directory, added, already_present=not added)
     if present:
         raise KeyMaterialError(
             f"{directory} holds only some key files ({', '.join(present)}); refusing to "
@@ -60,21 +100,9 @@ def init_keys(directory: Path) -> KeysCreated:
     hmac_doc = {"current": "k1", "keys": {"k1": base64.b64encode(os.urandom(32)).decode()}}
     private = X25519PrivateKey.generate()
     _write_secret(directory / HMAC_FILE, json.dumps(hmac_doc, indent=2).encode())
-    _write_secret(
-        directory / PUBLIC_FILE,
-        private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ),
-    )
-    _write_secret(
-        directory / PRIVATE_FILE,
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    return KeysCreated(directory, names, already_present=False)
+    _write_secret(directory / PUBLIC_FILE, _pem_public(private.public_key()))
+    _write_secret(directory / PRIVATE_FILE, _pem_private(private))
+    return KeysCreated(directory, names + _init_audit_signing(directory), already_present=False)
 
 
 def _read_secret(path: Path, what: str, hint: str) -> bytes:
@@ -125,19 +153,24 @@ def load_public_key(directory: Path) -> X25519PublicKey:
     return key
 
 
+def _load_private(path: Path, what: str, hint: str) -> object:
+    raw = _read_secret(path, what, hint)
+    try:
+        return serialization.load_pem_private_key(raw, password=None)
+    except (ValueError, TypeError):
+        raise KeyMaterialError(f"{what} at {path} is not a PEM private key") from None
+
+
+def _wrong_kind(path: Path, what: str, algorithm: str) -> KeyMaterialError:
+    return KeyMaterialError(f"{what} at {path} is not an {algorithm} key")
+
+
 def load_private_key(path: Path) -> X25519PrivateKey:
     """Load the vault's private key (only privacy staff have it)."""
-    raw = _read_secret(
-        path, "the vault private key", "only privacy staff hold it; pass its path or keys dir"
-    )
-    try:
-        key = serialization.load_pem_private_key(raw, password=None)
-    except (ValueError, TypeError):
-        raise KeyMaterialError(
-            f"the vault private key at {path} is not a PEM private key"
-        ) from None
+    what = "the vault private key"
+    key = _load_private(path, what, "only privacy staff hold it; pass its path or keys dir")
     if not isinstance(key, X25519PrivateKey):
-        raise KeyMaterialError(f"the vault private key at {path} is not an X25519 key")
+        raise _wrong_kind(path, what, "X25519")
     return key
 
 
@@ -174,3 +207,33 @@ def load_maskers(directory: Path) -> dict[str, Masker]:
         key_id: Masker(key_id, base64.b64decode(value))
         for key_id, value in document["keys"].items()
     }
+
+
+def load_audit_signer(directory: Path) -> Ed25519PrivateKey:
+    """Load the audit-signing private key (privacy staff; never the database owner)."""
+    path, what = directory / AUDIT_PRIVATE_FILE, "the audit-signing private key"
+    hint = "add it with: loginetl keys init --dir DIR (other key files are left as they are)"
+    key = _load_private(path, what, hint)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise _wrong_kind(path, what, "Ed25519")
+    return key
+
+
+def load_audit_public_key(path: Path) -> Ed25519PublicKey:
+    """Load the audit-signing public key that ``audit verify`` checks heads with."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise KeyMaterialError(
+            f"the audit-signing public key was not found at {path}; pass --public-key, "
+            "or --no-signatures to check the hash chain alone"
+        ) from None
+    except OSError as error:
+        raise KeyMaterialError(f"cannot read {path} ({error.strerror})") from None
+    try:
+        key = serialization.load_pem_public_key(raw)
+    except ValueError:
+        raise KeyMaterialError(f"{path} is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyMaterialError(f"{path} is not an Ed25519 public key")
+    return key

@@ -28,6 +28,7 @@ pii_vault = Table(
     Column("nonce", LargeBinary, nullable=False),
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    schema="public",  # never a temporary table of the same name
 )
 
 unmask_audit = Table(
@@ -45,4 +46,5 @@ unmask_audit = Table(
     Column("outcome", Text, nullable=False),
     Column("prev_hash", Text, nullable=False),
     Column("row_hash", Text, nullable=False),
+    schema="public",
 )

@@ -1,57 +1,66 @@
-"""Read access to the PII vault (only the unmasker role has it)."""
+"""The PII vault, reached only through the definer functions of migration 0007.
+
+No role but the owner reads ``pii_vault``: a ciphertext comes out only against an audit
+row the same login role has already committed, and aliases go in only under a
+committed ``rederive`` row.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import Text
 
 from loginetl.core.vault_crypto import SealedVaultEntry
-from loginetl.services import db
-from loginetl.services.schema import pii_vault
 
-# The columns of a SealedVaultEntry, in its field order.
-_SEALED = (
-    pii_vault.c.token,
-    pii_vault.c.pii_field,
-    pii_vault.c.recipient,
-    pii_vault.c.ephemeral_public_key,
-    pii_vault.c.nonce,
-    pii_vault.c.ciphertext,
+PAGE = 1000  # vault entries a rederive page fetches; the function allows up to 10,000
+_SEALED = "token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext"
+
+
+def _entry(row: Sequence[object]) -> SealedVaultEntry:
+    return SealedVaultEntry(*row)  # type: ignore[arg-type]
+
+
+def open_released(conn: Connection, audit_seq: int) -> SealedVaultEntry | None:
+    """The sealed entry named by a committed ``released`` audit row of this login role."""
+    row = conn.execute(
+        text(f"SELECT {_SEALED} FROM public.loginetl_vault_open(:seq)"), {"seq": audit_seq}
+    ).one_or_none()
+    return None if row is None else _entry(row)
+
+
+def rederive_page(
+    conn: Connection, audit_seq: int, *, after: str, limit: int = PAGE
+) -> list[SealedVaultEntry]:
+    """The next ``limit`` entries (by token, after ``after``) not of the audited key."""
+    rows = conn.execute(
+        text(f"SELECT {_SEALED} FROM public.loginetl_rederive_page(:seq, :after, :limit)"),
+        {"seq": audit_seq, "after": after, "limit": limit},
+    )
+    return [_entry(r) for r in rows]
+
+
+_ADD_ALIASES = text(
+    "SELECT public.loginetl_add_aliases(:seq, :tokens, :aliases, :fields)"
+).bindparams(
+    bindparam("tokens", type_=ARRAY(Text)),
+    bindparam("aliases", type_=ARRAY(Text)),
+    bindparam("fields", type_=ARRAY(Text)),
 )
 
 
-def fetch(conn: Connection, token: str) -> SealedVaultEntry | None:
-    """The sealed entry for a token, or None."""
-    row = conn.execute(select(*_SEALED).where(pii_vault.c.token == token)).one_or_none()
-    return None if row is None else SealedVaultEntry(*row)
+def add_aliases(conn: Connection, audit_seq: int, aliases: Sequence[tuple[str, str, str]]) -> int:
+    """Record (token, alias, pii_field) rows under a committed rederive row; return how many.
 
-
-def key_id_in_use(conn: Connection, key_id: str) -> bool:
-    """Whether any token of this HMAC key id was ever stored.
-
-    A scan, not an index range: under a non-C collation ':' may sort anywhere. Only the
-    error path of unmask asks.
+    The database refuses the whole call if any alias is not a token of the audited key.
     """
-    row = conn.execute(
-        select(pii_vault.c.token).where(func.starts_with(pii_vault.c.token, f"{key_id}:")).limit(1)
-    ).first()
-    return row is not None
-
-
-def entries_not_of(conn: Connection, key_id: str) -> Iterator[SealedVaultEntry]:
-    """Stream every vault entry whose token is not of ``key_id`` (server-side cursor)."""
-    result = conn.execution_options(stream_results=True, yield_per=1000).execute(
-        select(*_SEALED).where(~func.starts_with(pii_vault.c.token, f"{key_id}:"))
-    )
-    for row in result:
-        yield SealedVaultEntry(*row)
-
-
-def add_aliases(conn: Connection, aliases: Sequence[tuple[str, str, str]]) -> None:
-    """Record (token, alias, pii_field) rows; an existing token keeps its alias."""
-    db.insert_many(
-        conn,
-        "INSERT INTO token_aliases (token, alias, pii_field) VALUES %s ON CONFLICT DO NOTHING",
-        aliases,
+    if not aliases:
+        return 0
+    tokens, new, fields = (list(column) for column in zip(*aliases, strict=True))
+    return int(
+        conn.execute(
+            _ADD_ALIASES, {"seq": audit_seq, "tokens": tokens, "aliases": new, "fields": fields}
+        ).scalar_one()
     )

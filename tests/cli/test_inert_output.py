@@ -31,7 +31,7 @@ from loginetl.actions.unmask import UnmaskResult
 from loginetl.cli import audit, consume, keys, peek, replay, stats, unmask
 from loginetl.cli.app import error_line
 from loginetl.cli.output import InertFormatter, JsonFormatter, inert, inert_str, print_json
-from loginetl.core.audit_chain import AuditRow, ChainReport
+from loginetl.core.audit_chain import AuditRow, ChainBreak, ChainReport
 from loginetl.core.batch import LoginRow
 from loginetl.services.migrations import SchemaStatus
 from loginetl.services.sqs import QueueDepth
@@ -255,7 +255,9 @@ def test_audit_list_and_verify(data: st.DataObject) -> None:
         row_hash=h.text(shown=False),
     )
     assert_inert(audit.render_entries([row]), h)
-    broken = ChainReport(2, 2, h.text(shown=False), broken_at=2, problem=h.text())
+    broken = ChainReport(
+        2, 2, h.text(shown=False), breaks=(ChainBreak(1, h.text()), ChainBreak(2, h.text()))
+    )
     assert_inert(audit.render_report(broken), h)
     assert_inert(audit.render_report(ChainReport(rows=2, head_seq=2, head_hash=h.text())), h)
 
@@ -282,7 +284,7 @@ def test_consume_summary_rederive_and_error_lines(data: st.DataObject) -> None:
         stopped_because=h.text(),
     )
     rederived = RederiveResult(
-        target_key_id=h.text(), examined=2, aliased=1, undecryptable=1, audit_seq=4
+        target_key_id=h.text(), examined=3, aliased=1, undecryptable=1, audit_seq=4, unverified=1
     )
     assert_inert(
         [

@@ -136,14 +136,19 @@ def test_unmask_round_trip_for_an_ip_and_a_device_id(
         assert expected not in result.stderr
     role = unmasker.split("//")[1].split("@")[0]
     rows = audit_rows(settings.database_url)
+    # The database's own "released" row, committed before it handed out the ciphertext,
+    # then loginetl's "revealed" row, committed before it printed the value.
     assert [(r[1], r[3], r[4], r[5], r[6]) for r in rows] == [
+        (role, ip_token, "ip", REASON, "released"),
         (role, ip_token, "ip", REASON, "revealed"),
+        (role, device_token, "device_id", REASON, "released"),
         (role, device_token, "device_id", REASON, "revealed"),
     ]
     assert all(r[2] for r in rows)  # the OS user is recorded
     verify = run(env, "audit", "verify")
     assert verify.exit_code == 0
-    assert "intact: 2 rows" in verify.stdout
+    assert "intact: 4 rows" in verify.stdout
+    assert "signed through row 4" in verify.stdout
 
 
 def test_bulk_unmask_needs_max_raised_and_audits_each_token(
@@ -166,7 +171,7 @@ def test_bulk_unmask_needs_max_raised_and_audits_each_token(
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [t for t, _ in lines] == tokens
     assert [v for _, v in lines] == [str(ipaddress.ip_address(d["ip"])) for d in loaded[:3]]
-    assert [r[6] for r in audit_rows(settings.database_url)] == ["revealed"] * 3
+    assert [r[6] for r in audit_rows(settings.database_url)] == ["released", "revealed"] * 3
 
 
 # -- refusals ----------------------------------------------------------------------------
@@ -225,7 +230,7 @@ def test_a_consumer_key_set_cannot_decrypt(
     result = run(env, "unmask", ip_token, "--reason", REASON)
     assert result.exit_code == 4
     assert "would not decrypt" in result.stderr
-    assert [r[6] for r in audit_rows(settings.database_url)] == ["decrypt_failed"]
+    assert [r[6] for r in audit_rows(settings.database_url)] == ["released", "decrypt_failed"]
 
 
 # -- audit before reveal -----------------------------------------------------------------
@@ -251,14 +256,13 @@ def test_no_plaintext_when_the_audit_write_fails(
     assert loaded[0]["ip"] not in result.output
     # And with the grant revoked, the command refuses before it looks.
     sql(settings.database_url, "ALTER TABLE unmask_audit DROP CONSTRAINT audit_down")
-    sql(settings.database_url, "REVOKE INSERT ON unmask_audit FROM loginetl_unmasker")
-    try:
-        revoked = run(env, "unmask", ip_token, "--reason", REASON)
-    finally:
-        sql(settings.database_url, "GRANT INSERT ON unmask_audit TO loginetl_unmasker")
+    append = "FUNCTION loginetl_audit_append(text, text, text, text, text, text)"
+    sql(settings.database_url, f"REVOKE EXECUTE ON {append} FROM loginetl_unmasker")
+    revoked = run(env, "unmask", ip_token, "--reason", REASON)
     assert revoked.exit_code == 3
     assert revoked.stdout == ""
-    assert audit_rows(settings.database_url) == []
+    # Only the database's record of the first attempt: it released, loginetl showed nothing.
+    assert [r[6] for r in audit_rows(settings.database_url)] == ["released"]
 
 
 # -- tamper evidence ---------------------------------------------------------------------
@@ -313,20 +317,27 @@ def test_verify_names_a_deleted_row_and_a_removed_tail(
     assert "BROKEN at row 4: row 3 is missing" in result.stdout
     sql(
         settings.database_url, "DELETE FROM unmask_audit WHERE seq >= 3"
-    )  # now a clean, shorter chain
-    assert run(chain, "audit", "verify").exit_code == 0  # a chain alone cannot see this...
+    )  # now a clean, shorter chain, but the heads signed for rows 4, 6 and 8 name rows gone
+    assert run(chain, "audit", "verify", "--no-signatures").exit_code == 0
+    signed = run(chain, "audit", "verify")
+    assert signed.exit_code == 1
+    assert "BROKEN at row 4: a signed head names it, but it is gone" in signed.stdout
+    # The owner can drop the signatures too: only a head recorded elsewhere sees that.
+    sql(settings.database_url, "ALTER TABLE audit_heads DISABLE TRIGGER audit_heads_no_change")
+    sql(settings.database_url, "DELETE FROM audit_heads WHERE seq >= 3")
+    assert run(chain, "audit", "verify").exit_code == 0
     anchored = run(
         chain, "audit", "verify", "--expect-head", f"{recorded['head_seq']}:{recorded['head_hash']}"
     )
-    assert anchored.exit_code == 1  # ...a head recorded elsewhere can
-    assert "ends at row 2, but row 4 was recorded" in anchored.stdout
+    assert anchored.exit_code == 1
+    assert "ends at row 2, but row 8 was recorded" in anchored.stdout
 
 
 def test_audit_list_shows_who_when_and_why(chain: dict[str, str]) -> None:
     result = run(chain, "audit", "list", "--since", "1h", "--json")
     assert result.exit_code == 0, result.output
     entries = json.loads(result.stdout)["entries"]
-    assert [e["seq"] for e in entries] == [1, 2, 3, 4]
+    assert [e["seq"] for e in entries] == list(range(1, 9))
     assert {e["reason"] for e in entries} == {REASON}
     assert all(e["db_role"].endswith("_unmasker") for e in entries)
 
@@ -387,8 +398,10 @@ def test_rederive_lets_analysts_join_across_a_rotation(
         f"LEFT JOIN token_aliases a ON a.token = l.masked_ip WHERE l.masked_ip IN ('{old_ip_token}', '{new_ip_token}')",
     )
     assert joined == [(new_ip_token,)]
-    assert audit_rows(settings.database_url)[-1][3:] == (
-        "rederive->k2",
+    rederived = audit_rows(settings.database_url)[-1]
+    fingerprint = keys.load_masker(settings.keys_dir).fingerprint
+    assert rederived[3:] == (
+        f"rederive->k2:{fingerprint}",
         None,
         "CHG-88 rotation to k2 for joins",
         "rederive",

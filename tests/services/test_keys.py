@@ -15,7 +15,13 @@ from loginetl.services import keys
 
 def test_init_creates_private_files_and_a_working_pair(tmp_path: Path) -> None:
     created = keys.init_keys(tmp_path / "k")
-    assert set(created.created) == {keys.HMAC_FILE, keys.PUBLIC_FILE, keys.PRIVATE_FILE}
+    assert set(created.created) == {
+        keys.HMAC_FILE,
+        keys.PUBLIC_FILE,
+        keys.PRIVATE_FILE,
+        keys.AUDIT_PRIVATE_FILE,
+        keys.AUDIT_PUBLIC_FILE,
+    }
     for name in created.created:
         assert stat.S_IMODE((tmp_path / "k" / name).stat().st_mode) == 0o600
     masker = keys.load_masker(tmp_path / "k")
@@ -32,6 +38,23 @@ def test_init_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     before = (tmp_path / keys.HMAC_FILE).read_bytes()
     assert keys.init_keys(tmp_path).already_present
     assert (tmp_path / keys.HMAC_FILE).read_bytes() == before
+
+
+def test_init_adds_the_audit_signing_pair_to_an_older_directory(tmp_path: Path) -> None:
+    keys.init_keys(tmp_path)
+    for name in (keys.AUDIT_PRIVATE_FILE, keys.AUDIT_PUBLIC_FILE):
+        (tmp_path / name).unlink()
+    others = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    added = keys.init_keys(tmp_path)
+    assert set(added.created) == {keys.AUDIT_PRIVATE_FILE, keys.AUDIT_PUBLIC_FILE}
+    assert not added.already_present
+    assert {n: (tmp_path / n).read_bytes() for n in others} == others
+    signer = keys.load_audit_signer(tmp_path)
+    public = keys.load_audit_public_key(tmp_path / keys.AUDIT_PUBLIC_FILE)
+    public.verify(signer.sign(b"head"), b"head")
+    (tmp_path / keys.AUDIT_PUBLIC_FILE).unlink()
+    with pytest.raises(KeyMaterialError, match="half of the audit-signing key pair"):
+        keys.init_keys(tmp_path)
 
 
 def test_init_refuses_a_partial_directory(tmp_path: Path) -> None:
