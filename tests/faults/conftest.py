@@ -65,12 +65,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         "rows by SQL, DLQ by receipt (one count a message received), queues by SQS depth"
     )
     terminalreporter.write_line(
-        f"{'scenario':<64} {'sent':>6} {'loaded':>7} {'DLQ':>5} {'lost':>5} {'dup':>4} "
+        f"{'scenario':<72} {'sent':>6} {'loaded':>7} {'DLQ':>5} {'lost':>5} {'dup':>4} "
         f"{'left':>5} {'rollups':>7}  result"
     )
     for f in FIGURES:
         terminalreporter.write_line(
-            f"{f['scenario']:<64} {f['sent']:>6} {f['loaded']:>7} {f['dead_lettered']:>5} "
+            f"{f['scenario']:<72} {f['sent']:>6} {f['loaded']:>7} {f['dead_lettered']:>5} "
             f"{f['lost']:>5} {f['duplicated']:>4} {f['left_in_queues']:>5} "
             f"{'yes' if f['rollups_exact'] else 'NO':>7}  {f['result']}"
         )

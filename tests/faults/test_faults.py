@@ -424,13 +424,14 @@ def test_database_down_longer_than_retry_seconds_without_follow(
         *("--visibility-timeout", "120"),  # only a release makes a batch visible again soon
     )
     wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
-    private_postgres.stop()
     stopped = time.monotonic()
+    private_postgres.stop()
     code, _, err = finish(worker, timeout=120)
     waited = time.monotonic() - stopped
     assert code == 2, err
     assert "database write failed" in err
-    assert waited >= 3  # it did wait out --retry-seconds first
+    assert "retrying in" in err
+    assert waited >= 3  # it waited out --retry-seconds before giving up
     depth = sqs.depth(fault_queues[0])
     assert depth.in_flight == 0  # the batches in hand were released, not left hidden
     assert depth.visible > 0
