@@ -149,6 +149,38 @@ BREAKAGES = [
         "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new\n    )",
         "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM loginetl_staged_logins\n    )",
     ),
+    Breakage(
+        "nul-stored",
+        "every hostile body lands in exactly one place, none crashes consume",
+        "tests/e2e/test_hostile_input.py",
+        "loginetl/core/messages.py",
+        '    if "\\x00" in value:\n        return False',
+        "    if False:\n        return False",
+    ),
+    Breakage(
+        "parse-raises",
+        "parse/validate/mask never raise anything but the domain's reject",
+        "tests/core/test_messages.py",
+        "loginetl/core/messages.py",
+        "    except ValueError:  # JSONDecodeError",
+        "    except KeyError:  # JSONDecodeError",
+    ),
+    Breakage(
+        "ip-in-reject-detail",
+        "no plaintext ip or device_id escapes",
+        "tests/e2e/test_pii_canary.py::test_no_canary_escapes_anywhere_but_unmask_stdout",
+        "loginetl/core/messages.py",
+        "            \"field 'app_version' is not X, X.Y or X.Y.Z with each part 0-999\",\n",
+        "            f\"field 'app_version' is not X, X.Y or X.Y.Z (ip {ip})\",\n",
+    ),
+    Breakage(
+        "password-in-errors",
+        "secrets stay out of command lines, --help and errors",
+        "tests/e2e/test_pii_canary.py",
+        "loginetl/services/db.py",
+        "        url = engine.url.render_as_string(hide_password=True)\n",
+        "        url = engine.url.render_as_string(hide_password=False)\n",
+    ),
 ]
 
 
@@ -166,6 +198,7 @@ def tree_copy() -> Path:
         if source.is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name)
+    (copy / ".localstack-venv").symlink_to(ROOT / ".localstack-venv")  # tools/localstack.py
     return copy
 
 
@@ -205,7 +238,11 @@ def check(breakage: Breakage) -> bool:
             capture_output=True,
             text=True,
         )
-        return run.returncode == 1  # 1: tests failed (not 2-5: collection or usage errors)
+        summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+        reason = next((line for line in run.stdout.splitlines() if line.startswith("E ")), "")
+        print(f"    {summary}\n    {reason[:150]}", flush=True)
+        # A failed assertion, not an error in set-up (which would prove nothing).
+        return run.returncode == 1 and " failed" in summary and " error" not in summary
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
