@@ -125,6 +125,46 @@ def test_database_cut_off_then_down_longer_than_retry_seconds_while_following(
     assert result.exact, result
 
 
+def test_database_down_longer_than_retry_seconds_without_follow(
+    private_postgres: PrivatePostgres,
+    settings: Settings,
+    sqs: SqsService,
+    fault_queues: tuple[str, str],
+) -> None:
+    bodies, users = fault_bodies("pgexpire", 2000)
+    publish(sqs, fault_queues[0], bodies)
+    env = env_for(settings, LOGINETL_DATABASE_URL=private_postgres.url)
+    worker = consume_process(
+        env,
+        *("--workers", "2", "--batch-size", "10", "--retry-seconds", "3"),
+        *("--visibility-timeout", "120"),  # only a release makes a batch visible again soon
+    )
+    wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
+    stopped = time.monotonic()
+    private_postgres.stop()
+    code, _, err = finish(worker, timeout=120)
+    waited = time.monotonic() - stopped
+    assert code == 2, err
+    assert "database write failed" in err
+    assert "retrying in" in err
+    assert waited >= 3  # it waited out --retry-seconds before giving up
+    depth = sqs.depth(fault_queues[0])
+    assert depth.in_flight == 0  # the batches in hand were released, not left hidden
+    assert depth.visible > 0
+    private_postgres.start()
+    code, _, err = finish(consume_process(env, "--idle-exit", "8"))
+    assert code == 0, err
+    result = account(
+        "2b. PostgreSQL down > --retry-seconds 3, no --follow: exit 2, rerun",
+        private_postgres.url,
+        sqs,
+        fault_queues,
+        users,
+        5,
+    )
+    assert result.exact, result
+
+
 def test_sqs_unreachable_at_start_and_restarted_mid_run(
     settings: Settings, sqs: SqsService, fault_queues: tuple[str, str], sqs_endpoint: str
 ) -> None:
@@ -401,46 +441,6 @@ def test_kill_9_in_the_middle_of_a_delete_batch(
     result = account(
         "10. kill -9 in the middle of a delete batch",
         settings.database_url,
-        sqs,
-        fault_queues,
-        users,
-        5,
-    )
-    assert result.exact, result
-
-
-def test_database_down_longer_than_retry_seconds_without_follow(
-    private_postgres: PrivatePostgres,
-    settings: Settings,
-    sqs: SqsService,
-    fault_queues: tuple[str, str],
-) -> None:
-    bodies, users = fault_bodies("pgexpire", 2000)
-    publish(sqs, fault_queues[0], bodies)
-    env = env_for(settings, LOGINETL_DATABASE_URL=private_postgres.url)
-    worker = consume_process(
-        env,
-        *("--workers", "2", "--batch-size", "10", "--retry-seconds", "3"),
-        *("--visibility-timeout", "120"),  # only a release makes a batch visible again soon
-    )
-    wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
-    stopped = time.monotonic()
-    private_postgres.stop()
-    code, _, err = finish(worker, timeout=120)
-    waited = time.monotonic() - stopped
-    assert code == 2, err
-    assert "database write failed" in err
-    assert "retrying in" in err
-    assert waited >= 3  # it waited out --retry-seconds before giving up
-    depth = sqs.depth(fault_queues[0])
-    assert depth.in_flight == 0  # the batches in hand were released, not left hidden
-    assert depth.visible > 0
-    private_postgres.start()
-    code, _, err = finish(consume_process(env, "--idle-exit", "8"))
-    assert code == 0, err
-    result = account(
-        "11. PostgreSQL down > --retry-seconds 3, no --follow: exit 2, rerun",
-        private_postgres.url,
         sqs,
         fault_queues,
         users,
