@@ -25,6 +25,7 @@ from loginetl.core.batch import ATTR_REASON
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.faults.conftest import (
     LOGINETL,
+    Accounting,
     PrivatePostgres,
     account,
     consume_process,
@@ -53,6 +54,58 @@ def publish(sqs: SqsService, url: str, bodies: list[str]) -> None:
     assert send_bodies(sqs, url, bodies) == (len(bodies), 0)
 
 
+def tally(
+    scenario: str,
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    users: set[str],
+    database_url: str | None = None,
+    **options: Any,
+) -> Accounting:
+    """``account`` for the usual case: the 5 invalid bodies, the test's database by default."""
+    url = database_url or settings.database_url
+    return account(scenario, url, sqs, queues, users, 5, **options)
+
+
+def consume_under_way(
+    server: PrivatePostgres,
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    tag: str,
+    *args: str,
+) -> tuple[dict[str, str], set[str], subprocess.Popen[str]]:
+    """3,000 messages, consume into ``server`` with --retry-seconds 3, once rows arrive.
+
+    One receive a transaction (--batch-size 10): many small batches, so an outage lands
+    mid-run. Returns the environment, the valid users and the running consume.
+    """
+    bodies, users = fault_bodies(tag, 3000)
+    publish(sqs, queues[0], bodies)
+    env = env_for(settings, LOGINETL_DATABASE_URL=server.url)
+    worker = consume_process(
+        env, "--workers", "2", "--batch-size", "10", "--retry-seconds", "3", *args
+    )
+    wait_until(lambda: rows(server.url) > 300, what="first rows")
+    return env, users, worker
+
+
+def crash(settings: Settings, failpoint: str) -> None:
+    """Run consume (2 workers) with a crash failpoint armed; it must die by SIGKILL there."""
+    code, _, err = finish(
+        consume_process(env_for(settings, LOGINETL_FAILPOINT=failpoint), "--workers", "2")
+    )
+    assert code == -signal.SIGKILL, err
+
+
+def rerun(settings: Settings) -> dict[str, Any]:
+    """Run consume again, unarmed, until idle; it must exit 0. Return its JSON summary."""
+    code, summary, err = finish(consume_process(env_for(settings), "--idle-exit", "8"))
+    assert code == 0, err
+    return summary
+
+
 @pytest.mark.parametrize("point", ["crash_before_commit", "crash_after_commit"])
 def test_kill_9_mid_batch_then_rerun(
     point: str, settings: Settings, sqs: SqsService, fault_queues: tuple[str, str]
@@ -60,17 +113,11 @@ def test_kill_9_mid_batch_then_rerun(
     bodies, users = fault_bodies(point, 800)
     publish(sqs, fault_queues[0], bodies)
     # The second of three batches (300, 300, 200 with the default --batch-size): mid-run.
-    crashed = consume_process(env_for(settings, LOGINETL_FAILPOINT=f"{point}:2"), "--workers", "2")
-    code, _, _ = finish(crashed)
-    assert code == -signal.SIGKILL
-    again = consume_process(env_for(settings), "--idle-exit", "8")
-    code, summary, err = finish(again)
-    assert code == 0, err
+    crash(settings, f"{point}:2")
+    summary = rerun(settings)
     if point == "crash_after_commit":
         assert summary["duplicates_skipped"] >= 1  # the committed batch came back and was skipped
-    result = account(
-        f"1. kill -9 {point.replace('_', ' ')}", settings.database_url, sqs, fault_queues, users, 5
-    )
+    result = tally(f"1. kill -9 {point.replace('_', ' ')}", settings, sqs, fault_queues, users)
     assert result.exact, result
 
 
@@ -80,16 +127,11 @@ def test_database_cut_off_then_down_longer_than_retry_seconds_while_following(
     sqs: SqsService,
     fault_queues: tuple[str, str],
 ) -> None:
-    bodies, users = fault_bodies("pgdown", 3000)
-    publish(sqs, fault_queues[0], bodies)
-    env = env_for(settings, LOGINETL_DATABASE_URL=private_postgres.url)
-    # One receive a transaction: many small batches, so the outage lands mid-run.
     # --retry-seconds 3 against a 10 s outage: only --follow's never-give-up keeps it alive.
-    worker = consume_process(
-        env, "--follow", "--workers", "2", "--batch-size", "10", "--retry-seconds", "3"
+    _, users, worker = consume_under_way(
+        private_postgres, settings, sqs, fault_queues, "pgdown", "--follow"
     )
     try:
-        wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
         engine = create_engine(
             private_postgres.url.replace("/loginetl", "/postgres"), isolation_level="AUTOCOMMIT"
         )
@@ -114,13 +156,13 @@ def test_database_cut_off_then_down_longer_than_retry_seconds_while_following(
         code, summary, err = finish(worker)
     assert code == 0, err
     assert summary["transient_errors"] >= 1
-    result = account(
+    result = tally(
         "2. connections killed, PostgreSQL down 10 s > --retry-seconds 3 (--follow)",
-        private_postgres.url,
+        settings,
         sqs,
         fault_queues,
         users,
-        5,
+        private_postgres.url,
     )
     assert result.exact, result
 
@@ -131,15 +173,10 @@ def test_database_down_longer_than_retry_seconds_without_follow(
     sqs: SqsService,
     fault_queues: tuple[str, str],
 ) -> None:
-    bodies, users = fault_bodies("pgexpire", 2000)
-    publish(sqs, fault_queues[0], bodies)
-    env = env_for(settings, LOGINETL_DATABASE_URL=private_postgres.url)
-    worker = consume_process(
-        env,
-        *("--workers", "2", "--batch-size", "10", "--retry-seconds", "3"),
-        *("--visibility-timeout", "120"),  # only a release makes a batch visible again soon
+    # Visibility 120 s: only a release makes a batch visible again soon.
+    env, users, worker = consume_under_way(
+        private_postgres, settings, sqs, fault_queues, "pgexpire", "--visibility-timeout", "120"
     )
-    wait_until(lambda: rows(private_postgres.url) > 300, what="first rows")
     stopped = time.monotonic()
     private_postgres.stop()
     code, _, err = finish(worker, timeout=120)
@@ -154,13 +191,13 @@ def test_database_down_longer_than_retry_seconds_without_follow(
     private_postgres.start()
     code, _, err = finish(consume_process(env, "--idle-exit", "8"))
     assert code == 0, err
-    result = account(
+    result = tally(
         "2b. PostgreSQL down > --retry-seconds 3, no --follow: exit 2, rerun",
-        private_postgres.url,
+        settings,
         sqs,
         fault_queues,
         users,
-        5,
+        private_postgres.url,
     )
     assert result.exact, result
 
@@ -188,13 +225,8 @@ def test_sqs_unreachable_at_start_and_restarted_mid_run(
     proxy.pause()
     assert code == 0, err
     assert summary["transient_errors"] >= 1
-    result = account(
-        "3. SQS unreachable at start (exit 2), cut 6 s mid-run",
-        settings.database_url,
-        sqs,
-        fault_queues,
-        users,
-        5,
+    result = tally(
+        "3. SQS unreachable at start (exit 2), cut 6 s mid-run", settings, sqs, fault_queues, users
     )
     assert result.exact, result
 
@@ -226,13 +258,8 @@ def test_dlq_unavailable_keeps_the_invalid_message_in_the_queue(
     code, summary, err = finish(consume_process(env_for(settings), "--idle-exit", "8"))
     assert code == 0, err
     assert summary["dead_lettered"] == 5
-    result = account(
-        "4. DLQ deleted mid-run while invalid messages arrive",
-        settings.database_url,
-        sqs,
-        fault_queues,
-        users,
-        5,
+    result = tally(
+        "4. DLQ deleted mid-run while invalid messages arrive", settings, sqs, fault_queues, users
     )
     assert result.exact, result
 
@@ -255,13 +282,12 @@ def test_four_processes_with_redeliveries(
         assert code == 0, err
         summaries.append(summary)
     assert sum(s["duplicates_skipped"] for s in summaries) > 0  # redeliveries really happened
-    result = account(
+    result = tally(
         "5. four processes, visibility 1 s < first-delivery stall 1.5 s",
-        settings.database_url,
+        settings,
         sqs,
         fault_queues,
         users,
-        5,
     )
     assert result.exact, result
 
@@ -355,13 +381,12 @@ def test_sigterm_with_a_batch_open_and_a_receive_in_flight(
     assert code == 0, err
     # The released ten load now, once: nothing of this run was a redelivery of a loaded row.
     assert (again["loaded"], again["duplicates_skipped"]) == (len(users) - 10, 0)
-    result = account(
+    result = tally(
         "7. SIGTERM: a batch in its transaction, a receive in flight",
-        settings.database_url,
+        settings,
         sqs,
         fault_queues,
         users,
-        5,
     )
     assert result.exact, result
 
@@ -371,23 +396,17 @@ def test_kill_9_between_a_dlq_send_and_the_delete(
 ) -> None:
     bodies, users = fault_bodies("dlqcrash", 800)
     publish(sqs, fault_queues[0], bodies)
-    crashed = consume_process(
-        env_for(settings, LOGINETL_FAILPOINT="crash_after_dead_letter:1"), "--workers", "2"
-    )
-    code, _, _ = finish(crashed)
-    assert code == -signal.SIGKILL
+    crash(settings, "crash_after_dead_letter:1")
     copies = sqs.depth(fault_queues[1]).visible  # accepted by the DLQ, never deleted upstream
     assert 1 <= copies <= 5
-    code, summary, err = finish(consume_process(env_for(settings), "--idle-exit", "8"))
-    assert code == 0, err
+    summary = rerun(settings)
     assert summary["dead_lettered"] == 5  # the crashed batch's rejects came back, sent again
-    result = account(
+    result = tally(
         "8. kill -9 between a DLQ send and the delete",
-        settings.database_url,
+        settings,
         sqs,
         fault_queues,
         users,
-        5,
         expected_dlq_copies=copies,
     )
     # At least once into the DLQ: lost nothing; the only extra copies are those the crash
@@ -402,24 +421,14 @@ def test_kill_9_inside_the_rollup_fold(
 ) -> None:
     bodies, users = fault_bodies("foldcrash", 1500)
     publish(sqs, fault_queues[0], bodies)
-    crashed = consume_process(
-        env_for(settings, LOGINETL_FAILPOINT="crash_in_fold:1"), "--workers", "2"
-    )
-    code, _, _ = finish(crashed)
-    assert code == -signal.SIGKILL
+    crash(settings, "crash_in_fold:1")
     # Every committed row is in the rollups or still pending, never both, never neither.
     counted, pending, loaded = fold_ledger(settings.database_url)
     assert pending > 0
     assert counted + pending == loaded
-    code, _, err = finish(consume_process(env_for(settings), "--idle-exit", "8"))
-    assert code == 0, err
-    result = account(
-        "9. kill -9 inside the rollup fold, before its COMMIT",
-        settings.database_url,
-        sqs,
-        fault_queues,
-        users,
-        5,
+    rerun(settings)
+    result = tally(
+        "9. kill -9 inside the rollup fold, before its COMMIT", settings, sqs, fault_queues, users
     )
     assert result.exact, result
 
@@ -430,21 +439,11 @@ def test_kill_9_in_the_middle_of_a_delete_batch(
     bodies, users = fault_bodies("deletecrash", 800)
     publish(sqs, fault_queues[0], bodies)
     # Killed after the first DeleteMessageBatch of a 300-message batch: 10 deleted, 290 not.
-    crashed = consume_process(
-        env_for(settings, LOGINETL_FAILPOINT="crash_mid_delete:1"), "--workers", "2"
-    )
-    code, _, _ = finish(crashed)
-    assert code == -signal.SIGKILL
-    code, summary, err = finish(consume_process(env_for(settings), "--idle-exit", "8"))
-    assert code == 0, err
+    crash(settings, "crash_mid_delete:1")
+    summary = rerun(settings)
     assert summary["duplicates_skipped"] >= 290  # the undeleted rest came back, skipped
-    result = account(
-        "10. kill -9 in the middle of a delete batch",
-        settings.database_url,
-        sqs,
-        fault_queues,
-        users,
-        5,
+    result = tally(
+        "10. kill -9 in the middle of a delete batch", settings, sqs, fault_queues, users
     )
     assert result.exact, result
 
