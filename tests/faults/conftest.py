@@ -60,7 +60,9 @@ class Accounting:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not FIGURES:
         return
-    terminalreporter.section("fault scenarios: every message accounted for exactly once")
+    terminalreporter.section(
+        "fault scenarios: every row exactly once, every reject in the DLQ at least once"
+    )
     terminalreporter.write_line(
         "rows by SQL, DLQ by receipt (one count a message received), queues by SQS depth"
     )
@@ -156,7 +158,8 @@ def _verdict(result: Accounting, expected_dlq_copies: int) -> str:
         and result.rollups_exact
         and result.sent + expected_dlq_copies == result.loaded + result.dead_lettered
     ):
-        return f"ok: {expected_dlq_copies} DLQ copy/ies again (at least once)"
+        copies = "copy" if expected_dlq_copies == 1 else "copies"
+        return f"ok: {expected_dlq_copies} extra DLQ {copies} (at least once)"
     return "FAILED"
 
 
