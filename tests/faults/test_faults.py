@@ -165,7 +165,7 @@ def test_database_cut_off_then_down_longer_than_retry_seconds_while_following(
     assert code == 0, err
     assert summary["transient_errors"] >= 1
     result = tally(
-        "2. connections killed, PostgreSQL down 10 s > --retry-seconds 3 (--follow)",
+        "2. backends killed, PostgreSQL down 10 s > --retry-seconds 3, --follow",
         settings,
         sqs,
         fault_queues,
