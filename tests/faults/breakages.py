@@ -181,6 +181,14 @@ BREAKAGES = [
         "        url = engine.url.render_as_string(hide_password=True)\n",
         "        url = engine.url.render_as_string(hide_password=False)\n",
     ),
+    Breakage(
+        "controls-printed-raw",
+        "everything printed from data is inert",
+        "tests/e2e/test_hostile_output.py",
+        "loginetl/cli/output.py",
+        "        elif unicodedata.category(char) in _HOSTILE_CATEGORIES:\n",
+        "        elif False:\n",
+    ),
 ]
 
 
