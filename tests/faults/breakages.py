@@ -7,6 +7,7 @@ scenario is run there against the copy's code:
 
   .venv/bin/python -m tests.faults.breakages            # all of them (~10-15 minutes)
   .venv/bin/python -m tests.faults.breakages follow     # those whose name contains "follow"
+  .venv/bin/python -m tests.faults.breakages --control delete-before   # unbroken: must pass
 
 It prints one line a breakage, "fails as expected" or "DID NOT FAIL", and exits 1 if any
 scenario passed with its promise broken.
@@ -14,6 +15,7 @@ scenario passed with its promise broken.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -247,13 +249,20 @@ def check(breakage: Breakage) -> bool:
 
 
 def main(filters: list[str]) -> int:
+    control = "--control" in filters  # the same machinery, the line left as it is: must pass
+    filters = [f for f in filters if f != "--control"]
     chosen = [b for b in BREAKAGES if not filters or any(f in b.name for f in filters)]
+    if control:
+        chosen = [dataclasses.replace(b, new=b.old) for b in chosen]
     failures = 0
     for breakage in chosen:
         started = time.monotonic()
         failed = check(breakage)
-        failures += not failed
-        verdict = "fails as expected" if failed else "DID NOT FAIL"
+        failures += failed if control else not failed
+        if control:
+            verdict = "CONTROL FAILED" if failed else "control passes"
+        else:
+            verdict = "fails as expected" if failed else "DID NOT FAIL"
         print(
             f"{breakage.name:<34} {verdict:<18} {time.monotonic() - started:5.0f} s  "
             f"{breakage.test.removeprefix(FAULTS)}",
