@@ -27,7 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import localstack as localstack_tool  # noqa: E402
 
-SHARED_SAMPLE = ROOT.parent / "shared" / "fixtures" / "fetch_sample_messages.json"
+# The take-home's public sample (100 messages, one malformed), kept in the project so the
+# test that loads it runs on any clone, not only where ../shared happens to exist.
+PUBLIC_SAMPLE = ROOT / "tests" / "fixtures" / "fetch_sample_messages.json"
 
 
 # -- SQS ---------------------------------------------------------------------------------

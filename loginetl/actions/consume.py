@@ -310,6 +310,7 @@ class Consumer:
                 continue
             self._last_activity = received_at = time.monotonic()
             self._tally.add(received=len(messages), in_flight=len(messages))
+            failpoints.hit("hold_after_receive")
             try:
                 if self.stop.is_set():
                     # Received after the stop request: not ours to finish; hand them back now.
@@ -442,6 +443,7 @@ class Consumer:
             log.warning("dead-letter queue unavailable (%s); rejects stay in the queue", error)
             failed = set(range(len(outbound)))
         accepted = [r for i, r in enumerate(batch.rejected) if i not in failed]
+        failpoints.hit("crash_after_dead_letter", when=bool(accepted))
         with self._tally.lock:
             self._tally.dead_lettered.update(r.rejection.reason for r in accepted)
             # Left hidden until their visibility times out: a natural back-off for the DLQ.

@@ -17,6 +17,7 @@ from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.messages import Rejection, parse_login
 from loginetl.core.pacing import RampedRate
 from loginetl.errors import LoginetlError
+from loginetl.services import failpoints
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
 DEFAULT_HOLD_SECONDS = 120  # what a run skips stays hidden this long, so it sees each once
@@ -160,6 +161,7 @@ class _Replay:
         self.held += [m for i, m in enumerate(messages) if i in failed]
         self.failed += len(failed)
         self.moved += len(sent)
+        failpoints.hit("crash_after_replay_send", when=bool(sent))
         if sent:
             # Harmless if it fails: the copy in the source queue is absorbed on load.
             self.delete_failures += len(self.sqs.delete(self.dlq_url, sent))

@@ -163,7 +163,10 @@ def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
         main = sqs.depth(sqs.queue_url(settings.queue_name))
         dlq_url = sqs.queue_url(settings.dlq_name)
         dead = sqs.depth(dlq_url)
-        sample = sqs.sample(dlq_url, count=dlq_sample, visibility_timeout=20) if dlq_sample else []
+        # No more than SQS says is there: an empty DLQ, or the poll after the last message,
+        # would cost a whole long poll (1 s) of every stats run (measured by make bench).
+        wanted = min(dlq_sample, dead.visible)
+        sample = sqs.sample(dlq_url, count=wanted, visibility_timeout=20) if wanted else []
         if sample:
             sqs.set_visibility(dlq_url, sample, 0)
     except LoginetlError as error:

@@ -282,6 +282,7 @@ def write_batch(
             inserted = cursor.fetchone()[0]  # type: ignore[index]  # count(*): always a row
             failpoints.hit("crash_before_commit")
             failpoints.hit("sleep_before_commit")
+            failpoints.hit("hold_before_commit")
         finally:
             cursor.close()
     return int(inserted)
@@ -300,6 +301,7 @@ def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK)
             if locked is False:
                 return None if folded == 0 else folded
             done = int(conn.execute(text(_FOLD), {"limit": limit}).scalar_one())
+            failpoints.hit("crash_in_fold", when=done > 0)
         folded += done
         if done < limit:
             return folded

@@ -23,6 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
 from loginetl.errors import QueueNotFound, ServiceUnavailable, UnsupportedBySqs
+from loginetl.services import failpoints
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -215,6 +216,7 @@ class SqsService:
                     ],
                 )
             failed += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
+            failpoints.hit("crash_mid_delete", when=len(messages) > MAX_BATCH)
         return failed
 
     def set_visibility(

@@ -19,7 +19,7 @@ from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepar
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSealer
 from loginetl.services import db, keys
 from loginetl.services.sqs import OutboundMessage, SqsService
-from tests.conftest import SHARED_SAMPLE
+from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
 from tests.rollups import rollups_exact
 
@@ -47,9 +47,7 @@ def commit_without_deleting(
 def test_public_sample_loads_99_and_dead_letters_1(
     cli_env: dict[str, str], settings: Settings, sqs: SqsService, queues: tuple[str, str]
 ) -> None:
-    if not SHARED_SAMPLE.exists():
-        pytest.skip("the shared sample is not present on this machine")
-    seeded = runner.invoke(app, ["seed", "--from-file", str(SHARED_SAMPLE), "--json"], env=cli_env)
+    seeded = runner.invoke(app, ["seed", "--from-file", str(PUBLIC_SAMPLE), "--json"], env=cli_env)
     assert seeded.exit_code == 0, seeded.output
     summary = consume_json(cli_env)
     assert summary["received"] == 100

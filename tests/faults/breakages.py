@@ -1,0 +1,275 @@
+"""A test of the tests: break each promise with a one-line change and watch its proof fail.
+
+For every promise in docs/guarantees.md (and docs/proofs.md, which lists these), a
+one-line change to the code that would break it, and the scenario that must then fail.
+Each breakage is applied to a throwaway copy of the tree (never to this one) and the
+scenario is run there against the copy's code:
+
+  .venv/bin/python -m tests.faults.breakages            # all of them (~10-15 minutes)
+  .venv/bin/python -m tests.faults.breakages follow     # those whose name contains "follow"
+  .venv/bin/python -m tests.faults.breakages --control delete-before   # unbroken: must pass
+
+It prints one line a breakage, "fails as expected" or "DID NOT FAIL", and exits 1 if any
+scenario passed with its promise broken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FAULTS = "tests/faults/test_faults.py::"
+
+
+@dataclass(frozen=True)
+class Breakage:
+    name: str
+    promise: str
+    test: str  # pytest node id, relative to the tree's root
+    path: str
+    old: str  # occurs exactly once in path; differs from ``new`` on one line
+    new: str
+
+
+CONSUME = "loginetl/actions/consume.py"
+RECEIPT_AS_KEY = (
+    "core/batch.py",
+    "        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
+    "        return self.receipt_handle\n",
+)
+
+BREAKAGES = [
+    Breakage(
+        "delete-before-commit",
+        "deleted only after its row is committed",
+        FAULTS + "test_kill_9_mid_batch_then_rerun[crash_before_commit]",
+        CONSUME,
+        "            inserted = self._commit(batch, messages)\n",
+        "            self.sqs.delete(self.queue_url, messages); inserted = self._commit(batch, messages)\n",
+    ),
+    Breakage(
+        "key-per-delivery:after-commit",
+        "a crash between commit and delete duplicates nothing",
+        FAULTS + "test_kill_9_mid_batch_then_rerun[crash_after_commit]",
+        "loginetl/" + RECEIPT_AS_KEY[0],
+        RECEIPT_AS_KEY[1],
+        RECEIPT_AS_KEY[2],
+    ),
+    Breakage(
+        "follow-ignored",
+        "--follow rides out an outage longer than --retry-seconds",
+        FAULTS + "test_database_cut_off_then_down_longer_than_retry_seconds_while_following",
+        CONSUME,
+        "        if not self.options.follow and time.monotonic() - since > self.options.retry_seconds:\n",
+        "        if time.monotonic() - since > self.options.retry_seconds:\n",
+    ),
+    Breakage(
+        "no-release-on-give-up",
+        "past --retry-seconds the batch is released, exit 2, a rerun loads all",
+        FAULTS + "test_database_down_longer_than_retry_seconds_without_follow",
+        CONSUME,
+        "                except _Fatal:\n                    self._release(messages)\n",
+        "                except _Fatal:\n                    pass\n",
+    ),
+    Breakage(
+        "sqs-outage-fatal",
+        "SQS unreachable mid-run is retried",
+        FAULTS + "test_sqs_unreachable_at_start_and_restarted_mid_run",
+        CONSUME,
+        "                self._wait_out_outage(error, outage_since, attempt=failures)\n",
+        "                raise _Fatal(error) from None\n",
+    ),
+    Breakage(
+        "reject-deleted-without-dlq",
+        "a reject is never deleted unless the DLQ accepted it",
+        FAULTS + "test_dlq_unavailable_keeps_the_invalid_message_in_the_queue",
+        CONSUME,
+        "        accepted = [r for i, r in enumerate(batch.rejected) if i not in failed]\n",
+        "        accepted = list(batch.rejected)\n",
+    ),
+    Breakage(
+        "key-per-delivery:redelivery",
+        "redelivery and concurrent consumers duplicate nothing",
+        FAULTS + "test_four_processes_with_redeliveries",
+        "loginetl/" + RECEIPT_AS_KEY[0],
+        RECEIPT_AS_KEY[1],
+        RECEIPT_AS_KEY[2],
+    ),
+    Breakage(
+        "replay-drops-original-id",
+        "an interrupted replay loses and duplicates nothing",
+        FAULTS + "test_replay_interrupted_and_rerun",
+        "loginetl/core/batch.py",
+        "    attributes = {\n        **_identity_attributes(message),\n        ATTR_REPLAYS",
+        "    attributes = {\n        ATTR_REPLAYS",
+    ),
+    Breakage(
+        "sigterm-no-release",
+        "SIGTERM commits the batch in hand and releases what came after",
+        FAULTS + "test_sigterm_with_a_batch_open_and_a_receive_in_flight",
+        CONSUME,
+        "                if self.stop.is_set():\n                    # Received after",
+        "                if False:\n                    # Received after",
+    ),
+    Breakage(
+        "delete-rejects-before-dlq-send",
+        "a crash between a DLQ send and the delete loses nothing (DLQ copy again)",
+        FAULTS + "test_kill_9_between_a_dlq_send_and_the_delete",
+        CONSUME,
+        "        now = datetime.now(UTC)\n        outbound",
+        "        now = datetime.now(UTC); self.sqs.delete(self.queue_url, [r.message for r in batch.rejected])\n        outbound",
+    ),
+    Breakage(
+        "fold-keeps-pending",
+        "a crash inside the fold counts every row once (the fold deletes what it folds)",
+        FAULTS + "test_kill_9_inside_the_rollup_fold",
+        "loginetl/services/db.py",
+        "        DELETE FROM rollup_pending\n        WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT :limit))\n        RETURNING user_id, masked_ip, masked_device_id, sent_at\n",
+        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM rollup_pending LIMIT :limit\n",
+    ),
+    Breakage(
+        "key-per-delivery:mid-delete",
+        "a crash in the middle of a delete batch duplicates nothing",
+        FAULTS + "test_kill_9_in_the_middle_of_a_delete_batch",
+        "loginetl/" + RECEIPT_AS_KEY[0],
+        RECEIPT_AS_KEY[1],
+        RECEIPT_AS_KEY[2],
+    ),
+    Breakage(
+        "fold-counts-skipped-rows",
+        "the rollups count every loaded row once (never a skipped redelivery)",
+        FAULTS + "test_kill_9_mid_batch_then_rerun[crash_after_commit]",
+        "loginetl/services/db.py",
+        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new\n    )",
+        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM loginetl_staged_logins\n    )",
+    ),
+    Breakage(
+        "nul-stored",
+        "every hostile body lands in exactly one place, none crashes consume",
+        "tests/e2e/test_hostile_input.py",
+        "loginetl/core/messages.py",
+        '    if "\\x00" in value:\n        return False',
+        "    if False:\n        return False",
+    ),
+    Breakage(
+        "parse-raises",
+        "parse/validate/mask never raise anything but the domain's reject",
+        "tests/core/test_messages.py",
+        "loginetl/core/messages.py",
+        "    except ValueError:  # JSONDecodeError",
+        "    except KeyError:  # JSONDecodeError",
+    ),
+    Breakage(
+        "body-in-dlq-detail",
+        "no plaintext ip or device_id escapes",
+        "tests/e2e/test_pii_canary.py::test_no_canary_escapes_anywhere_but_unmask_stdout",
+        "loginetl/core/batch.py",
+        "        ATTR_DETAIL: rejected.rejection.detail,\n",
+        "        ATTR_DETAIL: rejected.message.body[:200],\n",
+    ),
+    Breakage(
+        "password-in-errors",
+        "secrets stay out of command lines, --help and errors",
+        "tests/e2e/test_pii_canary.py",
+        "loginetl/services/db.py",
+        "        url = engine.url.render_as_string(hide_password=True)\n",
+        "        url = engine.url.render_as_string(hide_password=False)\n",
+    ),
+    Breakage(
+        "controls-printed-raw",
+        "everything printed from data is inert",
+        "tests/e2e/test_hostile_output.py",
+        "loginetl/cli/output.py",
+        "        elif unicodedata.category(char) in _HOSTILE_CATEGORIES:\n",
+        "        elif False:\n",
+    ),
+]
+
+
+def tree_copy() -> Path:
+    """This tree's tracked and untracked (not ignored) files, in a temporary directory."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    copy = Path(tempfile.mkdtemp(prefix="loginetl-breakage-"))
+    for name in filter(None, (n.decode() for n in listed)):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    (copy / ".localstack-venv").symlink_to(ROOT / ".localstack-venv")  # tools/localstack.py
+    return copy
+
+
+def check(breakage: Breakage) -> bool:
+    """Apply the breakage to a copy, run its scenario there; True if the scenario failed."""
+    copy = tree_copy()
+    try:
+        target = copy / breakage.path
+        source = target.read_text()
+        assert source.count(breakage.old) == 1, f"{breakage.name}: the line to break moved"
+        target.write_text(source.replace(breakage.old, breakage.new))
+        env = {**os.environ, "PYTHONPATH": str(copy)}  # the copy's loginetl, children too
+        where = subprocess.run(
+            [sys.executable, "-c", "import loginetl; print(loginetl.__file__)"],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert where.startswith(str(copy)), f"the copy's code is not the one imported: {where}"
+        marker = ["-m", "slow"] if breakage.test.startswith(FAULTS) else []
+        pytest = [sys.executable, "-m", "pytest", *marker, "-x", "-q", "-p", "no:cacheprovider"]
+        run = subprocess.run(
+            [*pytest, breakage.test],
+            cwd=copy,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else ""
+        reason = next((line for line in run.stdout.splitlines() if line.startswith("E ")), "")
+        print(f"    {summary}\n    {reason[:150]}", flush=True)
+        # A failed assertion, not an error in set-up (which would prove nothing).
+        return run.returncode == 1 and " failed" in summary and " error" not in summary
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def main(filters: list[str]) -> int:
+    control = "--control" in filters  # the same machinery, the line left as it is: must pass
+    filters = [f for f in filters if f != "--control"]
+    chosen = [b for b in BREAKAGES if not filters or any(f in b.name for f in filters)]
+    if control:
+        chosen = [dataclasses.replace(b, new=b.old) for b in chosen]
+    failures = 0
+    for breakage in chosen:
+        started = time.monotonic()
+        failed = check(breakage)
+        failures += failed if control else not failed
+        if control:
+            verdict = "CONTROL FAILED" if failed else "control passes"
+        else:
+            verdict = "fails as expected" if failed else "DID NOT FAIL"
+        print(
+            f"{breakage.name:<34} {verdict:<18} {time.monotonic() - started:5.0f} s  "
+            f"{breakage.test.removeprefix(FAULTS)}",
+            flush=True,
+        )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
