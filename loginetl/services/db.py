@@ -143,11 +143,13 @@ _STAGING_TABLES = """
         app_version integer, app_version_raw varchar(16), sent_at timestamptz, create_date date
     ) ON COMMIT DELETE ROWS;
 """
-# Rows whose key is present are skipped (redelivery, replay); only new rows reach
-# rollup_pending. Inserts run in sorted key order, and every writer runs the same plan,
-# so concurrent writers take their locks in one order and cannot deadlock each other.
-# The vault insert names no conflict target: that needs SELECT on it, which the writer
-# lacks. The partition key is part of the primary key; see migration 0004.
+# Rows whose key is present are skipped (redelivery, replay). Inserts run in sorted key
+# order, and every writer runs the same plan, so concurrent writers take their locks in
+# one order and cannot deadlock each other. The writer may not read tokens back (migration
+# 0008), so nothing here names a token column after the INSERT: a statement trigger on
+# user_logins queues exactly the rows inserted into rollup_pending. The vault insert names
+# no conflict target: that needs SELECT on it. The partition key is part of the primary
+# key; see migration 0004.
 _MOVE_STAGED = """
     WITH vault AS (
         INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
@@ -162,51 +164,14 @@ _MOVE_STAGED = """
                app_version, app_version_raw, sent_at, create_date
         FROM loginetl_staged_logins ORDER BY idempotency_key, create_date
         ON CONFLICT (idempotency_key, create_date) DO NOTHING
-        RETURNING user_id, masked_ip, masked_device_id, sent_at
-    ), pending AS (
-        INSERT INTO rollup_pending (user_id, masked_ip, masked_device_id, sent_at)
-        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new
+        RETURNING 1
     )
     SELECT count(*) FROM new
 """
-# The fold: take up to :limit pending rows (deleting them) and add them to the rollups in
-# one statement. A (token, user) pair the pair insert did not skip is a new user of that
-# token. One folder at a time (an advisory lock), so pair inserts never race each other.
-_FOLD_LOCK = "SELECT pg_{mode}advisory_xact_lock(hashtext('loginetl.rollups'))"
-_FOLD = """
-    WITH new AS (
-        DELETE FROM rollup_pending
-        WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT :limit))
-        RETURNING user_id, masked_ip, masked_device_id, sent_at
-    ), new_tokens AS (
-        SELECT 'ip'::varchar AS pii_field, masked_ip AS token, user_id FROM new
-        UNION ALL
-        SELECT 'device_id', masked_device_id, user_id FROM new
-    ), pairs AS (
-        INSERT INTO token_users (pii_field, token, user_id)
-        SELECT DISTINCT pii_field, token, user_id FROM new_tokens ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING
-        RETURNING pii_field, token
-    ), tokens AS (
-        INSERT INTO token_stats AS t (pii_field, token, users, logins)
-        SELECT logins.pii_field, logins.token, coalesce(added.users, 0), logins.n
-        FROM (SELECT pii_field, token, count(*) AS n FROM new_tokens GROUP BY 1, 2) logins
-        LEFT JOIN (SELECT pii_field, token, count(*) AS users FROM pairs GROUP BY 1, 2) added
-            USING (pii_field, token)
-        ORDER BY 1, 2
-        ON CONFLICT (pii_field, token) DO UPDATE
-        SET users = t.users + excluded.users, logins = t.logins + excluded.logins
-    ), users AS (
-        INSERT INTO user_stats AS u (user_id, logins, first_login, last_login)
-        SELECT user_id, count(*), min(sent_at), max(sent_at) FROM new
-        GROUP BY user_id ORDER BY user_id
-        ON CONFLICT (user_id) DO UPDATE
-        SET logins = u.logins + excluded.logins,
-            first_login = least(u.first_login, excluded.first_login),
-            last_login = greatest(u.last_login, excluded.last_login)
-    )
-    SELECT count(*) FROM new
-"""
+# The fold (migration 0008's SECURITY DEFINER function, so the writer needs no right on
+# the rollups): take up to :limit pending rows, deleting them, and add them to the
+# rollups, under an advisory lock; NULL when another session holds it and :wait is false.
+_FOLD = "SELECT public.loginetl_fold_rollups(:limit, :wait)"
 FOLD_CHUNK = 50_000  # rows per fold transaction: bounds its memory and lock time
 
 # COPY's text format: tab-separated, \N for NULL, backslash escapes for the four
@@ -296,11 +261,10 @@ def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK)
     folded = 0
     while True:
         with engine.begin() as conn:
-            locked = conn.execute(text(_FOLD_LOCK.format(mode="" if wait else "try_"))).scalar()
-            if locked is False:
-                return None if folded == 0 else folded
-            done = int(conn.execute(text(_FOLD), {"limit": limit}).scalar_one())
-        folded += done
+            done = conn.execute(text(_FOLD), {"limit": limit, "wait": wait}).scalar()
+        if done is None:
+            return None if folded == 0 else folded
+        folded += int(done)
         if done < limit:
             return folded
 
