@@ -1,0 +1,260 @@
+"""The writer role inserts but cannot read tokens back (migration 0008).
+
+Played as an attacker who holds a real login role in loginetl_writer (a compromised
+consumer host) and talks SQL directly, not through loginetl.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg2
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from loginetl.cli import app
+from loginetl.config import Settings
+from loginetl.core.batch import InboundMessage, prepare_batch
+from loginetl.core.vault_crypto import VaultSealer
+from loginetl.services import db, keys
+from tests.conftest import SHARED_SAMPLE
+from tests.e2e.conftest import consume_json, count_rows
+from tests.rollups import rollups_exact
+
+INSUFFICIENT_PRIVILEGE = "42501"
+INVALID_PARAMETER_VALUE = "22023"
+
+
+def connect(url: str) -> psycopg2.extensions.connection:
+    """A raw DBAPI connection, as an attacker's psql would have."""
+    parts = make_url(url)
+    conn = psycopg2.connect(
+        host=parts.host, port=parts.port, user=parts.username, dbname=parts.database
+    )
+    conn.autocommit = True
+    return conn
+
+
+def pgcode_of(conn: psycopg2.extensions.connection, statement: str) -> str | None:
+    """Run a statement; return the SQLSTATE it failed with, or None if it succeeded."""
+    with conn.cursor() as cursor:
+        try:
+            if statement.startswith("COPY"):
+                cursor.copy_expert(statement, io.StringIO())
+            else:
+                cursor.execute(statement)
+        except psycopg2.Error as error:
+            return str(error.pgcode)
+    return None
+
+
+def owner_scalar(database_url: str, statement: str) -> object:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(statement)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def messages(count: int, *, first: int = 0) -> list[InboundMessage]:
+    now = datetime.now(UTC)
+    return [
+        InboundMessage(
+            f"m{i}",
+            "",
+            json.dumps(
+                {
+                    "user_id": f"user-{i % 3}",
+                    "app_version": "2.3.0",
+                    "device_type": "ios",
+                    "ip": f"10.0.0.{i % 5}",
+                    "locale": None,
+                    "device_id": f"dev-{i % 4}",
+                }
+            ),
+            now,
+        )
+        for i in range(first, first + count)
+    ]
+
+
+def write_as(url: str, settings: Settings, batch: list[InboundMessage]) -> int:
+    """The batch write consume does, through an engine logged in as ``url``'s role."""
+    prepared = prepare_batch(
+        batch,
+        masker=keys.load_masker(settings.keys_dir),
+        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
+    )
+    engine = db.make_engine(url, pool_size=1)
+    try:
+        return db.write_batch(engine, prepared.rows, prepared.vault_entries)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def writer(login_role: Callable[[str], str]) -> str:
+    return login_role("loginetl_writer")
+
+
+@pytest.fixture
+def loaded_by_writer(writer: str, settings: Settings, database_url: str) -> str:
+    """Ten rows written as the writer, analyzed (so pg_stats holds token values)."""
+    assert write_as(writer, settings, messages(10)) == 10
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("ANALYZE"))
+    engine.dispose()
+    return writer
+
+
+# Each reads tokens back (or would let the writer skew the rollups) and must be refused.
+TOKEN_READS = [
+    "SELECT masked_ip FROM user_logins",
+    "SELECT masked_device_id FROM user_logins",
+    "SELECT * FROM user_logins",
+    "SELECT masked_ip FROM user_logins_default",
+    "SELECT token FROM token_users",
+    "SELECT token FROM token_stats",
+    "SELECT user_id FROM user_stats",
+    "SELECT masked_ip FROM rollup_pending",
+    "SELECT token FROM pii_vault",
+    "COPY user_logins TO STDOUT",
+    "COPY (SELECT masked_ip, masked_device_id FROM user_logins) TO STDOUT",
+    pytest.param(
+        "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
+        "masked_device_id, app_version, app_version_raw, sent_at, create_date) "
+        "VALUES ('x', 'u', 'ios', 'k1:x', 'k1:y', 1, '1', now(), current_date) "
+        "RETURNING masked_ip",
+        id="INSERT ... RETURNING masked_ip",
+    ),
+    "DELETE FROM rollup_pending",
+    "UPDATE token_stats SET users = 0",
+    "SELECT public.loginetl_queue_new_logins()",
+]
+
+
+@pytest.mark.parametrize("statement", TOKEN_READS)
+def test_writer_cannot_read_tokens_back(loaded_by_writer: str, statement: str) -> None:
+    conn = connect(loaded_by_writer)
+    try:
+        assert pgcode_of(conn, statement) == INSUFFICIENT_PRIVILEGE
+    finally:
+        conn.close()
+
+
+def test_writer_sees_no_token_values_in_the_planner_statistics(
+    loaded_by_writer: str, database_url: str
+) -> None:
+    statistics = (
+        "SELECT count(*) FROM pg_stats WHERE tablename LIKE 'user_logins%' "
+        "AND attname IN ('masked_ip', 'masked_device_id')"
+    )
+    assert owner_scalar(database_url, statistics) != 0  # the owner's view has them
+    conn = connect(loaded_by_writer)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(statistics)
+            assert cursor.fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("max_rows", ["2147483647", "100001", "0", "-1", "NULL"])
+def test_fold_refuses_unbounded_arguments(
+    loaded_by_writer: str, database_url: str, max_rows: str
+) -> None:
+    conn = connect(loaded_by_writer)
+    try:
+        code = pgcode_of(conn, f"SELECT public.loginetl_fold_rollups({max_rows}, true)")
+    finally:
+        conn.close()
+    assert code == INVALID_PARAMETER_VALUE
+    assert owner_scalar(database_url, "SELECT count(*) FROM rollup_pending") == 10
+
+
+def test_shadowing_objects_and_search_path_steer_neither_function(
+    writer: str, settings: Settings, database_url: str
+) -> None:
+    """Temp tables named like the trigger's transition table and the rollups, first on the
+    search path, with planted rows: the trigger and the fold use only the real tables."""
+    conn = connect(writer)
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMP TABLE new_logins (user_id text, masked_ip text, "
+                "masked_device_id text, sent_at timestamptz)"
+            )
+            cursor.execute("CREATE TEMP TABLE rollup_pending (LIKE pg_temp.new_logins)")
+            cursor.execute("CREATE TEMP TABLE token_stats (pii_field text, token text)")
+            for table in ("new_logins", "rollup_pending"):
+                cursor.execute(
+                    f"INSERT INTO pg_temp.{table} VALUES ('planted', 'k1:p', 'k1:q', now())"
+                )
+            cursor.execute("SET search_path = pg_temp, public")
+            cursor.execute(
+                "INSERT INTO public.user_logins (idempotency_key, user_id, device_type, "
+                "masked_ip, masked_device_id, app_version, app_version_raw, sent_at, "
+                "create_date) VALUES ('real', 'u', 'ios', 'k1:a', 'k1:b', 1, '1', now(), "
+                "current_date)"
+            )
+            real_pending = owner_scalar(database_url, "SELECT count(*) FROM rollup_pending")
+            cursor.execute("SELECT public.loginetl_fold_rollups(100000, true)")
+            folded = cursor.fetchone()
+            cursor.execute("SELECT count(*) FROM pg_temp.rollup_pending")
+            planted_left = cursor.fetchone()
+    finally:
+        conn.close()
+    assert real_pending == 1  # the inserted row, not the planted transition-table row
+    assert folded == (1,)
+    assert planted_left == (1,)  # the fold never touched the caller's look-alike
+    planted = "SELECT count(*) FROM token_users WHERE user_id = 'planted'"
+    assert owner_scalar(database_url, planted) == 0
+    engine = create_engine(database_url)
+    with engine.connect() as owner:
+        assert rollups_exact(owner)
+    engine.dispose()
+
+
+def test_writer_batch_write_queues_only_new_rows(
+    writer: str, settings: Settings, database_url: str
+) -> None:
+    assert write_as(writer, settings, messages(6)) == 6
+    assert write_as(writer, settings, messages(6, first=3)) == 3  # m3..m5 redelivered
+    assert owner_scalar(database_url, "SELECT count(*) FROM rollup_pending") == 9
+    engine = db.make_engine(writer, pool_size=1)
+    try:
+        assert db.fold_rollups(engine, limit=4) == 9  # three chunks, through the function
+    finally:
+        engine.dispose()
+    owner = create_engine(database_url)
+    with owner.connect() as conn:
+        assert rollups_exact(conn)
+    owner.dispose()
+
+
+def test_consume_as_the_writer_loads_the_public_sample_exactly(
+    cli_env: dict[str, str],
+    settings: Settings,
+    queues: tuple[str, str],
+    writer: str,
+) -> None:
+    if not SHARED_SAMPLE.exists():
+        pytest.skip("the shared sample is not present on this machine")
+    seeded = CliRunner().invoke(
+        app, ["seed", "--from-file", str(SHARED_SAMPLE), "--json"], env=cli_env
+    )
+    assert seeded.exit_code == 0, seeded.output
+    summary = consume_json({**cli_env, "LOGINETL_DATABASE_URL": writer})
+    assert (summary["received"], summary["loaded"], summary["dead_lettered"]) == (100, 99, 1)
+    assert count_rows(settings.database_url) == 99
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        assert rollups_exact(conn)
+    engine.dispose()
