@@ -5,7 +5,8 @@ Layout of a keys directory, every file 0600:
   vault-public.pem    X25519 public key: consume seals to it
   vault-private.pem   X25519 private key: only the unmasker's copy has it
 
-``consume`` needs the first two; give the third only to privacy staff.
+``consume`` needs the first two, and of the HMAC keys only the current one: older keys
+(and the private key) live with privacy staff. ``export_consumer_keys`` writes that subset.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from loginetl.errors import KeyMaterialError
 HMAC_FILE = "hmac-keys.json"
 PUBLIC_FILE = "vault-public.pem"
 PRIVATE_FILE = "vault-private.pem"
+# What a consumer host gets from ``keys export-consumer``: the HMAC file trimmed to its
+# current key, then every other file here copied as it is. Only what writing needs.
+CONSUMER_FILES: tuple[str, ...] = (HMAC_FILE, PUBLIC_FILE)
 
 
 @dataclass(frozen=True)
@@ -174,3 +178,65 @@ def load_maskers(directory: Path) -> dict[str, Masker]:
         key_id: Masker(key_id, base64.b64decode(value))
         for key_id, value in document["keys"].items()
     }
+
+
+@dataclass(frozen=True)
+class ConsumerKeysExported:
+    """What ``keys export-consumer`` wrote."""
+
+    directory: Path
+    files: tuple[str, ...]
+    hmac_key_id: str
+
+
+def export_consumer_keys(source: Path, target: Path) -> ConsumerKeysExported:
+    """Write the consumer's key set (CONSUMER_FILES, HMAC trimmed to the current key) to target.
+
+    A consumer host holding older HMAC keys or the private key would widen what a
+    compromise of it reveals. Never overwrites: every file is created exclusively, 0600.
+    """
+    masker = load_masker(source)  # validates the file and its permissions
+    contents = {
+        HMAC_FILE: json.dumps(
+            {
+                "current": masker.key_id,
+                "keys": {masker.key_id: base64.b64encode(masker.key).decode()},
+            },
+            indent=2,
+        ).encode()
+    }
+    for name in CONSUMER_FILES:
+        if name not in contents:
+            contents[name] = _read_secret(source / name, f"the key file {name}", _INIT_HINT)
+    present = [
+        n
+        for n in (*CONSUMER_FILES, PRIVATE_FILE)
+        if (target / n).exists() or (target / n).is_symlink()
+    ]
+    if present:
+        raise KeyMaterialError(
+            f"{target} already holds {', '.join(present)}; refusing to overwrite; "
+            "export to an empty directory"
+        )
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in CONSUMER_FILES:
+        _write_secret(target / name, contents[name])
+    return ConsumerKeysExported(target, CONSUMER_FILES, masker.key_id)
+
+
+def excess_for_consumer(directory: Path) -> tuple[str, ...]:
+    """What in a consumer's keys directory it does not need (file names and counts only).
+
+    Empty for a set written by ``export_consumer_keys``.
+    """
+    excess: list[str] = []
+    if (directory / PRIVATE_FILE).exists():
+        excess.append(f"the vault private key ({PRIVATE_FILE})")
+    try:
+        document = json.loads((directory / HMAC_FILE).read_bytes())
+        older = len(set(document["keys"]) - {document["current"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        older = 0  # load_masker reports an unreadable file; this is only a warning
+    if older:
+        excess.append(f"{older} HMAC key(s) other than the current one")
+    return tuple(excess)
