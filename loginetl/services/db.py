@@ -128,8 +128,8 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
 
 # The batch write: COPY into two session-local staging tables, then one statement moves
 # them into place. COPY is parsed by the server as plain rows, where an INSERT of 1,000
-# VALUES tuples costs the client and the server several times more (README, "Where the
-# time goes"). ON COMMIT DELETE ROWS empties them at every commit; IF NOT EXISTS makes
+# VALUES tuples costs the client and the server several times more (docs/performance.md,
+# "Where the time goes"). ON COMMIT DELETE ROWS empties them at every commit; IF NOT EXISTS makes
 # each transaction self-sufficient, so a transaction-pooling proxy in between is fine.
 _STAGING_TABLES = """
     SET LOCAL client_min_messages = warning;
