@@ -18,7 +18,7 @@ from loginetl.errors import ConfigError, ServiceUnavailable
 from loginetl.services import failpoints
 
 _NO_SUCH_DATABASE = "3D000"
-_INSUFFICIENT_PRIVILEGE = "42501"
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -102,7 +102,7 @@ def ensure_database(database_url: str) -> bool:
             conn.execute(text(f"CREATE DATABASE {quoted}"))
             return True
     except ProgrammingError as error:
-        if getattr(error.orig, "pgcode", None) == _INSUFFICIENT_PRIVILEGE:
+        if getattr(error.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE:
             raise ConfigError(
                 f"database {url.database!r} does not exist and this role may not create it; "
                 "ask a DBA to create it, then run loginetl migrate upgrade"

@@ -286,3 +286,13 @@ def test_upgrade_keeps_rows_pending_at_0006_and_the_writer_folds_them(
         writer_engine.dispose()
     with engine.connect() as conn:
         assert rollups_exact(conn)
+
+
+def test_stats_as_the_writer_is_refused_with_the_role_to_use(
+    loaded_by_writer: str, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "LOGINETL_DATABASE_URL": loaded_by_writer}
+    result = CliRunner().invoke(app, ["stats", "--no-queues", "--json"], env=env)
+    assert result.exit_code == 3
+    assert "loginetl_analyst" in result.stderr
+    assert result.stdout == ""
