@@ -145,18 +145,17 @@ _STAGING_TABLES = """
 """
 # Rows whose key is present are skipped (redelivery, replay). Inserts run in sorted key
 # order, and every writer runs the same plan, so concurrent writers take their locks in
-# one order and cannot deadlock each other. The writer may not read tokens back (migration
-# 0008), so nothing here names a token column after the INSERT: a statement trigger on
-# user_logins queues exactly the rows inserted into rollup_pending. The vault insert names
-# no conflict target: that needs SELECT on it. The partition key is part of the primary
-# key; see migration 0004.
+# one order and cannot deadlock each other. The writer may not read tokens back
+# (migration 0008): vault entries go through a SECURITY DEFINER function that says
+# nothing about which tokens were already there, and nothing here names a token column
+# after the INSERT: a statement trigger on user_logins queues exactly the rows inserted
+# into rollup_pending. The partition key is part of the primary key; see migration 0004.
 _MOVE_STAGED = """
-    WITH vault AS (
-        INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
-        SELECT token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext
-        FROM loginetl_staged_vault ORDER BY token
-        ON CONFLICT DO NOTHING
-    ), new AS (
+    SELECT public.loginetl_add_vault_entries(
+        array_agg(token), array_agg(pii_field), array_agg(recipient),
+        array_agg(ephemeral_public_key), array_agg(nonce), array_agg(ciphertext)
+    ) FROM loginetl_staged_vault;
+    WITH new AS (
         INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip,
                                  masked_device_id, locale, app_version, app_version_raw,
                                  sent_at, create_date)

@@ -6,6 +6,10 @@ the same host, that is every stored IPv4 reversed by trying all 2^32 addresses. 
 
 - user_logins: INSERT, plus SELECT on (idempotency_key, create_date) only, which
   ``ON CONFLICT (idempotency_key, create_date)`` needs; no token column is readable.
+- pii_vault: nothing. Entries go through loginetl_add_vault_entries(...), a SECURITY
+  DEFINER function that returns nothing: a direct INSERT told the writer, by its row
+  count or a unique violation, whether a token was already there, so with the HMAC key
+  it could test every IPv4 address one insert at a time.
 - rollup_pending: nothing. An AFTER INSERT statement trigger on user_logins queues the
   rows a statement really inserted (its transition table: a skipped redelivery is not in
   it), so the batch write no longer needs ``RETURNING masked_ip, ...``.
@@ -33,6 +37,43 @@ branch_labels = None
 depends_on = None
 
 MAX_FOLD_ROWS = 100_000  # loginetl.services.db.FOLD_CHUNK is 50,000
+MAX_VAULT_ENTRIES = 10_000  # a batch holds at most 1,000 rows, 2 entries each
+
+ADD_VAULT_ENTRIES = f"""
+CREATE FUNCTION public.loginetl_add_vault_entries(
+    tokens text[], pii_fields text[], recipients text[],
+    ephemeral_public_keys bytea[], nonces bytea[], ciphertexts bytea[]
+) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer := coalesce(pg_catalog.cardinality(tokens), 0);
+BEGIN
+    IF n > {MAX_VAULT_ENTRIES} THEN
+        RAISE EXCEPTION 'at most {MAX_VAULT_ENTRIES} vault entries a call'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF coalesce(pg_catalog.cardinality(pii_fields), 0) <> n
+       OR coalesce(pg_catalog.cardinality(recipients), 0) <> n
+       OR coalesce(pg_catalog.cardinality(ephemeral_public_keys), 0) <> n
+       OR coalesce(pg_catalog.cardinality(nonces), 0) <> n
+       OR coalesce(pg_catalog.cardinality(ciphertexts), 0) <> n THEN
+        RAISE EXCEPTION 'the vault entry arrays must have the same length'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Sorted, as every writer does, so concurrent writers take locks in one order.
+    INSERT INTO public.pii_vault
+        (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
+    SELECT * FROM ROWS FROM (
+        pg_catalog.unnest(tokens), pg_catalog.unnest(pii_fields),
+        pg_catalog.unnest(recipients), pg_catalog.unnest(ephemeral_public_keys),
+        pg_catalog.unnest(nonces), pg_catalog.unnest(ciphertexts)
+    ) ORDER BY 1
+    ON CONFLICT DO NOTHING;
+END $$
+"""
+_ADD_VAULT_SIGNATURE = (
+    "public.loginetl_add_vault_entries(text[], text[], text[], bytea[], bytea[], bytea[])"
+)
 
 QUEUE_NEW_LOGINS = """
 CREATE FUNCTION public.loginetl_queue_new_logins() RETURNS trigger
@@ -109,6 +150,10 @@ def upgrade() -> None:
         "REFERENCING NEW TABLE AS new_logins "
         "FOR EACH STATEMENT EXECUTE FUNCTION public.loginetl_queue_new_logins()"
     )
+    op.execute(ADD_VAULT_ENTRIES)
+    op.execute(f"REVOKE ALL ON FUNCTION {_ADD_VAULT_SIGNATURE} FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {_ADD_VAULT_SIGNATURE} TO loginetl_writer")
+    op.execute("REVOKE ALL ON public.pii_vault FROM loginetl_writer")
     op.execute(FOLD_ROLLUPS)
     op.execute("REVOKE ALL ON FUNCTION public.loginetl_fold_rollups(integer, boolean) FROM PUBLIC")
     op.execute(
@@ -127,6 +172,8 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER user_logins_queue_rollups ON public.user_logins")
     op.execute("DROP FUNCTION public.loginetl_queue_new_logins()")
     op.execute("DROP FUNCTION public.loginetl_fold_rollups(integer, boolean)")
+    op.execute(f"DROP FUNCTION {_ADD_VAULT_SIGNATURE}")
+    op.execute("GRANT INSERT ON public.pii_vault TO loginetl_writer")
     op.execute(
         "REVOKE SELECT (idempotency_key, create_date) ON public.user_logins FROM loginetl_writer"
     )

@@ -134,6 +134,11 @@ TOKEN_READS = [
         "RETURNING masked_ip",
         id="INSERT ... RETURNING masked_ip",
     ),
+    pytest.param(
+        "INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, "
+        "ciphertext) VALUES ('k1:x', 'ip', 'r', '', '', '') ON CONFLICT DO NOTHING",
+        id="INSERT INTO pii_vault (a token-seen oracle)",
+    ),
     "DELETE FROM rollup_pending",
     "UPDATE token_stats SET users = 0",
     "SELECT public.loginetl_queue_new_logins()",
@@ -177,6 +182,52 @@ def test_fold_refuses_unbounded_arguments(
         conn.close()
     assert code == INVALID_PARAMETER_VALUE
     assert owner_scalar(database_url, "SELECT count(*) FROM rollup_pending") == 10
+
+
+ADD_VAULT = "SELECT public.loginetl_add_vault_entries(%s, %s, %s, %s, %s, %s)"
+
+
+def vault_args(tokens: list[str], *, short_by: int = 0) -> tuple[list[object], ...]:
+    n = len(tokens)
+    return (tokens, ["ip"] * n, ["r"] * n, [b"e"] * n, [b"n"] * n, [b"c"] * (n - short_by))
+
+
+def test_vault_function_does_not_tell_the_writer_whether_a_token_was_seen(
+    loaded_by_writer: str, database_url: str
+) -> None:
+    seen = str(owner_scalar(database_url, "SELECT min(token) FROM pii_vault"))
+    before = owner_scalar(database_url, f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'")
+    conn = connect(loaded_by_writer)
+    try:
+        answers = []
+        for token in (seen, "k1:" + "f" * 64):
+            with conn.cursor() as cursor:
+                cursor.execute(ADD_VAULT, vault_args([token]))
+                answers.append((cursor.fetchall(), cursor.rowcount, cursor.statusmessage))
+    finally:
+        conn.close()
+    assert answers[0] == answers[1] == ([("",)], 1, "SELECT 1")  # void, either way
+    after = owner_scalar(database_url, f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'")
+    assert after == before  # the first writer's entry stands
+
+
+@pytest.mark.parametrize(
+    ("tokens", "short_by"),
+    [([f"k1:{i:064x}" for i in range(10_001)], 0), (["k1:" + "e" * 64, "k1:" + "d" * 64], 1)],
+    ids=["10,001 entries", "arrays of different lengths"],
+)
+def test_vault_function_refuses_unbounded_or_mismatched_arguments(
+    loaded_by_writer: str, database_url: str, tokens: list[str], short_by: int
+) -> None:
+    vault_rows = owner_scalar(database_url, "SELECT count(*) FROM pii_vault")
+    conn = connect(loaded_by_writer)
+    try:
+        with conn.cursor() as cursor, pytest.raises(psycopg2.Error) as refused:
+            cursor.execute(ADD_VAULT, vault_args(tokens, short_by=short_by))
+    finally:
+        conn.close()
+    assert refused.value.pgcode == INVALID_PARAMETER_VALUE
+    assert owner_scalar(database_url, "SELECT count(*) FROM pii_vault") == vault_rows
 
 
 def test_shadowing_objects_and_search_path_steer_neither_function(
