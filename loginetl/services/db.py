@@ -128,45 +128,15 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
 
 # The batch write: COPY into two session-local staging tables, then one statement moves
 # them into place. COPY is parsed by the server as plain rows, where an INSERT of 1,000
-# VALUES tuples costs the client and the server several times more (docs/performance.md,
-# "Where the time goes"). ON COMMIT DELETE ROWS empties them at every commit; IF NOT EXISTS makes
-# each transaction self-sufficient, so a transaction-pooling proxy in between is fine.
-_STAGING_TABLES = """
-    SET LOCAL client_min_messages = warning;
-    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_vault (
-        token varchar(80), pii_field varchar(16), recipient varchar(32),
-        ephemeral_public_key bytea, nonce bytea, ciphertext bytea
-    ) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_logins (
-        idempotency_key text, user_id varchar(128), device_type varchar(32),
-        masked_ip varchar(80), masked_device_id varchar(80), locale varchar(32),
-        app_version integer, app_version_raw varchar(16), sent_at timestamptz, create_date date
-    ) ON COMMIT DELETE ROWS;
-"""
-# Rows whose key is present are skipped (redelivery, replay). Inserts run in sorted key
-# order, and every writer runs the same plan, so concurrent writers take their locks in
-# one order and cannot deadlock each other. The writer may not read tokens back
-# (migration 0008): vault entries go through a SECURITY DEFINER function that says
-# nothing about which tokens were already there, and nothing here names a token column
-# after the INSERT: a statement trigger on user_logins queues exactly the rows inserted
-# into rollup_pending. The partition key is part of the primary key; see migration 0004.
-_MOVE_STAGED = """
-    SELECT public.loginetl_add_vault_entries(
-        array_agg(token), array_agg(pii_field), array_agg(recipient),
-        array_agg(ephemeral_public_key), array_agg(nonce), array_agg(ciphertext)
-    ) FROM loginetl_staged_vault;
-    WITH new AS (
-        INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip,
-                                 masked_device_id, locale, app_version, app_version_raw,
-                                 sent_at, create_date)
-        SELECT idempotency_key, user_id, device_type, masked_ip, masked_device_id, locale,
-               app_version, app_version_raw, sent_at, create_date
-        FROM loginetl_staged_logins ORDER BY idempotency_key, create_date
-        ON CONFLICT (idempotency_key, create_date) DO NOTHING
-        RETURNING 1
-    )
-    SELECT count(*) FROM new
-"""
+# VALUES tuples costs the client and the server several times more (docs/performance.md).
+# The writer may not read tokens back, nor learn which vault tokens already existed
+# (migration 0008): SECURITY DEFINER functions make the staging tables (temporary, ON
+# COMMIT DELETE ROWS; the writer may only insert into them) and move the rows, vault
+# entries and rollup_pending entries, returning only how many rows were new. Preparing in
+# every transaction keeps each one self-sufficient, so a transaction-pooling proxy in
+# between is fine.
+_PREPARE_STAGING = "SELECT public.loginetl_prepare_staging()"
+_MOVE_STAGED = "SELECT public.loginetl_move_staged()"
 # The fold (migration 0008's SECURITY DEFINER function, so the writer needs no right on
 # the rollups): take up to :limit pending rows, deleting them, and add them to the
 # rollups, under an advisory lock; NULL when another session holds it and :wait is false.
@@ -239,9 +209,11 @@ def write_batch(
     with engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(_STAGING_TABLES)
-            cursor.copy_expert("COPY loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries))
-            cursor.copy_expert("COPY loginetl_staged_logins FROM STDIN", _copy_rows(rows))
+            cursor.execute(_PREPARE_STAGING)
+            cursor.copy_expert(
+                "COPY pg_temp.loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries)
+            )
+            cursor.copy_expert("COPY pg_temp.loginetl_staged_logins FROM STDIN", _copy_rows(rows))
             cursor.execute(_MOVE_STAGED)
             inserted = cursor.fetchone()[0]  # type: ignore[index]  # count(*): always a row
             failpoints.hit("crash_before_commit")

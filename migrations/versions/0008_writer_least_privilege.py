@@ -1,26 +1,24 @@
-"""The writer inserts but cannot read tokens back.
+"""The writer loads but cannot read tokens back.
 
 Before this revision loginetl_writer (what consume logs in as) could SELECT masked_ip and
-masked_device_id from user_logins, the rollups and rollup_pending: with the HMAC key on
-the same host, that is every stored IPv4 reversed by trying all 2^32 addresses. Now:
+masked_device_id from user_logins, the rollups and rollup_pending, and learn from an
+INSERT into pii_vault whether a token was already there: with the HMAC key on the same
+host, every stored IPv4 reversed by trying all 2^32 addresses. Now the writer holds no
+right on any of those tables. Three SECURITY DEFINER functions, granted to it, do the work:
 
-- user_logins: INSERT, plus SELECT on (idempotency_key, create_date) only, which
-  ``ON CONFLICT (idempotency_key, create_date)`` needs; no token column is readable.
-- pii_vault: nothing. Entries go through loginetl_add_vault_entries(...), a SECURITY
-  DEFINER function that returns nothing: a direct INSERT told the writer, by its row
-  count or a unique violation, whether a token was already there, so with the HMAC key
-  it could test every IPv4 address one insert at a time.
-- rollup_pending: nothing. An AFTER INSERT statement trigger on user_logins queues the
-  rows a statement really inserted (its transition table: a skipped redelivery is not in
-  it), so the batch write no longer needs ``RETURNING masked_ip, ...``.
-- token_users, token_stats, user_stats: nothing. The fold runs in
-  loginetl_fold_rollups(max_rows, wait), a SECURITY DEFINER function granted to the writer:
-  bounded argument, its own advisory lock, returns only a count.
+- loginetl_prepare_staging() creates this session's two staging tables (temporary, ON
+  COMMIT DELETE ROWS), owned by the functions' owner, and lets the writer INSERT (COPY)
+  into them, nothing else.
+- loginetl_move_staged() moves the staged batch into pii_vault, user_logins and
+  rollup_pending in one statement and returns only how many rows were new (never which
+  vault tokens were). It reads only tables of this session's own temp schema that are
+  ordinary tables owned by its owner: a look-alike the caller made (a view, a table with
+  triggers of its own) is refused, so the caller cannot make it read anything else.
+- loginetl_fold_rollups(max_rows, wait) folds rollup_pending into the rollups: bounded
+  argument, its own advisory lock, returns only a count.
 
-Both functions pin ``search_path = pg_catalog, pg_temp`` and name every table with its
-schema, so no object the caller creates (a temp table, a look-alike function) is used.
-Trigger functions cannot be called directly, and the transition table is resolved before
-any catalog lookup, so a caller's temp table named like it is never read.
+Each pins ``search_path = pg_catalog, pg_temp`` and names every table with its schema,
+so nothing the caller creates (a temp table, a look-alike function) is used in its place.
 
 Revision ID: 0008
 Revises: 0006
@@ -37,51 +35,71 @@ branch_labels = None
 depends_on = None
 
 MAX_FOLD_ROWS = 100_000  # loginetl.services.db.FOLD_CHUNK is 50,000
-MAX_VAULT_ENTRIES = 10_000  # a batch holds at most 1,000 rows, 2 entries each
 
-ADD_VAULT_ENTRIES = f"""
-CREATE FUNCTION public.loginetl_add_vault_entries(
-    tokens text[], pii_fields text[], recipients text[],
-    ephemeral_public_keys bytea[], nonces bytea[], ciphertexts bytea[]
-) RETURNS void
+PREPARE_STAGING = """
+CREATE FUNCTION public.loginetl_prepare_staging() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n integer := coalesce(pg_catalog.cardinality(tokens), 0);
 BEGIN
-    IF n > {MAX_VAULT_ENTRIES} THEN
-        RAISE EXCEPTION 'at most {MAX_VAULT_ENTRIES} vault entries a call'
-            USING ERRCODE = 'invalid_parameter_value';
+    -- Made once a session. A look-alike the caller made first stays, and the move refuses it.
+    IF pg_catalog.to_regclass('pg_temp.loginetl_staged_vault') IS NULL THEN
+        CREATE TEMP TABLE loginetl_staged_vault (
+            token varchar(80), pii_field varchar(16), recipient varchar(32),
+            ephemeral_public_key bytea, nonce bytea, ciphertext bytea
+        ) ON COMMIT DELETE ROWS;
+        GRANT INSERT ON pg_temp.loginetl_staged_vault TO loginetl_writer;
     END IF;
-    IF coalesce(pg_catalog.cardinality(pii_fields), 0) <> n
-       OR coalesce(pg_catalog.cardinality(recipients), 0) <> n
-       OR coalesce(pg_catalog.cardinality(ephemeral_public_keys), 0) <> n
-       OR coalesce(pg_catalog.cardinality(nonces), 0) <> n
-       OR coalesce(pg_catalog.cardinality(ciphertexts), 0) <> n THEN
-        RAISE EXCEPTION 'the vault entry arrays must have the same length'
-            USING ERRCODE = 'invalid_parameter_value';
+    IF pg_catalog.to_regclass('pg_temp.loginetl_staged_logins') IS NULL THEN
+        CREATE TEMP TABLE loginetl_staged_logins (
+            idempotency_key text, user_id varchar(128), device_type varchar(32),
+            masked_ip varchar(80), masked_device_id varchar(80), locale varchar(32),
+            app_version integer, app_version_raw varchar(16), sent_at timestamptz,
+            create_date date
+        ) ON COMMIT DELETE ROWS;
+        GRANT INSERT ON pg_temp.loginetl_staged_logins TO loginetl_writer;
     END IF;
-    -- Sorted, as every writer does, so concurrent writers take locks in one order.
-    INSERT INTO public.pii_vault
-        (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
-    SELECT * FROM ROWS FROM (
-        pg_catalog.unnest(tokens), pg_catalog.unnest(pii_fields),
-        pg_catalog.unnest(recipients), pg_catalog.unnest(ephemeral_public_keys),
-        pg_catalog.unnest(nonces), pg_catalog.unnest(ciphertexts)
-    ) ORDER BY 1
-    ON CONFLICT DO NOTHING;
 END $$
 """
-_ADD_VAULT_SIGNATURE = (
-    "public.loginetl_add_vault_entries(text[], text[], text[], bytea[], bytea[], bytea[])"
-)
 
-QUEUE_NEW_LOGINS = """
-CREATE FUNCTION public.loginetl_queue_new_logins() RETURNS trigger
+# Rows whose key is present are skipped (redelivery, replay); only new rows reach
+# rollup_pending. Inserts run in sorted key order, and every writer runs the same plan, so
+# concurrent writers take their locks in one order and cannot deadlock each other.
+MOVE_STAGED = """
+CREATE FUNCTION public.loginetl_move_staged() RETURNS integer
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    inserted integer;
 BEGIN
-    INSERT INTO public.rollup_pending (user_id, masked_ip, masked_device_id, sent_at)
-    SELECT user_id, masked_ip, masked_device_id, sent_at FROM new_logins;
-    RETURN NULL;
+    IF (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c
+        WHERE c.oid IN (pg_catalog.to_regclass('pg_temp.loginetl_staged_vault'),
+                        pg_catalog.to_regclass('pg_temp.loginetl_staged_logins'))
+          AND c.relkind = 'r'
+          AND c.relnamespace = pg_catalog.pg_my_temp_schema()
+          AND c.relowner = (SELECT r.oid FROM pg_catalog.pg_roles r
+                            WHERE r.rolname = current_user)) <> 2 THEN
+        RAISE EXCEPTION 'no staging tables of loginetl_prepare_staging() in this session'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    WITH vault AS (
+        INSERT INTO public.pii_vault
+            (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
+        SELECT token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext
+        FROM pg_temp.loginetl_staged_vault ORDER BY token
+        ON CONFLICT DO NOTHING
+    ), new AS (
+        INSERT INTO public.user_logins (idempotency_key, user_id, device_type, masked_ip,
+                                        masked_device_id, locale, app_version,
+                                        app_version_raw, sent_at, create_date)
+        SELECT idempotency_key, user_id, device_type, masked_ip, masked_device_id, locale,
+               app_version, app_version_raw, sent_at, create_date
+        FROM pg_temp.loginetl_staged_logins ORDER BY idempotency_key, create_date
+        ON CONFLICT (idempotency_key, create_date) DO NOTHING
+        RETURNING user_id, masked_ip, masked_device_id, sent_at
+    ), pending AS (
+        INSERT INTO public.rollup_pending (user_id, masked_ip, masked_device_id, sent_at)
+        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new
+    )
+    SELECT pg_catalog.count(*) INTO inserted FROM new;
+    RETURN inserted;
 END $$
 """
 
@@ -139,46 +157,35 @@ BEGIN
 END $$
 """
 
-_ROLLUPS = "public.token_users, public.token_stats, public.user_stats, public.rollup_pending"
+_FUNCTIONS = (
+    "public.loginetl_prepare_staging()",
+    "public.loginetl_move_staged()",
+    "public.loginetl_fold_rollups(integer, boolean)",
+)
+_TABLES = (
+    "public.user_logins, public.pii_vault, public.token_users, public.token_stats, "
+    "public.user_stats, public.rollup_pending"
+)
 
 
 def upgrade() -> None:
-    op.execute(QUEUE_NEW_LOGINS)
-    op.execute("REVOKE ALL ON FUNCTION public.loginetl_queue_new_logins() FROM PUBLIC")
-    op.execute(
-        "CREATE TRIGGER user_logins_queue_rollups AFTER INSERT ON public.user_logins "
-        "REFERENCING NEW TABLE AS new_logins "
-        "FOR EACH STATEMENT EXECUTE FUNCTION public.loginetl_queue_new_logins()"
-    )
-    op.execute(ADD_VAULT_ENTRIES)
-    op.execute(f"REVOKE ALL ON FUNCTION {_ADD_VAULT_SIGNATURE} FROM PUBLIC")
-    op.execute(f"GRANT EXECUTE ON FUNCTION {_ADD_VAULT_SIGNATURE} TO loginetl_writer")
-    op.execute("REVOKE ALL ON public.pii_vault FROM loginetl_writer")
-    op.execute(FOLD_ROLLUPS)
-    op.execute("REVOKE ALL ON FUNCTION public.loginetl_fold_rollups(integer, boolean) FROM PUBLIC")
-    op.execute(
-        "GRANT EXECUTE ON FUNCTION public.loginetl_fold_rollups(integer, boolean) "
-        "TO loginetl_writer"
-    )
-    op.execute("REVOKE ALL ON public.user_logins FROM loginetl_writer")
-    op.execute("GRANT INSERT ON public.user_logins TO loginetl_writer")
-    op.execute(
-        "GRANT SELECT (idempotency_key, create_date) ON public.user_logins TO loginetl_writer"
-    )
-    op.execute(f"REVOKE ALL ON {_ROLLUPS} FROM loginetl_writer")
+    for definition in (PREPARE_STAGING, MOVE_STAGED, FOLD_ROLLUPS):
+        op.execute(definition)
+    for function in _FUNCTIONS:
+        op.execute(f"REVOKE ALL ON FUNCTION {function} FROM PUBLIC")
+        op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO loginetl_writer")
+    op.execute(f"REVOKE ALL ON {_TABLES} FROM loginetl_writer")
+    op.execute("REVOKE ALL ON SEQUENCE public.user_logins_id_seq FROM loginetl_writer")
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER user_logins_queue_rollups ON public.user_logins")
-    op.execute("DROP FUNCTION public.loginetl_queue_new_logins()")
-    op.execute("DROP FUNCTION public.loginetl_fold_rollups(integer, boolean)")
-    op.execute(f"DROP FUNCTION {_ADD_VAULT_SIGNATURE}")
-    op.execute("GRANT INSERT ON public.pii_vault TO loginetl_writer")
-    op.execute(
-        "REVOKE SELECT (idempotency_key, create_date) ON public.user_logins FROM loginetl_writer"
-    )
+    for function in _FUNCTIONS:
+        op.execute(f"DROP FUNCTION {function}")
+    # The grants of 0003, 0004 and 0006.
     op.execute("GRANT SELECT, INSERT ON public.user_logins, public.token_users TO loginetl_writer")
     op.execute(
         "GRANT SELECT, INSERT, UPDATE ON public.token_stats, public.user_stats TO loginetl_writer"
     )
+    op.execute("GRANT INSERT ON public.pii_vault TO loginetl_writer")
     op.execute("GRANT SELECT, INSERT, DELETE ON public.rollup_pending TO loginetl_writer")
+    op.execute("GRANT USAGE ON SEQUENCE public.user_logins_id_seq TO loginetl_writer")

@@ -141,7 +141,7 @@ TOKEN_READS = [
     ),
     "DELETE FROM rollup_pending",
     "UPDATE token_stats SET users = 0",
-    "SELECT public.loginetl_queue_new_logins()",
+    pytest.param("SELECT public.loginetl_move_staged()", id="move without prepared staging tables"),
 ]
 
 
@@ -184,87 +184,105 @@ def test_fold_refuses_unbounded_arguments(
     assert owner_scalar(database_url, "SELECT count(*) FROM rollup_pending") == 10
 
 
-ADD_VAULT = "SELECT public.loginetl_add_vault_entries(%s, %s, %s, %s, %s, %s)"
+VAULT_ENTRY = "{token}\tip\tr\t\\\\x00\t\\\\x00\t\\\\x00\n"
 
 
-def vault_args(tokens: list[str], *, short_by: int = 0) -> tuple[list[object], ...]:
-    n = len(tokens)
-    return (tokens, ["ip"] * n, ["r"] * n, [b"e"] * n, [b"n"] * n, [b"c"] * (n - short_by))
+def stage_and_move(cursor: psycopg2.extensions.cursor, vault: str = "", logins: str = "") -> object:
+    """The batch write's three steps, by hand: prepare, COPY, move; return move's answer."""
+    cursor.execute("BEGIN")
+    cursor.execute("SELECT public.loginetl_prepare_staging()")
+    cursor.copy_expert("COPY pg_temp.loginetl_staged_vault FROM STDIN", io.StringIO(vault))
+    cursor.copy_expert("COPY pg_temp.loginetl_staged_logins FROM STDIN", io.StringIO(logins))
+    cursor.execute("SELECT public.loginetl_move_staged()")
+    answer = cursor.fetchall()
+    cursor.execute("COMMIT")
+    return answer
 
 
-def test_vault_function_does_not_tell_the_writer_whether_a_token_was_seen(
+def test_the_write_path_does_not_tell_the_writer_whether_a_token_was_seen(
     loaded_by_writer: str, database_url: str
 ) -> None:
     seen = str(owner_scalar(database_url, "SELECT min(token) FROM pii_vault"))
-    before = owner_scalar(database_url, f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'")
+    entry = f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'"
+    before = owner_scalar(database_url, entry)
     conn = connect(loaded_by_writer)
     try:
-        answers = []
-        for token in (seen, "k1:" + "f" * 64):
-            with conn.cursor() as cursor:
-                cursor.execute(ADD_VAULT, vault_args([token]))
-                answers.append((cursor.fetchall(), cursor.rowcount, cursor.statusmessage))
+        with conn.cursor() as cursor:
+            answers = [
+                (stage_and_move(cursor, VAULT_ENTRY.format(token=token)), cursor.statusmessage)
+                for token in (seen, "k1:" + "f" * 64)
+            ]
     finally:
         conn.close()
-    assert answers[0] == answers[1] == ([("",)], 1, "SELECT 1")  # void, either way
-    after = owner_scalar(database_url, f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'")
-    assert after == before  # the first writer's entry stands
+    assert answers[0] == answers[1] == ([(0,)], "COMMIT")  # no new rows, either way
+    assert owner_scalar(database_url, entry) == before  # the first writer's entry stands
 
 
-@pytest.mark.parametrize(
-    ("tokens", "short_by"),
-    [([f"k1:{i:064x}" for i in range(10_001)], 0), (["k1:" + "e" * 64, "k1:" + "d" * 64], 1)],
-    ids=["10,001 entries", "arrays of different lengths"],
-)
-def test_vault_function_refuses_unbounded_or_mismatched_arguments(
-    loaded_by_writer: str, database_url: str, tokens: list[str], short_by: int
+LOOK_ALIKES = {
+    "a view": "CREATE TEMP VIEW loginetl_staged_logins AS SELECT 'planted'::text AS "
+    "idempotency_key, 'planted'::varchar AS user_id, 'ios'::varchar AS device_type, "
+    "'k1:p'::varchar AS masked_ip, 'k1:q'::varchar AS masked_device_id, NULL::varchar AS "
+    "locale, 1 AS app_version, '1'::varchar AS app_version_raw, now() AS sent_at, "
+    "current_date AS create_date",
+    "a table of its own": "CREATE TEMP TABLE loginetl_staged_logins (idempotency_key text, "
+    "user_id varchar(128), device_type varchar(32), masked_ip varchar(80), masked_device_id "
+    "varchar(80), locale varchar(32), app_version integer, app_version_raw varchar(16), "
+    "sent_at timestamptz, create_date date); INSERT INTO loginetl_staged_logins VALUES "
+    "('planted', 'planted', 'ios', 'k1:p', 'k1:q', NULL, 1, '1', now(), current_date)",
+}
+
+
+@pytest.mark.parametrize("look_alike", list(LOOK_ALIKES), ids=list(LOOK_ALIKES))
+def test_move_refuses_staging_tables_the_caller_made(
+    writer: str, database_url: str, look_alike: str
 ) -> None:
-    vault_rows = owner_scalar(database_url, "SELECT count(*) FROM pii_vault")
-    conn = connect(loaded_by_writer)
-    try:
-        with conn.cursor() as cursor, pytest.raises(psycopg2.Error) as refused:
-            cursor.execute(ADD_VAULT, vault_args(tokens, short_by=short_by))
-    finally:
-        conn.close()
-    assert refused.value.pgcode == INVALID_PARAMETER_VALUE
-    assert owner_scalar(database_url, "SELECT count(*) FROM pii_vault") == vault_rows
-
-
-def test_shadowing_objects_and_search_path_steer_neither_function(
-    writer: str, settings: Settings, database_url: str
-) -> None:
-    """Temp tables named like the trigger's transition table and the rollups, first on the
-    search path, with planted rows: the trigger and the fold use only the real tables."""
+    """The writer makes the staging table itself, before loginetl's: the definer function
+    must not read it (a view could call the caller's code with the owner's rights)."""
     conn = connect(writer)
     try:
         with conn.cursor() as cursor:
-            cursor.execute(
-                "CREATE TEMP TABLE new_logins (user_id text, masked_ip text, "
-                "masked_device_id text, sent_at timestamptz)"
-            )
-            cursor.execute("CREATE TEMP TABLE rollup_pending (LIKE pg_temp.new_logins)")
-            cursor.execute("CREATE TEMP TABLE token_stats (pii_field text, token text)")
-            for table in ("new_logins", "rollup_pending"):
+            cursor.execute(LOOK_ALIKES[look_alike])
+            cursor.execute("SELECT public.loginetl_prepare_staging()")
+            code = pgcode_of(conn, "SELECT public.loginetl_move_staged()")
+    finally:
+        conn.close()
+    assert code == INSUFFICIENT_PRIVILEGE
+    assert owner_scalar(database_url, "SELECT count(*) FROM user_logins") == 0
+
+
+def test_shadowing_objects_and_search_path_steer_neither_function(
+    writer: str, database_url: str
+) -> None:
+    """Temp tables named like the real ones, first on the search path, with planted rows:
+    the move and the fold use only the real tables."""
+    conn = connect(writer)
+    try:
+        with conn.cursor() as cursor:
+            for table in ("user_logins", "rollup_pending", "token_users", "token_stats"):
                 cursor.execute(
-                    f"INSERT INTO pg_temp.{table} VALUES ('planted', 'k1:p', 'k1:q', now())"
+                    f"CREATE TEMP TABLE {table} (user_id text, masked_ip text, "
+                    "masked_device_id text, sent_at timestamptz)"
                 )
-            cursor.execute("SET search_path = pg_temp, public")
             cursor.execute(
-                "INSERT INTO public.user_logins (idempotency_key, user_id, device_type, "
-                "masked_ip, masked_device_id, app_version, app_version_raw, sent_at, "
-                "create_date) VALUES ('real', 'u', 'ios', 'k1:a', 'k1:b', 1, '1', now(), "
-                "current_date)"
+                "INSERT INTO pg_temp.rollup_pending VALUES ('planted', 'k1:p', 'k1:q', now())"
             )
+            cursor.execute("SET search_path = pg_temp, public")
+            login = "real\tu\tios\tk1:a\tk1:b\t\\N\t1\t1\t2026-11-25T00:00:00+00:00\t2026-11-25\n"
+            moved = stage_and_move(cursor, logins=login)
             real_pending = owner_scalar(database_url, "SELECT count(*) FROM rollup_pending")
             cursor.execute("SELECT public.loginetl_fold_rollups(100000, true)")
             folded = cursor.fetchone()
             cursor.execute("SELECT count(*) FROM pg_temp.rollup_pending")
             planted_left = cursor.fetchone()
+            cursor.execute("SELECT count(*) FROM pg_temp.user_logins")
+            temp_logins = cursor.fetchone()
     finally:
         conn.close()
-    assert real_pending == 1  # the inserted row, not the planted transition-table row
+    assert moved == [(1,)]
+    assert real_pending == 1
     assert folded == (1,)
     assert planted_left == (1,)  # the fold never touched the caller's look-alike
+    assert temp_logins == (0,)  # nor did the move write to one
     planted = "SELECT count(*) FROM token_users WHERE user_id = 'planted'"
     assert owner_scalar(database_url, planted) == 0
     engine = create_engine(database_url)
