@@ -239,4 +239,11 @@ def excess_for_consumer(directory: Path) -> tuple[str, ...]:
         older = 0  # load_masker reports an unreadable file; this is only a warning
     if older:
         excess.append(f"{older} HMAC key(s) other than the current one")
+    others = sorted(
+        p.name
+        for p in directory.glob("*")
+        if p.is_file() and p.name not in (*CONSUMER_FILES, PRIVATE_FILE)
+    )
+    if others:  # e.g. another signing key: whatever writing does not need
+        excess.append(f"other files ({', '.join(others)})")
     return tuple(excess)

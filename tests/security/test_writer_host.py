@@ -81,11 +81,13 @@ def test_consume_warns_when_its_keys_dir_holds_more_than_it_needs(
     cli_env: dict[str, str], settings: Settings, queues: tuple[str, str], tmp_path: Path
 ) -> None:
     keys.rotate_hmac_key(settings.keys_dir)
+    (settings.keys_dir / "some-signing-private.pem").write_text("not for consumers")
     full = run(cli_env, "consume", "--idle-exit", "1", "--json")
     assert full.exit_code == 0, full.output
     assert EXCESS_WARNING in full.stderr
     assert f"the vault private key ({keys.PRIVATE_FILE})" in full.stderr
     assert "1 HMAC key(s) other than the current one" in full.stderr
+    assert "other files (some-signing-private.pem)" in full.stderr
     assert not any(secret in full.output for secret in secrets_in(settings.keys_dir))
 
     consumer = tmp_path / "consumer"
