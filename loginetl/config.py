@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -103,7 +103,23 @@ class Settings:
     @property
     def safe_database_url(self) -> str:
         """The database URL with any password hidden, for messages and logs."""
-        return make_url(self.database_url).render_as_string(hide_password=True)
+        return _safe_url(self.database_url)
+
+    def __repr__(self) -> str:
+        """Every field, the database URL with its password hidden (str() is the same)."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["database_url"] = _safe_url(self.database_url)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+
+def _safe_url(database_url: str) -> str:
+    """The URL with its password hidden, also one passed as ``?password=``."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        return "<not a database URL>"  # could be anything, a password included
+    query = {k: "***" if k.lower() == "password" else v for k, v in url.query.items()}
+    return url.set(query=query).render_as_string(hide_password=True)
 
 
 def _with_driver(database_url: str) -> str:

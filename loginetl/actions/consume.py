@@ -274,7 +274,12 @@ class Consumer:
             self._finish("error")
             self.stop.set()
         except Exception as error:  # a bug: stop everything rather than spin
-            log.exception("consume worker failed unexpectedly (%s)", type(error).__name__)
+            # The traceback may quote data (an exception's message): only with --debug.
+            log.error(
+                "consume worker failed unexpectedly (%s)",
+                type(error).__name__,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             self._failure = self._failure or LoginetlError(
                 f"consume stopped on an unexpected {type(error).__name__}; rerun with --debug"
             )
@@ -491,6 +496,12 @@ def consume(
     """Check keys, schema and queues, then consume; the CLI's ``consume`` in one call."""
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
+    if excess := keys.excess_for_consumer(settings.keys_dir):
+        log.warning(
+            "the keys directory holds more than consume needs (%s); give consumer hosts "
+            "only the set from: loginetl keys export-consumer --to DIR",
+            "; ".join(excess),
+        )
     server: MetricsServer | None = None
     with db.engine_for(settings.database_url, pool_size=options.workers) as engine:
         migrations.require_head(engine)

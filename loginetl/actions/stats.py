@@ -12,7 +12,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from loginetl.config import Settings
 from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
-from loginetl.errors import LoginetlError, SchemaNotAtHead
+from loginetl.errors import LoginetlError, Refused, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
 from loginetl.services.sqs import QueueDepth, SqsService
@@ -199,7 +199,15 @@ def stats(
                 "the database has no loginetl schema; run: loginetl migrate upgrade"
             )
         with db.translate_errors(engine, "read statistics"):
-            table = table_stats(engine, top=top, since=since)
+            try:
+                table = table_stats(engine, top=top, since=since)
+            except ProgrammingError as error:
+                if getattr(error.orig, "pgcode", None) != db.INSUFFICIENT_PRIVILEGE:
+                    raise
+                raise Refused(  # e.g. the writer role, which may not read tokens back
+                    "this database role may not read the rollups; run stats as a login "
+                    "role in loginetl_analyst"
+                ) from None
     return Stats(
         schema=schema,
         table=table,

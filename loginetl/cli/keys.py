@@ -52,7 +52,7 @@ def rotate(
 ) -> None:
     """Start a new HMAC key id for new tokens; old tokens keep working.
 
-    Restart consumers afterwards so they mask with the new key.
+    Then re-export the consumers' key set and restart them, so they mask with the new key.
 
     Example: loginetl keys rotate
     """
@@ -61,7 +61,36 @@ def rotate(
     stdout.print(
         inert(
             f"new tokens now use {result.current} (was {result.previous}); old tokens still "
-            "unmask. Restart consume so it picks up the new key."
+            "unmask. Re-export the consumers' keys (loginetl keys export-consumer --to DIR), "
+            "replace theirs with it, and restart consume."
+        )
+    )
+
+
+@app.command("export-consumer")
+def export_consumer(
+    ctx: typer.Context,
+    to: Annotated[
+        Path, typer.Option("--to", help="An empty directory for the consumer's key set.")
+    ],
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The full keys directory (default: LOGINETL_KEYS_DIR)."),
+    ] = None,
+) -> None:
+    """Write only what consume needs: the current HMAC key and the vault public key.
+
+    Files 0600; never overwrites. Older HMAC keys and the private key stay with privacy
+    staff. Run it again after keys rotate.
+
+    Example: loginetl keys export-consumer --to ./consumer-keys
+    """
+    source = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    result = keys.export_consumer_keys(source, to.expanduser().absolute())
+    stdout.print(
+        inert(
+            f"wrote {', '.join(result.files)} to {result.directory} (HMAC key "
+            f"{result.hmac_key_id} only); give consumer hosts this directory, not {source}"
         )
     )
 

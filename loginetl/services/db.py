@@ -18,7 +18,7 @@ from loginetl.errors import ConfigError, ServiceUnavailable
 from loginetl.services import failpoints
 
 _NO_SUCH_DATABASE = "3D000"
-_INSUFFICIENT_PRIVILEGE = "42501"
+INSUFFICIENT_PRIVILEGE = "42501"
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -102,7 +102,7 @@ def ensure_database(database_url: str) -> bool:
             conn.execute(text(f"CREATE DATABASE {quoted}"))
             return True
     except ProgrammingError as error:
-        if getattr(error.orig, "pgcode", None) == _INSUFFICIENT_PRIVILEGE:
+        if getattr(error.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE:
             raise ConfigError(
                 f"database {url.database!r} does not exist and this role may not create it; "
                 "ask a DBA to create it, then run loginetl migrate upgrade"
@@ -128,85 +128,19 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
 
 # The batch write: COPY into two session-local staging tables, then one statement moves
 # them into place. COPY is parsed by the server as plain rows, where an INSERT of 1,000
-# VALUES tuples costs the client and the server several times more (docs/performance.md,
-# "Where the time goes"). ON COMMIT DELETE ROWS empties them at every commit; IF NOT EXISTS makes
-# each transaction self-sufficient, so a transaction-pooling proxy in between is fine.
-_STAGING_TABLES = """
-    SET LOCAL client_min_messages = warning;
-    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_vault (
-        token varchar(80), pii_field varchar(16), recipient varchar(32),
-        ephemeral_public_key bytea, nonce bytea, ciphertext bytea
-    ) ON COMMIT DELETE ROWS;
-    CREATE TEMP TABLE IF NOT EXISTS loginetl_staged_logins (
-        idempotency_key text, user_id varchar(128), device_type varchar(32),
-        masked_ip varchar(80), masked_device_id varchar(80), locale varchar(32),
-        app_version integer, app_version_raw varchar(16), sent_at timestamptz, create_date date
-    ) ON COMMIT DELETE ROWS;
-"""
-# Rows whose key is present are skipped (redelivery, replay); only new rows reach
-# rollup_pending. Inserts run in sorted key order, and every writer runs the same plan,
-# so concurrent writers take their locks in one order and cannot deadlock each other.
-# The vault insert names no conflict target: that needs SELECT on it, which the writer
-# lacks. The partition key is part of the primary key; see migration 0004.
-_MOVE_STAGED = """
-    WITH vault AS (
-        INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
-        SELECT token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext
-        FROM loginetl_staged_vault ORDER BY token
-        ON CONFLICT DO NOTHING
-    ), new AS (
-        INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip,
-                                 masked_device_id, locale, app_version, app_version_raw,
-                                 sent_at, create_date)
-        SELECT idempotency_key, user_id, device_type, masked_ip, masked_device_id, locale,
-               app_version, app_version_raw, sent_at, create_date
-        FROM loginetl_staged_logins ORDER BY idempotency_key, create_date
-        ON CONFLICT (idempotency_key, create_date) DO NOTHING
-        RETURNING user_id, masked_ip, masked_device_id, sent_at
-    ), pending AS (
-        INSERT INTO rollup_pending (user_id, masked_ip, masked_device_id, sent_at)
-        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new
-    )
-    SELECT count(*) FROM new
-"""
-# The fold: take up to :limit pending rows (deleting them) and add them to the rollups in
-# one statement. A (token, user) pair the pair insert did not skip is a new user of that
-# token. One folder at a time (an advisory lock), so pair inserts never race each other.
-_FOLD_LOCK = "SELECT pg_{mode}advisory_xact_lock(hashtext('loginetl.rollups'))"
-_FOLD = """
-    WITH new AS (
-        DELETE FROM rollup_pending
-        WHERE ctid = ANY (ARRAY(SELECT ctid FROM rollup_pending LIMIT :limit))
-        RETURNING user_id, masked_ip, masked_device_id, sent_at
-    ), new_tokens AS (
-        SELECT 'ip'::varchar AS pii_field, masked_ip AS token, user_id FROM new
-        UNION ALL
-        SELECT 'device_id', masked_device_id, user_id FROM new
-    ), pairs AS (
-        INSERT INTO token_users (pii_field, token, user_id)
-        SELECT DISTINCT pii_field, token, user_id FROM new_tokens ORDER BY 1, 2, 3
-        ON CONFLICT DO NOTHING
-        RETURNING pii_field, token
-    ), tokens AS (
-        INSERT INTO token_stats AS t (pii_field, token, users, logins)
-        SELECT logins.pii_field, logins.token, coalesce(added.users, 0), logins.n
-        FROM (SELECT pii_field, token, count(*) AS n FROM new_tokens GROUP BY 1, 2) logins
-        LEFT JOIN (SELECT pii_field, token, count(*) AS users FROM pairs GROUP BY 1, 2) added
-            USING (pii_field, token)
-        ORDER BY 1, 2
-        ON CONFLICT (pii_field, token) DO UPDATE
-        SET users = t.users + excluded.users, logins = t.logins + excluded.logins
-    ), users AS (
-        INSERT INTO user_stats AS u (user_id, logins, first_login, last_login)
-        SELECT user_id, count(*), min(sent_at), max(sent_at) FROM new
-        GROUP BY user_id ORDER BY user_id
-        ON CONFLICT (user_id) DO UPDATE
-        SET logins = u.logins + excluded.logins,
-            first_login = least(u.first_login, excluded.first_login),
-            last_login = greatest(u.last_login, excluded.last_login)
-    )
-    SELECT count(*) FROM new
-"""
+# VALUES tuples costs the client and the server several times more (docs/performance.md).
+# The writer may not read tokens back, nor learn which vault tokens already existed
+# (migration 0008): SECURITY DEFINER functions make the staging tables (temporary, ON
+# COMMIT DELETE ROWS; the writer may only insert into them) and move the rows, vault
+# entries and rollup_pending entries, returning only how many rows were new. Preparing in
+# every transaction keeps each one self-sufficient, so a transaction-pooling proxy in
+# between is fine.
+_PREPARE_STAGING = "SELECT public.loginetl_prepare_staging()"
+_MOVE_STAGED = "SELECT public.loginetl_move_staged()"
+# The fold (migration 0008's SECURITY DEFINER function, so the writer needs no right on
+# the rollups): take up to :limit pending rows, deleting them, and add them to the
+# rollups, under an advisory lock; NULL when another session holds it and :wait is false.
+_FOLD = "SELECT public.loginetl_fold_rollups(:limit, :wait)"
 FOLD_CHUNK = 50_000  # rows per fold transaction: bounds its memory and lock time
 
 # COPY's text format: tab-separated, \N for NULL, backslash escapes for the four
@@ -275,9 +209,11 @@ def write_batch(
     with engine.begin() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.execute(_STAGING_TABLES)
-            cursor.copy_expert("COPY loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries))
-            cursor.copy_expert("COPY loginetl_staged_logins FROM STDIN", _copy_rows(rows))
+            cursor.execute(_PREPARE_STAGING)
+            cursor.copy_expert(
+                "COPY pg_temp.loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries)
+            )
+            cursor.copy_expert("COPY pg_temp.loginetl_staged_logins FROM STDIN", _copy_rows(rows))
             cursor.execute(_MOVE_STAGED)
             inserted = cursor.fetchone()[0]  # type: ignore[index]  # count(*): always a row
             failpoints.hit("crash_before_commit")
@@ -297,12 +233,11 @@ def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK)
     folded = 0
     while True:
         with engine.begin() as conn:
-            locked = conn.execute(text(_FOLD_LOCK.format(mode="" if wait else "try_"))).scalar()
-            if locked is False:
-                return None if folded == 0 else folded
-            done = int(conn.execute(text(_FOLD), {"limit": limit}).scalar_one())
-            failpoints.hit("crash_in_fold", when=done > 0)
-        folded += done
+            done = conn.execute(text(_FOLD), {"limit": limit, "wait": wait}).scalar()
+            failpoints.hit("crash_in_fold", when=bool(done))
+        if done is None:
+            return None if folded == 0 else folded
+        folded += int(done)
         if done < limit:
             return folded
 

@@ -7,8 +7,10 @@ Layout of a keys directory, every file 0600:
   audit-signing-private.pem  Ed25519: loginetl signs audit chain heads with it (privacy staff)
   audit-signing-public.pem   Ed25519: ``audit verify`` checks those signatures with it
 
-``consume`` needs the first two; give the rest only to privacy staff (auditors need only
-the audit-signing public key). The database owner must never hold the signing key.
+``consume`` needs the first two, and of the HMAC keys only the current one: older keys,
+the private key and the audit-signing private key live with privacy staff (auditors need only
+the audit-signing public key; the database owner must never hold the signing key).
+``export_consumer_keys`` writes the consumer's subset.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ PUBLIC_FILE = "vault-public.pem"
 PRIVATE_FILE = "vault-private.pem"
 AUDIT_PRIVATE_FILE = "audit-signing-private.pem"
 AUDIT_PUBLIC_FILE = "audit-signing-public.pem"
+# What a consumer host gets from ``keys export-consumer``: the HMAC file trimmed to its
+# current key, then every other file here copied as it is. Only what writing needs.
+CONSUMER_FILES: tuple[str, ...] = (HMAC_FILE, PUBLIC_FILE)
 
 
 @dataclass(frozen=True)
@@ -237,3 +242,72 @@ def load_audit_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyMaterialError(f"{path} is not an Ed25519 public key")
     return key
+
+
+@dataclass(frozen=True)
+class ConsumerKeysExported:
+    """What ``keys export-consumer`` wrote."""
+
+    directory: Path
+    files: tuple[str, ...]
+    hmac_key_id: str
+
+
+def export_consumer_keys(source: Path, target: Path) -> ConsumerKeysExported:
+    """Write the consumer's key set (CONSUMER_FILES, HMAC trimmed to the current key) to target.
+
+    A consumer host holding older HMAC keys or the private key would widen what a
+    compromise of it reveals. Never overwrites: every file is created exclusively, 0600.
+    """
+    masker = load_masker(source)  # validates the file and its permissions
+    contents = {
+        HMAC_FILE: json.dumps(
+            {
+                "current": masker.key_id,
+                "keys": {masker.key_id: base64.b64encode(masker.key).decode()},
+            },
+            indent=2,
+        ).encode()
+    }
+    for name in CONSUMER_FILES:
+        if name not in contents:
+            contents[name] = _read_secret(source / name, f"the key file {name}", _INIT_HINT)
+    present = [
+        n
+        for n in (*CONSUMER_FILES, PRIVATE_FILE)
+        if (target / n).exists() or (target / n).is_symlink()
+    ]
+    if present:
+        raise KeyMaterialError(
+            f"{target} already holds {', '.join(present)}; refusing to overwrite; "
+            "export to an empty directory"
+        )
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name in CONSUMER_FILES:
+        _write_secret(target / name, contents[name])
+    return ConsumerKeysExported(target, CONSUMER_FILES, masker.key_id)
+
+
+def excess_for_consumer(directory: Path) -> tuple[str, ...]:
+    """What in a consumer's keys directory it does not need (file names and counts only).
+
+    Empty for a set written by ``export_consumer_keys``.
+    """
+    excess: list[str] = []
+    if (directory / PRIVATE_FILE).exists():
+        excess.append(f"the vault private key ({PRIVATE_FILE})")
+    try:
+        document = json.loads((directory / HMAC_FILE).read_bytes())
+        older = len(set(document["keys"]) - {document["current"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        older = 0  # load_masker reports an unreadable file; this is only a warning
+    if older:
+        excess.append(f"{older} HMAC key(s) other than the current one")
+    others = sorted(
+        p.name
+        for p in directory.glob("*")
+        if p.is_file() and p.name not in (*CONSUMER_FILES, PRIVATE_FILE)
+    )
+    if others:  # e.g. another signing key: whatever writing does not need
+        excess.append(f"other files ({', '.join(others)})")
+    return tuple(excess)

@@ -57,3 +57,20 @@ def test_safe_url_hides_the_password() -> None:
 def test_bare_postgresql_url_uses_the_shipped_driver(scheme: str) -> None:
     s = Settings.load(environ={"LOGINETL_DATABASE_URL": f"{scheme}://u:p%40ss@h:5432/db"})
     assert s.database_url == "postgresql+psycopg2://u:p%40ss@h:5432/db"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app:s3cret-pw@db.example:5432/loginetl",
+        "postgresql://app@db.example:5432/loginetl?password=s3cret-pw&sslmode=require",
+    ],
+)
+def test_repr_and_str_never_show_the_database_password(url: str) -> None:
+    settings = Settings.load(environ={}, database_url=url)
+    assert settings.database_url.count("s3cret-pw") == 1  # still there for connecting
+    for shown in (repr(settings), str(settings), f"{settings}", repr([settings])):
+        assert "s3cret-pw" not in shown
+        assert "db.example:5432/loginetl" in shown
+        assert "login-queue" in shown
+    assert "s3cret-pw" not in settings.safe_database_url
