@@ -22,7 +22,7 @@ from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage, prepare_batch
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.services import db, keys, migrations
-from tests.conftest import SHARED_SAMPLE
+from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import consume_json, count_rows
 from tests.rollups import rollups_exact
 
@@ -314,10 +314,8 @@ def test_consume_as_the_writer_loads_the_public_sample_exactly(
     queues: tuple[str, str],
     writer: str,
 ) -> None:
-    if not SHARED_SAMPLE.exists():
-        pytest.skip("the shared sample is not present on this machine")
     seeded = CliRunner().invoke(
-        app, ["seed", "--from-file", str(SHARED_SAMPLE), "--json"], env=cli_env
+        app, ["seed", "--from-file", str(PUBLIC_SAMPLE), "--json"], env=cli_env
     )
     assert seeded.exit_code == 0, seeded.output
     summary = consume_json({**cli_env, "LOGINETL_DATABASE_URL": writer})
