@@ -23,7 +23,9 @@ def init(
         typer.Option("--dir", help="Where to create the keys (default: LOGINETL_KEYS_DIR)."),
     ] = None,
 ) -> None:
-    """Create the HMAC key and the vault key pair (files 0600); never overwrites.
+    """Create the HMAC key, vault key pair and attribute key (files 0600); never overwrites.
+
+    Run on a keys directory from an older loginetl, it adds the attribute key file only.
 
     Example: loginetl keys init --dir /etc/loginetl/keys
     """
@@ -34,7 +36,8 @@ def init(
         return
     stdout.print(f"created {', '.join(result.created)} in {target}")
     stdout.print(
-        f"consume needs {keys.HMAC_FILE} and {keys.PUBLIC_FILE}; move {keys.PRIVATE_FILE} "
+        f"consume needs {keys.HMAC_FILE}, {keys.PUBLIC_FILE} and {keys.ATTRIBUTE_FILE}; "
+        f"move {keys.PRIVATE_FILE} "
         "to the privacy team's machine and keep it off consumer hosts"
     )
 

@@ -4,8 +4,12 @@ Layout of a keys directory, every file 0600:
   hmac-keys.json      {"current": "k1", "keys": {"k1": "<base64 32 bytes>"}}
   vault-public.pem    X25519 public key: consume seals to it
   vault-private.pem   X25519 private key: only the unmasker's copy has it
+  attribute-keys.json {"current": "a1", "keys": {"a1": "<base64 32 bytes>"}}: signs the
+                      loginetl-* message attributes (core/attributes.py)
 
-``consume`` needs the first two; give the third only to privacy staff.
+``consume`` needs the first two and the fourth (so does ``replay-dlq``); give the third
+only to privacy staff. The attribute keys rotate on their own schedule, apart from the
+masking keys, so a DLQ message signed before a masking-key rotation still verifies.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from loginetl.core.attributes import ATTRIBUTE_KEY_ID, AttributeKeys
 from loginetl.core.masking import KEY_ID_PATTERN, MIN_KEY_BYTES, Masker
 from loginetl.errors import KeyMaterialError
 
 HMAC_FILE = "hmac-keys.json"
 PUBLIC_FILE = "vault-public.pem"
 PRIVATE_FILE = "vault-private.pem"
+ATTRIBUTE_FILE = "attribute-keys.json"
 
 
 @dataclass(frozen=True)
@@ -45,12 +51,24 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _new_attribute_keys() -> bytes:
+    document = {"current": "a1", "keys": {"a1": base64.b64encode(os.urandom(32)).decode()}}
+    return json.dumps(document, indent=2).encode()
+
+
 def init_keys(directory: Path) -> KeysCreated:
-    """Create an HMAC key and a vault key pair in ``directory``; idempotent when complete."""
+    """Create an HMAC key, a vault key pair and an attribute key; idempotent when complete.
+
+    A directory made by an older loginetl (the first three files) gains the attribute key
+    file alone; the other files are not touched.
+    """
     names = (HMAC_FILE, PUBLIC_FILE, PRIVATE_FILE)
     present = [n for n in names if (directory / n).exists()]
     if len(present) == len(names):
-        return KeysCreated(directory, (), already_present=True)
+        if (directory / ATTRIBUTE_FILE).exists():
+            return KeysCreated(directory, (), already_present=True)
+        _write_secret(directory / ATTRIBUTE_FILE, _new_attribute_keys())
+        return KeysCreated(directory, (ATTRIBUTE_FILE,), already_present=False)
     if present:
         raise KeyMaterialError(
             f"{directory} holds only some key files ({', '.join(present)}); refusing to "
@@ -74,7 +92,9 @@ def init_keys(directory: Path) -> KeysCreated:
             serialization.NoEncryption(),
         ),
     )
-    return KeysCreated(directory, names, already_present=False)
+    if not (directory / ATTRIBUTE_FILE).exists():
+        _write_secret(directory / ATTRIBUTE_FILE, _new_attribute_keys())
+    return KeysCreated(directory, (*names, ATTRIBUTE_FILE), already_present=False)
 
 
 def _read_secret(path: Path, what: str, hint: str) -> bytes:
@@ -110,6 +130,51 @@ def load_masker(directory: Path) -> Masker:
     if len(key) < MIN_KEY_BYTES:
         raise KeyMaterialError(f"the HMAC key {key_id} in {path} is shorter than 32 bytes")
     return Masker(key_id=key_id, key=key)
+
+
+def load_attribute_keys(directory: Path) -> AttributeKeys:
+    """Load every attribute key (verification accepts any; signing uses the current one)."""
+    path = directory / ATTRIBUTE_FILE
+    raw = _read_secret(
+        path,
+        "the attribute key file",
+        "add it with: loginetl keys init --dir DIR (the other key files are left alone)",
+    )
+    try:
+        document = json.loads(raw)
+        current = document["current"]
+        loaded = {
+            key_id: base64.b64decode(value, validate=True)
+            for key_id, value in document["keys"].items()
+        }
+        if not isinstance(current, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise KeyMaterialError(f"the attribute key file at {path} is malformed") from None
+    for key_id, key in loaded.items():
+        if not ATTRIBUTE_KEY_ID.fullmatch(key_id) or len(key) < MIN_KEY_BYTES:
+            raise KeyMaterialError(
+                f"the attribute key file at {path} holds an invalid key id or a key shorter "
+                "than 32 bytes"
+            )
+    if current not in loaded:
+        raise KeyMaterialError(f"the attribute key file at {path} names a missing current key")
+    return AttributeKeys(current=current, keys=loaded)
+
+
+def rotate_attribute_key(directory: Path) -> Rotated:
+    """Add a new attribute key and sign with it; old keys stay, so old DLQ messages verify."""
+    path = directory / ATTRIBUTE_FILE
+    previous = load_attribute_keys(directory)
+    document = json.loads(path.read_bytes())
+    new_id = f"a{max((int(k[1:]) for k in previous.keys), default=0) + 1}"
+    document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
+    document["current"] = new_id
+    staged = path.with_suffix(".json.new")
+    staged.unlink(missing_ok=True)
+    _write_secret(staged, json.dumps(document, indent=2).encode())
+    os.replace(staged, path)
+    return Rotated(previous=previous.current, current=new_id, path=path)
 
 
 def load_public_key(directory: Path) -> X25519PublicKey:

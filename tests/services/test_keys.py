@@ -15,7 +15,12 @@ from loginetl.services import keys
 
 def test_init_creates_private_files_and_a_working_pair(tmp_path: Path) -> None:
     created = keys.init_keys(tmp_path / "k")
-    assert set(created.created) == {keys.HMAC_FILE, keys.PUBLIC_FILE, keys.PRIVATE_FILE}
+    assert set(created.created) == {
+        keys.HMAC_FILE,
+        keys.PUBLIC_FILE,
+        keys.PRIVATE_FILE,
+        keys.ATTRIBUTE_FILE,
+    }
     for name in created.created:
         assert stat.S_IMODE((tmp_path / "k" / name).stat().st_mode) == 0o600
     masker = keys.load_masker(tmp_path / "k")
