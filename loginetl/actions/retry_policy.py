@@ -19,7 +19,7 @@ CAP_SECONDS = 10.0
 
 def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
     """Equal jitter: half of min(cap, base * 2**attempt), plus up to that half again."""
-    ceiling = min(CAP_SECONDS, BASE_SECONDS * 2 ** min(max(attempt, 0), 10))
+    ceiling = min(CAP_SECONDS, BASE_SECONDS * 2.0 ** min(max(attempt, 0), 10))
     return ceiling / 2 + float((rng or random).uniform(0, ceiling / 2))
 
 
