@@ -100,14 +100,19 @@ def sign(attributes: Mapping[str, str], body: str, keys: AttributeKeys) -> dict[
     return signed
 
 
+def _millis(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 def _in_range(name: str, value: str, now: datetime) -> bool:
     if name == ATTR_ORIGINAL_MESSAGE_ID:
         return _MESSAGE_ID.fullmatch(value) is not None
     if name == ATTR_ORIGINAL_SENT_AT:
         if not _MILLIS.fullmatch(value):
             return False
-        at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(value))
-        return now - MAX_AGE <= at <= now + MAX_CLOCK_SKEW
+        # Compared as integers: a datetime for 15 digits of milliseconds overflows.
+        earliest, latest = now - MAX_AGE, now + MAX_CLOCK_SKEW
+        return _millis(earliest) <= int(value) <= _millis(latest)
     if name == ATTR_FIRST_SEEN:
         if len(value) > _ISO_MAX:
             return False
