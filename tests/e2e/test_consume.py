@@ -16,9 +16,9 @@ from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys, sign
 from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepare_batch
-from loginetl.services.keys import load_attribute_keys
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSealer
 from loginetl.services import db, keys
+from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import SHARED_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
