@@ -57,7 +57,8 @@ def test_fatal(code: str) -> None:
 )
 def test_permanent_sqs_errors_name_the_fix(code: str, needle: str) -> None:
     fix = permanent_sqs_fix(code, "sqs:ReceiveMessage")
-    assert fix is not None and needle in fix
+    assert fix is not None
+    assert needle in fix
 
 
 @pytest.mark.parametrize("code", ["ThrottlingException", "ServiceUnavailable", "InternalError", ""])
@@ -68,6 +69,8 @@ def test_retryable_sqs_errors_are_not_permanent(code: str) -> None:
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     rng = random.Random(7)
     first = [backoff_seconds(1, rng) for _ in range(200)]
-    assert min(first) >= 0.5 and max(first) <= 1.0 and len(set(first)) > 150  # jittered
+    assert min(first) >= 0.5
+    assert max(first) <= 1.0
+    assert len(set(first)) > 150
     assert all(2.0 <= backoff_seconds(3, rng) <= 4.0 for _ in range(100))
     assert all(CAP_SECONDS / 2 <= backoff_seconds(40, rng) <= CAP_SECONDS for _ in range(100))
