@@ -377,6 +377,10 @@ class Consumer:
                     # Received after the stop request: not ours to finish; hand them back now.
                     self._release(messages)
                     break
+                # A frozen worker (the fault suite's stall) cannot heartbeat: stall before the hold.
+                failpoints.hit(
+                    "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
+                )
                 self._handle(messages, received_at)
             finally:
                 self._tally.add(in_flight=-len(messages))
@@ -515,7 +519,6 @@ class Consumer:
         """Write the rows; return the messages now safe to delete and those refused as data."""
         if not batch.rows:
             return [], []
-        failpoints.hit("sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages))
         vault = {e.token: e for e in batch.vault_entries}
         refused: dict[str, Rejection] = {}
         inserted = self._write_isolating(batch.rows, vault, messages, refused)
