@@ -265,7 +265,7 @@ def test_create_queues_lets_consume_start_on_a_fresh_endpoint(
     assert depth.max_receive_count == 5
 
 
-def test_consume_needs_only_the_hmac_key_and_the_public_key(
+def test_consume_needs_no_private_key(
     cli_env: dict[str, str],
     settings: Settings,
     publish: Publish,
