@@ -66,7 +66,7 @@ def test_forged_and_out_of_range_attributes_mixed_into_a_large_batch(
         {ATTR_ORIGINAL_SENT_AT: "-1"},
         {ATTR_ORIGINAL_MESSAGE_ID: "one-id-for-all"},  # would collapse them into one row
         {ATTR_REPLAYS: "9" * 40},
-        {ATTR_REASON: "\x1b]8;;x\x07", ATTR_DETAIL: "d" * 5000},
+        {ATTR_REASON: "Not A Reason <b>", ATTR_DETAIL: "d" * 5000},
     ]
     outbound = [OutboundMessage(b) for b in valid[:1500]]
     for i, body in enumerate(valid[1500:]):
