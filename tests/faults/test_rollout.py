@@ -272,10 +272,13 @@ def test_an_sqs_endpoint_that_answers_access_denied(
     publish(sqs, fault_queues[0], bodies)
     started = time.monotonic()
     # --follow rides out outages forever: a denial is not one, so it must still stop.
-    code, _, err = finish(
-        consume_process(env_for(settings, AWS_ENDPOINT_URL=denying_proxy.url), "--follow"),
-        timeout=60,
-    )
+    denied = consume_process(env_for(settings, AWS_ENDPOINT_URL=denying_proxy.url), "--follow")
+    try:
+        code, _, err = finish(denied, timeout=60)
+    finally:
+        if denied.poll() is None:  # it took the denial for an outage: stop it for the report
+            denied.kill()
+            denied.wait()
     elapsed = time.monotonic() - started
     assert code == 2, err
     assert elapsed < 20
