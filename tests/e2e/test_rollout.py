@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from loginetl.actions.consume import ConsumeOptions, Consumer
 from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.attributes import (
@@ -21,6 +22,8 @@ from loginetl.core.attributes import (
     verify,
 )
 from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON
+from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
+from loginetl.services import db, keys
 from loginetl.services.keys import load_attribute_keys
 from loginetl.services.migrations import COMPAT_TABLE
 from loginetl.services.sqs import OutboundMessage, SqsService
@@ -172,3 +175,43 @@ def test_consume_refuses_a_schema_ahead_that_does_not(
     result = runner.invoke(app, ["consume", "--idle-exit", "1"], env=cli_env)
     assert result.exit_code == 2
     assert "0042 does not declare itself compatible" in result.output
+
+
+class _SealerWithABug(VaultSealer):
+    """Fails a whole seal call when one value is in it, as a bug in a dependency might."""
+
+    def seal(self, entries: Iterable[PlainVaultEntry]) -> list[SealedVaultEntry]:
+        entries = list(entries)
+        if any(e.plaintext == "dev-trips-the-bug" for e in entries):
+            raise ValueError("bug")
+        return super().seal(entries)
+
+
+def test_an_unexpected_error_preparing_a_batch_dead_letters_only_the_message_at_fault(
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    publish: Publish,
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    bodies = valid_bodies(25, 14)
+    culprit = json.loads(bodies[0]) | {"device_id": "dev-trips-the-bug", "user_id": "culprit"}
+    publish([*bodies[1:], json.dumps(culprit)])
+    engine = db.make_engine(settings.database_url, pool_size=2)
+    try:
+        summary = Consumer(
+            sqs=sqs,
+            engine=engine,
+            masker=keys.load_masker(settings.keys_dir),
+            sealer=_SealerWithABug(keys.load_public_key(settings.keys_dir)),
+            attribute_keys=keys.load_attribute_keys(settings.keys_dir),
+            queue_url=queues[0],
+            dlq_url=queues[1],
+            options=ConsumeOptions(workers=1, idle_exit_seconds=1),
+        ).run()
+    finally:
+        engine.dispose()
+    assert (summary.loaded, summary.dead_lettered_by_reason) == (24, {"preparation_failed": 1})
+    (dead,) = drain(sqs, queues[1])
+    assert json.loads(dead.body)["user_id"] == "culprit"
+    assert dead.attributes[ATTR_DETAIL] == "ValueError"
