@@ -452,6 +452,10 @@ class Consumer:
             hold.release()
             self._release(messages)
             raise
+        except ConfigError as error:  # e.g. SendMessage to the DLQ denied: no retry cures it
+            hold.release()
+            self._release(messages)
+            raise _Fatal(error) from None
         except BaseException:
             hold.release()
             raise
