@@ -164,17 +164,10 @@ def load_attribute_keys(directory: Path) -> AttributeKeys:
 
 def rotate_attribute_key(directory: Path) -> Rotated:
     """Add a new attribute key and sign with it; old keys stay, so old DLQ messages verify."""
-    path = directory / ATTRIBUTE_FILE
-    previous = load_attribute_keys(directory)
-    document = json.loads(path.read_bytes())
+    previous = load_attribute_keys(directory)  # validates the file and its permissions
     new_id = f"a{max((int(k[1:]) for k in previous.keys), default=0) + 1}"
-    document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
-    document["current"] = new_id
-    staged = path.with_suffix(".json.new")
-    staged.unlink(missing_ok=True)
-    _write_secret(staged, json.dumps(document, indent=2).encode())
-    os.replace(staged, path)
-    return Rotated(previous=previous.current, current=new_id, path=path)
+    _add_current_key(directory / ATTRIBUTE_FILE, new_id)
+    return Rotated(previous=previous.current, current=new_id, path=directory / ATTRIBUTE_FILE)
 
 
 def load_public_key(directory: Path) -> X25519PublicKey:
@@ -222,13 +215,19 @@ def rotate_hmac_key(directory: Path) -> Rotated:
     document = json.loads(path.read_bytes())
     numbers = [int(k[1:]) for k in document["keys"] if KEY_ID_PATTERN.fullmatch(k)]
     new_id = f"k{max(numbers, default=0) + 1}"
+    _add_current_key(path, new_id)
+    return Rotated(previous=masker.key_id, current=new_id, path=path)
+
+
+def _add_current_key(path: Path, new_id: str) -> None:
+    """Add a random 32-byte key ``new_id`` to a key file and make it current."""
+    document = json.loads(path.read_bytes())
     document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
     document["current"] = new_id
     staged = path.with_suffix(".json.new")
     staged.unlink(missing_ok=True)
     _write_secret(staged, json.dumps(document, indent=2).encode())
     os.replace(staged, path)  # atomic: readers see the old file or the new one
-    return Rotated(previous=masker.key_id, current=new_id, path=path)
 
 
 def load_maskers(directory: Path) -> dict[str, Masker]:

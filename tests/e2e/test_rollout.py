@@ -4,8 +4,7 @@ re-sign, the database encoding and a schema ahead of the code."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 import pytest
@@ -27,7 +26,6 @@ from loginetl.services import db, keys
 from loginetl.services.keys import load_attribute_keys
 from loginetl.services.migrations import COMPAT_TABLE
 from loginetl.services.sqs import OutboundMessage, SqsService
-from tests.conftest import _admin_engine, _base_url, _drop
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
 
 runner = CliRunner()
@@ -119,21 +117,8 @@ def test_replay_re_signs_and_drops_identity_an_old_or_forged_dlq_message_claims(
 
 
 @pytest.fixture
-def sql_ascii_env(cli_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    name = f"loginetl_ascii_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
-                "TEMPLATE template0"
-            )
-        )
-    try:
-        yield {**cli_env, "LOGINETL_DATABASE_URL": f"{_base_url()}/{name}"}
-    finally:
-        _drop(admin, name)
-        admin.dispose()
+def sql_ascii_env(cli_env: dict[str, str], sql_ascii_url: str) -> dict[str, str]:
+    return {**cli_env, "LOGINETL_DATABASE_URL": sql_ascii_url}
 
 
 def test_consume_refuses_a_non_utf8_database(

@@ -30,6 +30,7 @@ from loginetl.core.attributes import (
 )
 from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON
 from loginetl.services.sqs import OutboundMessage, SqsService
+from tests.e2e.conftest import count_rows
 from tests.faults.conftest import (
     account,
     consume_process,
@@ -40,15 +41,6 @@ from tests.faults.conftest import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def rows(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(text("SELECT count(*) FROM user_logins")).scalar_one())
-    finally:
-        engine.dispose()
 
 
 def publish(sqs: SqsService, url: str, bodies: list[str]) -> None:
@@ -154,13 +146,15 @@ def test_a_lock_longer_than_the_statement_timeout_while_following(
     )
     engine = create_engine(settings.database_url)
     try:
-        wait_until(lambda: rows(settings.database_url) == 300, what="first rows")
+        wait_until(lambda: count_rows(settings.database_url) == 300, what="first rows")
         with engine.begin() as conn:  # what a migration does: ACCESS EXCLUSIVE, for 8 s
             conn.execute(text("LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE"))
             publish(sqs, fault_queues[0], bodies[300:])
             time.sleep(8)  # > 1 s statement timeout, > 4 s visibility timeout
             assert worker.poll() is None, "consume must ride out the lock"
-        wait_until(lambda: rows(settings.database_url) == len(users), timeout=120, what="rows")
+        wait_until(
+            lambda: count_rows(settings.database_url) == len(users), timeout=120, what="rows"
+        )
     finally:
         engine.dispose()
         worker.send_signal(signal.SIGTERM)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -15,7 +14,6 @@ from sqlalchemy import Engine, create_engine, text
 from loginetl.errors import ConfigError, SchemaNotAtHead
 from loginetl.services import db, keys, migrations
 from loginetl.services.sqs import SqsService
-from tests.conftest import _admin_engine, _base_url, _drop
 
 
 def _raw_error(engine: Engine, *statements: str) -> psycopg2.Error:
@@ -75,24 +73,6 @@ def test_ensure_database_creates_utf8(empty_database_url: str) -> None:
         db.require_utf8(engine)
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def sql_ascii_url() -> Iterator[str]:
-    name = f"loginetl_ascii_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
-                "TEMPLATE template0"
-            )
-        )
-    try:
-        yield f"{_base_url()}/{name}"
-    finally:
-        _drop(admin, name)
-        admin.dispose()
 
 
 def test_a_non_utf8_database_is_refused_with_a_sentence(sql_ascii_url: str) -> None:
