@@ -25,22 +25,21 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from loginetl.actions.acknowledge import Acknowledger
-from loginetl.actions.retry_policy import GiveUp, Outage, backoff_seconds
+from loginetl.actions.load import Loader
+from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys, verify
 from loginetl.core.batch import (
     PREPARATION_FAILED,
-    REJECTED_BY_DATABASE,
     InboundMessage,
-    LoginRow,
     PreparedBatch,
     RejectedMessage,
     prepare_batch,
 )
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, Rejection, body_bytes
-from loginetl.core.vault_crypto import SealedVaultEntry, VaultSealer
+from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
 from loginetl.services.metrics import MetricsServer
@@ -48,7 +47,6 @@ from loginetl.services.sqs import MAX_BATCH, SqsService
 
 log = logging.getLogger("loginetl.consume")
 
-_VAULT_CACHE_LIMIT = 20_000  # tokens known committed; bounded so memory stays flat
 _PARTITION_CHECK_SECONDS = 3600.0
 _FOLD_SECONDS = 1.0  # how stale the stats rollups may get while consume runs
 _FOLD_RETRY_SECONDS = 10.0  # after a failed fold (e.g. the database is down)
@@ -172,28 +170,13 @@ class _Quota:
         return self._left is not None and self._left <= 0
 
 
-class _Fatal(Exception):
-    """Stop every worker: the wrapped error must reach the operator."""
-
-    def __init__(self, error: LoginetlError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _RowsRejected(Exception):
-    """The database (or the write path) refused these rows as data: split to find them."""
-
-    def __init__(self, rejection: Rejection) -> None:
-        super().__init__(rejection.detail)
-        self.rejection = rejection
-
-
 class Consumer:
     """Orchestrates worker threads that each receive, load and acknowledge batches.
 
     Policies live in their own modules: error classes (core/error_classes.py), back-off
-    (retry_policy.py), the visibility heartbeat (visibility.py), dead-lettering, deletes
-    and releases (acknowledge.py), attribute verification (core/attributes.py).
+    (retry_policy.py), the write with its retries and bisection (load.py), the visibility
+    heartbeat (visibility.py), dead-lettering, deletes and releases (acknowledge.py),
+    attribute verification (core/attributes.py).
     """
 
     def __init__(
@@ -221,12 +204,17 @@ class Consumer:
         self._tally = _Tally()
         self._quota = _Quota(options.max_messages)
         self._last_activity = self._last_handled = self._started = time.monotonic()
-        self._vault_cache: set[str] = set()
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
         self._next_fold = 0.0
         self.on_batch: Callable[[float], None] | None = None  # batch latency, for metrics
+        self.loader = Loader(
+            engine,
+            stop=self.stop,
+            new_outage=lambda: Outage(options.retry_seconds, options.follow),
+            wait_out=self._wait_out,
+        )
         self.heartbeat = Heartbeat(sqs, queue_url, self._visibility, on_fatal=self._fail)
         self.acknowledger = Acknowledger(
             sqs,
@@ -334,7 +322,7 @@ class Consumer:
     def _worker(self) -> None:
         try:
             self._receive_loop()
-        except _Fatal as fatal:
+        except Fatal as fatal:
             self._fail(fatal.error)
         except Exception as error:  # a bug: stop everything rather than spin
             log.exception("consume worker failed unexpectedly (%s)", type(error).__name__)
@@ -360,7 +348,7 @@ class Consumer:
                 self._wait_out(outage, error)
                 continue
             except LoginetlError as error:  # e.g. the queue was deleted under us, access denied
-                raise _Fatal(error) from None
+                raise Fatal(error) from None
             outage = None
             self._quota.give_back(wanted - len(messages))
             if len(messages) == MAX_BATCH:
@@ -432,12 +420,9 @@ class Consumer:
     def _wait_out(self, outage: Outage, error: LoginetlError) -> None:
         """Back off (jittered) during an outage; give up after retry_seconds unless following."""
         self._tally.add(transient_errors=1)
-        try:
-            delay = backoff_seconds(outage.attempt + 1)
-            log.warning("%s; retrying in about %.1fs", error, delay)
-            outage.wait(error, self.stop)
-        except GiveUp as give_up:
-            raise _Fatal(give_up.error) from None
+        delay = outage.next_delay(error)
+        log.warning("%s; retrying in %.1fs", error, delay)
+        self.stop.wait(delay)
 
     # -- one batch --------------------------------------------------------------------
 
@@ -446,16 +431,16 @@ class Consumer:
         try:
             trusted = self._trust(messages)
             batch = self._prepare(trusted)
-            loaded, refused = self._load(batch, trusted)
+            loaded, refused = self._load(batch)
             dead = self.acknowledger.dead_letter([*batch.rejected, *refused])
-        except _Fatal:
+        except Fatal:
             hold.release()
             self._release(messages)
             raise
         except ConfigError as error:  # e.g. SendMessage to the DLQ denied: no retry cures it
             hold.release()
             self._release(messages)
-            raise _Fatal(error) from None
+            raise Fatal(error) from None
         except BaseException:
             hold.release()
             raise
@@ -513,95 +498,18 @@ class Consumer:
             messages,
             masker=self.masker,
             sealer=self.sealer,
-            known_tokens=self._vault_cache,
+            known_tokens=self.loader.vault_cache,
             max_body_bytes=self.options.max_body_bytes,
         )
 
-    def _load(
-        self, batch: PreparedBatch, messages: Sequence[InboundMessage]
-    ) -> tuple[list[InboundMessage], list[RejectedMessage]]:
+    def _load(self, batch: PreparedBatch) -> tuple[list[InboundMessage], list[RejectedMessage]]:
         """Write the rows; return the messages now safe to delete and those refused as data."""
-        if not batch.rows:
-            return [], []
-        vault = {e.token: e for e in batch.vault_entries}
-        refused: dict[str, Rejection] = {}
-        inserted = self._write_isolating(batch.rows, vault, messages, refused)
+        loaded = self.loader.load(batch)
         failpoints.hit("crash_after_commit")
-        loaded = [m for m in batch.loadable if m.idempotency_key not in refused]
-        self._tally.add(loaded=inserted, duplicates_skipped=len(loaded) - inserted)
-        return loaded, [
-            RejectedMessage(m, refused[m.idempotency_key])
-            for m in batch.loadable
-            if m.idempotency_key in refused
-        ]
-
-    def _write_isolating(
-        self,
-        rows: Sequence[LoginRow],
-        vault: dict[str, SealedVaultEntry],
-        messages: Sequence[InboundMessage],
-        refused: dict[str, Rejection],
-    ) -> int:
-        """Write rows; when they are refused as data, bisect until the offenders are alone."""
-        try:
-            return self._write(rows, vault, messages)
-        except _RowsRejected as rejected:
-            if len(rows) == 1:
-                refused[rows[0].idempotency_key] = rejected.rejection
-                return 0
-        middle = len(rows) // 2
-        return self._write_isolating(
-            rows[:middle], vault, messages, refused
-        ) + self._write_isolating(rows[middle:], vault, messages, refused)
-
-    def _write(
-        self,
-        rows: Sequence[LoginRow],
-        vault: dict[str, SealedVaultEntry],
-        messages: Sequence[InboundMessage],
-    ) -> int:
-        """One transaction, retried with back-off while transient; the heartbeat hides the batch."""
-        entries = [
-            vault[token]
-            for token in dict.fromkeys(t for r in rows for t in (r.masked_ip, r.masked_device_id))
-            if token in vault
-        ]
-        outage: Outage | None = None
-        while True:
-            try:
-                inserted = db.write_batch(self.engine, rows, entries)
-            except Exception as error:
-                kind = db.classify(error) if db.is_database_error(error) else "row"
-                if kind == "data":
-                    raise _RowsRejected(
-                        Rejection(REJECTED_BY_DATABASE, db.rejection_detail(error))
-                    ) from None
-                if kind == "row":  # not the database: maybe one row trips a bug; isolate it
-                    log.warning("writing a batch failed (%s); isolating", type(error).__name__)
-                    raise _RowsRejected(
-                        Rejection(PREPARATION_FAILED, type(error).__name__)
-                    ) from None
-                if kind == "fatal":
-                    log.error("database refused a batch (%s); stopping", db.describe(error))
-                    raise _Fatal(
-                        LoginetlError(
-                            f"the database refused a batch ({db.describe(error)}); "
-                            "the messages were released, nothing was deleted"
-                        )
-                    ) from None
-                wrapped = ServiceUnavailable(f"database write failed ({db.describe(error)})")
-                if self.stop.is_set():
-                    raise _Fatal(wrapped) from None
-                outage = outage or Outage(self.options.retry_seconds, self.options.follow)
-                self._wait_out(outage, wrapped)
-                continue
-            self._remember_vault_tokens(entries)
-            return inserted
-
-    def _remember_vault_tokens(self, entries: Sequence[SealedVaultEntry]) -> None:
-        if len(self._vault_cache) > _VAULT_CACHE_LIMIT:
-            self._vault_cache.clear()
-        self._vault_cache.update(e.token for e in entries)
+        self._tally.add(
+            loaded=loaded.inserted, duplicates_skipped=len(loaded.messages) - loaded.inserted
+        )
+        return loaded.messages, loaded.refused
 
     def _release(self, messages: Sequence[InboundMessage]) -> None:
         """Make messages visible again at once, so another receiver can take them."""

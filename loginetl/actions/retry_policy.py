@@ -7,7 +7,6 @@ so a recovering database or endpoint is not hit by all of them in the same insta
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,8 +22,9 @@ def backoff_seconds(attempt: int, rng: random.Random | None = None) -> float:
     return ceiling / 2 + float((rng or random).uniform(0, ceiling / 2))
 
 
-class GiveUp(Exception):
-    """The outage outlasted the retry budget; the wrapped error goes to the operator."""
+class Fatal(Exception):
+    """Stop every worker: the wrapped error must reach the operator (e.g. an outage that
+    outlasted the retry budget)."""
 
     def __init__(self, error: LoginetlError) -> None:
         super().__init__(str(error))
@@ -40,11 +40,9 @@ class Outage:
     since: float = field(default_factory=time.monotonic)
     attempt: int = 0
 
-    def wait(self, error: LoginetlError, stop: threading.Event) -> float:
-        """Wait before the next try, or raise GiveUp once past the budget (never when following)."""
+    def next_delay(self, error: LoginetlError) -> float:
+        """Seconds to wait before the next try; Fatal once past the budget (unless following)."""
         self.attempt += 1
         if not self.follow and time.monotonic() - self.since > self.retry_seconds:
-            raise GiveUp(error)
-        delay = backoff_seconds(self.attempt)
-        stop.wait(delay)
-        return delay
+            raise Fatal(error)
+        return backoff_seconds(self.attempt)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
-from loginetl.actions.retry_policy import CAP_SECONDS, backoff_seconds
+from loginetl.actions.retry_policy import CAP_SECONDS, Fatal, Outage, backoff_seconds
 from loginetl.core.error_classes import classify_sqlstate, permanent_sqs_fix
+from loginetl.errors import ServiceUnavailable
 
 
 @pytest.mark.parametrize(
@@ -74,3 +76,13 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
     assert len(set(first)) > 150
     assert all(2.0 <= backoff_seconds(3, rng) <= 4.0 for _ in range(100))
     assert all(CAP_SECONDS / 2 <= backoff_seconds(40, rng) <= CAP_SECONDS for _ in range(100))
+
+
+def test_an_outage_gives_up_after_its_budget_unless_following() -> None:
+    error = ServiceUnavailable("down")
+    assert Outage(retry_seconds=60, follow=False).next_delay(error) <= 1.0
+    with pytest.raises(Fatal) as stopped:
+        Outage(retry_seconds=0, follow=False, since=time.monotonic() - 1).next_delay(error)
+    assert stopped.value.error is error
+    following = Outage(retry_seconds=0, follow=True, since=time.monotonic() - 3600)
+    assert [following.next_delay(error) <= CAP_SECONDS for _ in range(50)] == [True] * 50
