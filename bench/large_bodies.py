@@ -7,8 +7,10 @@ cannot grow its memory with the batch size. This measures it: N bodies of exactl
 limit (valid logins padded with an ignored field), consumed with bench/run.py's workers,
 peak RSS read from VmHWM as run.py does.
 
-Called from bench/run.py as ``large_bodies(bench, run_consume, messages=N)``; run alone:
-``python bench/large_bodies.py [N]``.
+Called from bench/run.py as ``large_bodies(bench, run_consume, messages=N)`` (bench/ is
+on sys.path when run.py runs); run alone: ``python bench/large_bodies.py [N]`` measures
+256 KiB bodies, 1 MiB bodies against the default limit (dead-lettered), and 1 MiB bodies
+with ``--max-body-bytes 1048576``.
 """
 
 from __future__ import annotations
@@ -45,17 +47,24 @@ def large_bodies(
     *,
     messages: int = 200,
     body_bytes: int = MAX_BODY_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> dict[str, Any]:
-    """Consume ``messages`` bodies of ``body_bytes`` each; return counts, seconds, peak RSS."""
+    """Consume ``messages`` bodies of ``body_bytes`` each; return counts, seconds, peak RSS.
+
+    Bodies over ``max_body_bytes`` (consume's --max-body-bytes) are dead-lettered
+    ``too_large``: a producer flooding 1 MiB bodies against the default limit.
+    """
     bodies = [padded_body(i, body_bytes) for i in range(messages)]
     queue, dlq, _ = bench.fresh_queue(bodies)
     database = bench.fresh_database()
     summary, wall, peak_mb = run_consume(
-        bench.env(database, queue, dlq), "--max", str(messages), "--idle-exit", "5"
+        bench.env(database, queue, dlq),
+        *("--max", str(messages), "--idle-exit", "5", "--max-body-bytes", str(max_body_bytes)),
     )
     return {
         "messages": messages,
         "body_bytes": body_bytes,
+        "max_body_bytes": max_body_bytes,
         "loaded": summary["loaded"],
         "dead_lettered": summary["dead_lettered"],
         "seconds": round(wall, 1),
@@ -68,8 +77,21 @@ def main() -> None:
     import run  # bench/run.py: its environment (LocalStack, PostgreSQL, keys) and runner
 
     messages = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    mib = 1024 * 1024
     with run.environment() as bench:
-        print(json.dumps(large_bodies(bench, run.run_consume, messages=messages)))
+        for body_bytes, limit in (
+            (MAX_BODY_BYTES, MAX_BODY_BYTES),
+            (mib, MAX_BODY_BYTES),
+            (mib, mib),
+        ):
+            figures = large_bodies(
+                bench,
+                run.run_consume,
+                messages=messages,
+                body_bytes=body_bytes,
+                max_body_bytes=limit,
+            )
+            print(json.dumps(figures), flush=True)
 
 
 if __name__ == "__main__":

@@ -331,7 +331,9 @@ class SqsService:
                         MessageBody=entry["MessageBody"],
                         MessageAttributes=entry["MessageAttributes"],
                     )
-            except (ClientError, ServiceUnavailable):
+            except (ClientError, ServiceUnavailable, ConfigError):
+                # One message at a time, a refusal is this message's (e.g. body and
+                # attributes over the queue's MaximumMessageSize), not the run's.
                 failed.append(start + int(entry["Id"]))
         return failed
 
