@@ -200,3 +200,11 @@ def test_an_unexpected_error_preparing_a_batch_dead_letters_only_the_message_at_
     (dead,) = drain(sqs, queues[1])
     assert json.loads(dead.body)["user_id"] == "culprit"
     assert dead.attributes[ATTR_DETAIL] == "ValueError"
+
+
+def test_a_body_too_large_for_the_dlq_stays_in_the_queue_and_consume_goes_on(
+    cli_env: dict[str, str], publish: Publish, valid_bodies: Callable[..., list[str]]
+) -> None:
+    publish(["x" * (1024 * 1024), *valid_bodies(5, 15)])  # SQS's maximum: no room for attributes
+    summary = consume_json(cli_env)
+    assert (summary["loaded"], summary["dead_letter_failures"]) == (5, 1)
