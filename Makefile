@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LS_VENV := .localstack-venv
+DEPLOY_VENV := .deploy-venv
 SQS_PORT ?= 4566
 PYTEST_ARGS ?=
 
@@ -14,7 +15,8 @@ export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults bench lint format clean constraints \
+	wheel-check deploy-check
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +60,17 @@ faults: install localstack-venv  ## Break things on purpose and count (prints on
 bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)
 
+wheel-check: install localstack-venv  ## Build sdist + wheel, install the wheel in a fresh venv, run the job from it
+	tools/check-wheel.sh
+
+deploy-check: $(DEPLOY_VENV)/.installed  ## Validate deploy/ offline: Kubernetes + KEDA schemas, Compose spec, promtool tests
+	tools/check-deploy.sh
+
+$(DEPLOY_VENV)/.installed: tools/deploy-requirements.txt
+	$(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check -r tools/deploy-requirements.txt
+	touch $@
+
 lint: install  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check loginetl tests tools migrations bench
 	$(VENV)/bin/ruff format --check loginetl tests tools migrations bench
@@ -73,4 +86,4 @@ constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 
 clean:  ## Remove virtualenvs and local state (keys in .loginetl/ are kept)
 	-$(MAKE) sqs-down pg-down
-	rm -rf $(VENV) $(LS_VENV) .run .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LS_VENV) $(DEPLOY_VENV) .run .pytest_cache .mypy_cache .ruff_cache

@@ -7,15 +7,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
+from loginetl import __version__
 from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
-from loginetl.cli.output import LOG_FORMATS, setup_logging, stderr
+from loginetl.cli.output import LOG_FORMATS, inert, setup_logging, stderr, stdout
 from loginetl.cli.state import State
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
 
 log = logging.getLogger("loginetl")
+
+
+def error_line(message: str) -> Text:
+    """``error: <message>`` for stderr, the message inert."""
+    return Text.assemble(("error:", "bold red"), " ", inert(message))
 
 
 class _Group(TyperGroup):
@@ -27,7 +34,8 @@ class _Group(TyperGroup):
         except LoginetlError as error:
             if ctx.params.get("debug"):
                 raise
-            stderr.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+            # The sentence may quote data (a queue name, a database error): print it inert.
+            stderr.print(error_line(str(error)), highlight=False)
             raise typer.Exit(code=error.exit_code) from None
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
@@ -36,9 +44,10 @@ class _Group(TyperGroup):
                 raise
             # The message of an unexpected error may quote data; only its type is shown.
             stderr.print(
-                f"[bold red]error:[/] unexpected {type(error).__name__} (a bug in loginetl); "
-                "rerun with --debug for the traceback",
-                markup=True,
+                error_line(
+                    f"unexpected {type(error).__name__} (a bug in loginetl); "
+                    "rerun with --debug for the traceback"
+                ),
                 highlight=False,
             )
             raise typer.Exit(code=1) from None
@@ -50,13 +59,28 @@ app = typer.Typer(
     help="Move login events from SQS into PostgreSQL with the PII pseudonymized.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold plaintext PII
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
 )
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        stdout.print(f"loginetl {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
 
 
 @app.callback()
 def root(
     ctx: typer.Context,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
     database_url: Annotated[
         str | None,
         typer.Option(

@@ -6,15 +6,64 @@ import re
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from loginetl.actions.audit import list_entries, verify_chain
-from loginetl.cli.output import print_json, printable, stdout
+from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
+from loginetl.core.audit_chain import AuditRow, ChainReport
 from loginetl.core.durations import parse_duration
 
 app = typer.Typer(help="The unmask audit log.", no_args_is_help=True)
+
+
+def render_entries(entries: list[AuditRow]) -> list[RenderableType]:
+    """The audit table; every field read from the database (reason, users, hosts) is inert."""
+    table = Table(title=f"unmask audit ({len(entries)} rows)", title_justify="left")
+    for column in (
+        "seq",
+        "at (UTC)",
+        "role",
+        "os user",
+        "from",
+        "token",
+        "field",
+        "outcome",
+        "reason",
+    ):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        table.add_row(
+            str(e.seq),
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            inert(e.db_role),
+            inert(e.os_user or "-"),
+            inert(f"{e.client_host or '-'} ({e.client_addr or '-'})"),
+            inert(e.token[:20] + ("…" if len(e.token) > 20 else "")),
+            inert(e.pii_field or "-"),
+            inert(e.outcome, "green" if e.outcome == "revealed" else "yellow"),
+            inert(e.reason),
+        )
+    return [table]
+
+
+def render_report(report: ChainReport) -> list[RenderableType]:
+    """The verdict of ``audit verify``; the problem text may quote a stored field."""
+    if report.intact:
+        return [
+            inert(
+                f"audit chain intact: {report.rows} rows, head {report.head_seq}:{report.head_hash}"
+            )
+        ]
+    return [
+        Text.assemble(
+            f"audit chain BROKEN at row {report.broken_at}: ",
+            inert(report.problem),
+            f" (rows 1-{report.head_seq} verified)",
+        )
+    ]
 
 
 @app.command("list")
@@ -35,32 +84,7 @@ def list_command(
     if json_output:
         print_json({"entries": entries})
         return
-    table = Table(title=f"unmask audit ({len(entries)} rows)", title_justify="left")
-    for column in (
-        "seq",
-        "at (UTC)",
-        "role",
-        "os user",
-        "from",
-        "token",
-        "field",
-        "outcome",
-        "reason",
-    ):
-        table.add_column(column, overflow="fold")
-    for e in entries:
-        table.add_row(
-            str(e.seq),
-            e.at.strftime("%Y-%m-%d %H:%M:%S"),
-            Text(printable(e.db_role)),
-            Text(printable(e.os_user or "-")),
-            Text(printable(f"{e.client_host or '-'} ({e.client_addr or '-'})")),
-            Text(printable(e.token[:20] + ("…" if len(e.token) > 20 else ""))),
-            e.pii_field or "-",
-            Text(e.outcome, style="green" if e.outcome == "revealed" else "yellow"),
-            Text(printable(e.reason)),
-        )
-    stdout.print(table)
+    show(render_entries(entries))
 
 
 _HEAD = re.compile(r"([0-9]+):([0-9a-f]{64})")
@@ -93,14 +117,7 @@ def verify_command(
     report = verify_chain(settings_of(ctx), expect_head=head)
     if json_output:
         print_json({**report.__dict__, "intact": report.intact})
-    elif report.intact:
-        stdout.print(
-            f"audit chain intact: {report.rows} rows, head {report.head_seq}:{report.head_hash}"
-        )
     else:
-        stdout.print(
-            f"audit chain BROKEN at row {report.broken_at}: {report.problem} "
-            f"(rows 1-{report.head_seq} verified)"
-        )
+        show(render_report(report))
     if not report.intact:
         raise typer.Exit(code=1)

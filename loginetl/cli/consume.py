@@ -15,15 +15,16 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from loginetl import __version__
 from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
-from loginetl.cli.output import LOG_FORMATS, print_json, setup_logging, stderr, stdout
+from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import settings_of
 from loginetl.core.messages import MAX_BODY_BYTES
 
 log = logging.getLogger("loginetl.consume")
 
 
-def _progress_line(s: ConsumeSummary) -> Text:
+def progress_line(s: ConsumeSummary) -> Text:
     return Text.assemble(
         ("consuming ", "bold"),
         f"received {s.received:,} · loaded {s.loaded:,} · ",
@@ -32,7 +33,8 @@ def _progress_line(s: ConsumeSummary) -> Text:
     )
 
 
-def _summary_table(s: ConsumeSummary) -> Table:
+def render_summary(s: ConsumeSummary) -> Table:
+    """The end-of-run table; the reason codes were read back from the run's rejections."""
     table = Table(title="consume summary", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -41,7 +43,7 @@ def _summary_table(s: ConsumeSummary) -> Table:
     table.add_row("duplicates skipped", f"{s.duplicates_skipped:,}")
     table.add_row("dead-lettered", f"{s.dead_lettered:,}")
     for reason, count in s.dead_lettered_by_reason.items():
-        table.add_row(f"  {reason}", f"{count:,}")
+        table.add_row(Text("  ") + inert(reason), f"{count:,}")
     if s.released or s.unfinished:
         table.add_row("released (not finished)", f"{s.released + s.unfinished:,}")
     if s.delete_failures:
@@ -54,7 +56,7 @@ def _summary_table(s: ConsumeSummary) -> Table:
         )
     table.add_row("elapsed", f"{s.elapsed_seconds:.1f} s")
     table.add_row("throughput", f"{s.messages_per_second:,.0f} msg/s")
-    table.add_row("stopped because", s.stopped_because)
+    table.add_row("stopped because", inert(s.stopped_because))
     return table
 
 
@@ -204,7 +206,7 @@ def consume_command(
             with Live(
                 Text("starting…"), console=stderr, transient=True, refresh_per_second=4
             ) as live:
-                summary = run(on_tick=lambda s: live.update(_progress_line(s)))
+                summary = run(on_tick=lambda s: live.update(progress_line(s)))
         else:
             summary = run()
     finally:
@@ -212,7 +214,11 @@ def consume_command(
             signal.signal(signum, handler)
     if json_output:
         print_json(
-            {**summary.__dict__, "messages_per_second": round(summary.messages_per_second, 1)}
+            {
+                **summary.__dict__,
+                "messages_per_second": round(summary.messages_per_second, 1),
+                "loginetl_version": __version__,
+            }
         )
     else:
-        stdout.print(_summary_table(summary))
+        stdout.print(render_summary(summary))

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 
+from loginetl.actions.rederive import RederiveResult
 from loginetl.actions.rederive import rederive as rederive_action
-from loginetl.cli.output import stdout
+from loginetl.cli.output import inert, show, stdout
 from loginetl.cli.state import settings_of
 from loginetl.services import keys
 
@@ -32,9 +34,9 @@ def init(
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
     result = keys.init_keys(target)
     if result.already_present:
-        stdout.print(f"keys already present in {target}; nothing changed")
+        stdout.print(inert(f"keys already present in {target}; nothing changed"))
         return
-    stdout.print(f"created {', '.join(result.created)} in {target}")
+    stdout.print(inert(f"created {', '.join(result.created)} in {target}"))
     stdout.print(
         f"consume needs {keys.HMAC_FILE}, {keys.PUBLIC_FILE} and {keys.ATTRIBUTE_FILE}; "
         f"move {keys.PRIVATE_FILE} "
@@ -59,8 +61,10 @@ def rotate(
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
     result = keys.rotate_hmac_key(target)
     stdout.print(
-        f"new tokens now use {result.current} (was {result.previous}); old tokens still unmask. "
-        "Restart consume so it picks up the new key."
+        inert(
+            f"new tokens now use {result.current} (was {result.previous}); old tokens still "
+            "unmask. Restart consume so it picks up the new key."
+        )
     )
 
 
@@ -86,12 +90,19 @@ def rederive(
     result = rederive_action(
         settings_of(ctx), reason=reason, to_key_id=to, private_key_path=private_key
     )
-    stdout.print(
-        f"{result.aliased:,} of {result.examined:,} older tokens now alias to "
-        f"{result.target_key_id} (audit row {result.audit_seq})"
-        + (
-            f"; {result.undecryptable:,} would not decrypt with this key"
-            if result.undecryptable
-            else ""
+    show(render_rederive(result))
+
+
+def render_rederive(result: RederiveResult) -> list[RenderableType]:
+    """One line of counts; the key id was read from the keys file."""
+    return [
+        inert(
+            f"{result.aliased:,} of {result.examined:,} older tokens now alias to "
+            f"{result.target_key_id} (audit row {result.audit_seq})"
+            + (
+                f"; {result.undecryptable:,} would not decrypt with this key"
+                if result.undecryptable
+                else ""
+            )
         )
-    )
+    ]

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from loginetl.actions import migrate
-from loginetl.cli.output import stdout
+from loginetl.cli.output import inert, stdout
 from loginetl.cli.state import settings_of
 
 app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
@@ -26,11 +26,13 @@ def upgrade(
     settings = settings_of(ctx)
     result = migrate.upgrade(settings, revision)
     if result.created_database:
-        stdout.print(f"created database at {settings.safe_database_url}")
+        stdout.print(inert(f"created database at {settings.safe_database_url}"))
     status = result.status
     stdout.print(
-        f"database is at {', '.join(status.current) or 'base'}"
-        + (" (head)" if status.at_head else "")
+        inert(
+            f"database is at {', '.join(status.current) or 'base'}"
+            + (" (head)" if status.at_head else "")
+        )
     )
 
 
@@ -49,7 +51,7 @@ def downgrade(
     if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):
         raise typer.Exit(code=1)
     status = migrate.downgrade(settings_of(ctx), revision)
-    stdout.print(f"database is at {', '.join(status.current) or 'base'}")
+    stdout.print(inert(f"database is at {', '.join(status.current) or 'base'}"))
 
 
 @app.command()
@@ -60,7 +62,7 @@ def current(ctx: typer.Context) -> None:
     """
     status = migrate.status(settings_of(ctx))
     label = ", ".join(status.current) or "base (empty)"
-    stdout.print(f"{label}{' (head)' if status.at_head else ''}")
+    stdout.print(inert(f"{label}{' (head)' if status.at_head else ''}"))
 
 
 @app.command()
@@ -74,9 +76,9 @@ def history() -> None:
         table.add_column(column)
     for rev in migrate.history():
         table.add_row(
-            rev.revision + (" (head)" if rev.is_head else ""),
-            rev.down_revision or "-",
-            rev.description,
+            inert(rev.revision + (" (head)" if rev.is_head else "")),
+            inert(rev.down_revision or "-"),
+            inert(rev.description),
         )
     stdout.print(table)
 
@@ -89,10 +91,12 @@ def check(ctx: typer.Context) -> None:
     """
     status = migrate.status(settings_of(ctx))
     if status.at_head:
-        stdout.print(f"up to date at {', '.join(status.current)}")
+        stdout.print(inert(f"up to date at {', '.join(status.current)}"))
         return
     stdout.print(
-        f"pending: database at {', '.join(status.current) or 'base'}, "
-        f"head is {', '.join(status.heads)}; run: loginetl migrate upgrade"
+        inert(
+            f"pending: database at {', '.join(status.current) or 'base'}, "
+            f"head is {', '.join(status.heads)}; run: loginetl migrate upgrade"
+        )
     )
     raise typer.Exit(code=1)

@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from loginetl.actions.peek import PeekResult, QueueHealth, peek
-from loginetl.cli.output import print_json, printable, stdout
+from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
+from loginetl.core.batch import LoginRow
 from loginetl.core.versions import decode_app_version
 
 
@@ -32,7 +34,7 @@ def render_health(health: QueueHealth) -> Table:
         table.add_column(column, justify="left" if column == "queue" else "right")
     for name, depth in ((health.queue, health.depth), (health.dlq, health.dlq_depth)):
         table.add_row(
-            name,
+            inert(name),
             f"{depth.visible:,}",
             f"{depth.in_flight:,}",
             f"{depth.delayed:,}",
@@ -42,12 +44,24 @@ def render_health(health: QueueHealth) -> Table:
     return table
 
 
-def _render(result: PeekResult) -> None:
-    stdout.print(render_health(result.health))
-    stdout.print(
-        f"oldest message in this sample: {_age(result.oldest_sent_at)} old "
-        "(SQS reports the true oldest only through CloudWatch)"
+def _row(r: LoginRow) -> Text:
+    """The masked row, one field a line; each value from the body escaped on its own."""
+    return Text("\n").join(
+        Text.assemble(label, " ", value)
+        for label, value in (
+            ("user_id", inert(r.user_id)),
+            ("device_type", inert(r.device_type)),
+            ("masked_ip", inert(f"{r.masked_ip[:19]}…")),
+            ("masked_device_id", inert(f"{r.masked_device_id[:19]}…")),
+            ("locale", inert(r.locale) if r.locale is not None else Text("NULL", style="dim")),
+            ("app_version", inert(f"{r.app_version} ({decode_app_version(r.app_version)})")),
+            ("create_date", inert(r.create_date)),
+        )
     )
+
+
+def render_peek(result: PeekResult) -> list[RenderableType]:
+    """Health, the sample's age, and one row a message; message and attribute text inert."""
     table = Table(
         title=f"{len(result.messages)} message(s) from the {result.source}", title_justify="left"
     )
@@ -55,30 +69,26 @@ def _render(result: PeekResult) -> None:
         table.add_column(column)
     for m in result.messages:
         limit = f"/{m.max_receive_count}" if m.max_receive_count else ""
-        verdict = Text(m.verdict, style="green" if m.verdict == "load" else "yellow")
+        verdict = inert(m.verdict, "green" if m.verdict == "load" else "yellow")
         if m.verdict != "load":
-            verdict.append(f"\n{printable(m.detail)}", style="dim")
+            verdict.append_text(Text("\n") + inert(m.detail, "dim"))
         if m.dlq_reason:
-            verdict.append(f"\nDLQ reason: {printable(m.dlq_reason)}", style="dim")
-        if m.row is None:
-            row = Text("-")
-        else:
-            r = m.row
-            row = Text(
-                f"user_id {printable(r.user_id)}\ndevice_type {printable(r.device_type)}\n"
-                f"masked_ip {r.masked_ip[:19]}…\nmasked_device_id {r.masked_device_id[:19]}…\n"
-                f"locale {printable(r.locale) if r.locale is not None else 'NULL'}\n"
-                f"app_version {r.app_version} ({decode_app_version(r.app_version)})\n"
-                f"create_date {r.create_date}"
-            )
+            verdict.append_text(Text("\nDLQ reason: ", style="dim") + inert(m.dlq_reason, "dim"))
         table.add_row(
-            Text(printable(m.message_id)),
+            inert(m.message_id),
             Text(f"{m.receive_count}{limit}", style="red" if m.at_threshold else ""),
             f"{_age(m.sent_at)} ago",
             verdict,
-            row,
+            Text("-") if m.row is None else _row(m.row),
         )
-    stdout.print(table)
+    return [
+        render_health(result.health),
+        Text(
+            f"oldest message in this sample: {_age(result.oldest_sent_at)} old "
+            "(SQS reports the true oldest only through CloudWatch)"
+        ),
+        table,
+    ]
 
 
 def peek_command(
@@ -104,4 +114,4 @@ def peek_command(
     if json_output:
         print_json(result)
     else:
-        _render(result)
+        show(render_peek(result))

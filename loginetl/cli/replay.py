@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from loginetl.actions.replay import (
     DEFAULT_HOLD_SECONDS,
+    NativeMoveResult,
     ReplayResult,
     replay_dlq,
     replay_native,
 )
-from loginetl.cli.output import print_json, stderr, stdout
+from loginetl.cli.output import inert, print_json, show, stderr
 from loginetl.cli.state import settings_of
 from loginetl.core.messages import REASON_CODES
 
 
-def _render(result: ReplayResult) -> None:
+def render_replay(result: ReplayResult) -> list[RenderableType]:
+    """The counts, and with --dry-run the verdicts by original reason (a DLQ attribute)."""
     title = "replay-dlq dry run: nothing was moved" if result.dry_run else "replay-dlq"
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("what")
@@ -35,15 +39,23 @@ def _render(result: ReplayResult) -> None:
         table.add_row(
             "moved but not deleted (copies absorbed on load)", f"{result.delete_failures:,}"
         )
-    stdout.print(table)
-    if result.dry_run:
-        verdicts = Table(title="if replayed now, by original reason", title_justify="left")
-        for column in ("original reason", "would load", "would fail again (as)"):
-            verdicts.add_column(column)
-        for reason, v in result.dry_run_verdicts.items():
-            again = ", ".join(f"{r} {n}" for r, n in v.would_fail.items()) or "-"
-            verdicts.add_row(reason, f"{v.would_load:,}", again)
-        stdout.print(verdicts)
+    if not result.dry_run:
+        return [table]
+    verdicts = Table(title="if replayed now, by original reason", title_justify="left")
+    for column in ("original reason", "would load", "would fail again (as)"):
+        verdicts.add_column(column)
+    for reason, v in result.dry_run_verdicts.items():
+        again = Text(", ").join(inert(f"{r} {n}") for r, n in v.would_fail.items()) or Text("-")
+        verdicts.add_row(inert(reason), f"{v.would_load:,}", again)
+    return [table, verdicts]
+
+
+def render_native(moved: NativeMoveResult) -> list[RenderableType]:
+    """One line: the move task's status, count, and SQS's failure reason if any."""
+    line = Text.assemble("message move task ", inert(moved.status), f": {moved.moved:,} moved")
+    if moved.failure_reason:
+        line.append_text(Text(" (") + inert(moved.failure_reason) + Text(")"))
+    return [line]
 
 
 def replay_command(
@@ -101,15 +113,14 @@ def replay_command(
             moved = replay_native(
                 settings,
                 rate=int(rate) if rate else None,
-                on_progress=lambda done, total: status.update(f"moved {done:,} of {total or '?'}"),
+                on_progress=lambda done, total: status.update(
+                    Text(f"moved {done:,} of ") + inert(total or "?")
+                ),
             )
         if json_output:
             print_json(moved)
         else:
-            stdout.print(
-                f"message move task {moved.status}: {moved.moved:,} moved"
-                + (f" ({moved.failure_reason})" if moved.failure_reason else "")
-            )
+            show(render_native(moved))
         if moved.status != "COMPLETED":
             raise typer.Exit(code=1)
         return
@@ -138,6 +149,6 @@ def replay_command(
     if json_output:
         print_json(result)
     else:
-        _render(result)
+        show(render_replay(result))
     if result.failed:
         raise typer.Exit(code=1)

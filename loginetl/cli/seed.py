@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from loginetl.actions.seed import bodies_from_file, seed
-from loginetl.cli.output import print_json, stdout
+from loginetl.cli.output import inert, print_json, stdout
 from loginetl.cli.state import settings_of
 from loginetl.core.demo import generate_bodies
 
@@ -48,8 +48,10 @@ def seed_command(
         print_json(result)
     else:
         stdout.print(
-            f"sent {result.sent:,} messages to {result.queue}"
-            + (f" ({result.failed:,} failed)" if result.failed else "")
+            inert(
+                f"sent {result.sent:,} messages to {result.queue}"
+                + (f" ({result.failed:,} failed)" if result.failed else "")
+            )
         )
     if result.failed:
         raise typer.Exit(code=1)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.table import Table
+from rich.text import Text
 
-from loginetl.actions.stats import SharedToken, Stats, stats
-from loginetl.cli.output import print_json, stdout
+from loginetl import __version__
+from loginetl.actions.stats import QueueStats, SharedToken, Stats, stats
+from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
 from loginetl.core.durations import parse_duration
 
@@ -19,7 +23,7 @@ def _counts(title: str, rows: list[tuple[str | None, int]]) -> Table:
     table.add_column(title.split(" by ")[-1])
     table.add_column("logins", justify="right")
     for key, count in rows:
-        table.add_row("(null)" if key is None else key, f"{count:,}")
+        table.add_row(Text("(null)", style="dim") if key is None else inert(key), f"{count:,}")
     return table
 
 
@@ -29,13 +33,13 @@ def _shared(title: str, rows: list[SharedToken]) -> Table:
     table.add_column("distinct users", justify="right")
     table.add_column("logins", justify="right")
     for row in rows:
-        table.add_row(row.token, f"{row.users:,}", f"{row.logins:,}")
+        table.add_row(inert(row.token), f"{row.users:,}", f"{row.logins:,}")
     if not rows:
         table.add_row("(none shared by two or more users)", "", "")
     return table
 
 
-def _render(result: Stats) -> None:
+def _overview(result: Stats) -> Table:
     t = result.table
     overview = Table(title="user_logins", show_header=False, title_justify="left")
     overview.add_column("what")
@@ -52,19 +56,56 @@ def _render(result: Stats) -> None:
             "rows not yet in the distinct counts",
             f"{t.rollups_pending:,} (a running consume folds them in)",
         )
-    schema = ", ".join(result.schema.current)
+    schema = inert(", ".join(result.schema.current))  # read from alembic_version
     overview.add_row(
         "schema revision",
-        f"{schema} (head)"
+        schema + " (head)"
         if result.schema.at_head
-        else f"{schema}; head is {', '.join(result.schema.heads)}: run loginetl migrate upgrade",
+        else Text.assemble(
+            schema,
+            "; head is ",
+            inert(", ".join(result.schema.heads)),
+            ": run loginetl migrate upgrade",
+        ),
     )
-    stdout.print(overview)
-    stdout.print(_shared("masked IPs shared by most users", t.top_shared_ips))
-    stdout.print(_shared("masked devices shared by most users", t.top_shared_devices))
-    stdout.print(_counts("logins by device_type", list(t.by_device_type)))
-    stdout.print(_counts("logins by locale", t.by_locale))
-    stdout.print(_counts("logins by app_version", list(t.by_app_version)))
+    return overview
+
+
+def _queues(q: QueueStats) -> list[RenderableType]:
+    if q.error is not None:
+        return [Text.assemble(("queues: ", "yellow"), inert(q.error, "yellow"))]
+    queues = Table(title="queues", title_justify="left")
+    for column in ("queue", "visible", "in flight", "delayed"):
+        queues.add_column(column, justify="right" if column != "queue" else "left")
+    for name, depth in ((q.queue, q.main), (q.dlq, q.dead_letter)):
+        if depth is not None:
+            queues.add_row(
+                inert(name), f"{depth.visible:,}", f"{depth.in_flight:,}", f"{depth.delayed:,}"
+            )
+    out: list[RenderableType] = [queues]
+    if q.dlq_sample_size:
+        # The reasons and the first-seen time are DLQ attributes: whatever a sender set.
+        line = Text(f"DLQ reasons in a sample of {q.dlq_sample_size:,} of ")
+        line.append(f"~{q.dead_letter.visible if q.dead_letter else 0:,}: ")
+        for i, (reason, n) in enumerate(sorted(q.dlq_reasons_sampled.items())):
+            line.append_text(Text(", " if i else "") + inert(reason) + Text(f" {n:,}"))
+        line.append("; oldest first seen ")
+        line.append_text(inert(q.dlq_oldest_first_seen or "unknown"))
+        out.append(line)
+    return out
+
+
+def render_stats(result: Stats) -> list[RenderableType]:
+    """The tables ``stats`` prints; every value read from the database or the DLQ is inert."""
+    t = result.table
+    out: list[RenderableType] = [
+        _overview(result),
+        _shared("masked IPs shared by most users", t.top_shared_ips),
+        _shared("masked devices shared by most users", t.top_shared_devices),
+        _counts("logins by device_type", list(t.by_device_type)),
+        _counts("logins by locale", t.by_locale),
+        _counts("logins by app_version", list(t.by_app_version)),
+    ]
     hourly = Table(title="loads per hour (UTC)", title_justify="left")
     hourly.add_column("hour")
     hourly.add_column("rows loaded", justify="right")
@@ -72,27 +113,10 @@ def _render(result: Stats) -> None:
         hourly.add_row(hour.astimezone(UTC).strftime("%Y-%m-%d %H:00"), f"{count:,}")
     if not t.loads_per_hour:
         hourly.add_row("(nothing loaded in this window)", "")
-    stdout.print(hourly)
-    q = result.queues
-    if q is None:
-        return
-    if q.error is not None:
-        stdout.print(f"[yellow]queues: {q.error}[/]")
-        return
-    queues = Table(title="queues", title_justify="left")
-    for column in ("queue", "visible", "in flight", "delayed"):
-        queues.add_column(column, justify="right" if column != "queue" else "left")
-    for name, depth in ((q.queue, q.main), (q.dlq, q.dead_letter)):
-        if depth is not None:
-            queues.add_row(name, f"{depth.visible:,}", f"{depth.in_flight:,}", f"{depth.delayed:,}")
-    stdout.print(queues)
-    if q.dlq_sample_size:
-        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(q.dlq_reasons_sampled.items()))
-        dlq_visible = q.dead_letter.visible if q.dead_letter else 0
-        stdout.print(
-            f"DLQ reasons in a sample of {q.dlq_sample_size:,} of ~{dlq_visible:,}: {reasons}; "
-            f"oldest first seen {q.dlq_oldest_first_seen or 'unknown'}"
-        )
+    out.append(hourly)
+    if result.queues is not None:
+        out += _queues(result.queues)
+    return out
 
 
 def stats_command(
@@ -122,6 +146,6 @@ def stats_command(
         settings_of(ctx), top=top, since=window, include_queues=not no_queues, dlq_sample=dlq_sample
     )
     if json_output:
-        print_json(result)
+        print_json({**asdict(result), "loginetl_version": __version__})
     else:
-        _render(result)
+        show(render_stats(result))

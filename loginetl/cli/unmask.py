@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
-from loginetl.actions.unmask import TokenNotRecovered, unmask
-from loginetl.cli.output import stderr
+from loginetl.actions.unmask import TokenNotRecovered, UnmaskResult, unmask
+from loginetl.cli.output import inert, inert_str, stderr
 from loginetl.cli.state import settings_of
 from loginetl.core import unmask_policy as policy
 from loginetl.errors import ConfigError
@@ -28,6 +30,44 @@ def _read_tokens(path: Path) -> list[str]:
     except OSError as error:
         raise ConfigError(f"--from-file: cannot read {path} ({error.strerror})") from None
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def plain_line(result: UnmaskResult, *, with_token: bool) -> str:
+    """One stdout line: the value, or ``token<TAB>value``, each reversibly escaped.
+
+    A revealed device_id may hold any text: a newline or tab in it would forge a line or
+    a column. Backslash, controls, DEL, bidi and format characters are written as
+    Python escapes (``\\\\``, ``\\n``, ``\\t``, ``\\x1b``, ``\\u202e``), so a line is
+    exactly one value and decodes back to it; a value without them prints unchanged.
+    """
+    value = inert_str(result.plaintext, reversible=True)
+    return f"{inert_str(result.token, reversible=True)}\t{value}" if with_token else value
+
+
+def json_line(result: UnmaskResult) -> str:
+    """One JSON object a token, for machines; the value is exact, JSON-escaped."""
+    return json.dumps(
+        {
+            "token": result.token,
+            "outcome": result.outcome,
+            "pii_field": result.pii_field,
+            "value": result.plaintext,
+            "audit_seq": result.audit_seq,
+        },
+        ensure_ascii=True,
+    )
+
+
+def failure_message(result: UnmaskResult) -> Text:
+    """The stderr sentence for a token that was not recovered (the token came from a file)."""
+    return Text.assemble(
+        inert(result.token[:80]), f": {_MESSAGES.get(result.outcome, result.outcome)}"
+    )
+
+
+def audit_message(last: UnmaskResult) -> Text:
+    """Where the run was audited: the head an auditor can pass to ``audit verify``."""
+    return inert(f"audited as row {last.audit_seq} (chain head {last.audit_seq}:{last.audit_hash})")
 
 
 def unmask_command(
@@ -52,12 +92,18 @@ def unmask_command(
             "--private-key", help="The vault private key (default: in LOGINETL_KEYS_DIR)."
         ),
     ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object a token on stdout, for machines."),
+    ] = False,
 ) -> None:
     """Recover the ip or device_id behind a token; audited before it is shown.
 
     The plaintext goes to stdout only (one value, or "token<TAB>value" lines with
-    --from-file); messages go to stderr. Needs the loginetl_unmasker database role,
-    the vault private key, and a reason.
+    --from-file; backslash, control and bidi characters written as Python escapes such
+    as \\n, \\t, \\x1b, \\\\); --json prints one object a token instead. Messages go
+    to stderr. Needs the loginetl_unmasker database role, the vault private key, and a
+    reason.
 
     Example: loginetl unmask k1:9f2c… --reason "INC-4211 fraud investigation"
     """
@@ -76,22 +122,14 @@ def unmask_command(
     # Every audit row is committed by now; only now does any plaintext leave.
     failed = 0
     for result in results:
-        if result.plaintext is not None:
-            line = result.plaintext if from_file is None else f"{result.token}\t{result.plaintext}"
-            sys.stdout.write(line + "\n")
-        else:
+        if json_output:
+            sys.stdout.write(json_line(result) + "\n")
+        elif result.plaintext is not None:
+            sys.stdout.write(plain_line(result, with_token=from_file is not None) + "\n")
+        if result.plaintext is None:
             failed += 1
-            stderr.print(
-                f"{result.token[:80]}: {_MESSAGES.get(result.outcome, result.outcome)}",
-                markup=False,
-                highlight=False,
-            )
+            stderr.print(failure_message(result), highlight=False)
     sys.stdout.flush()
-    last = results[-1]
-    stderr.print(
-        f"audited as row {last.audit_seq} (chain head {last.audit_seq}:{last.audit_hash})",
-        markup=False,
-        highlight=False,
-    )
+    stderr.print(audit_message(results[-1]), highlight=False)
     if failed:
         raise TokenNotRecovered(f"{failed} of {len(results)} token(s) not recovered")

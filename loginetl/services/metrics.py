@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
+from prometheus_client import CollectorRegistry, Histogram, Info, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from loginetl import __version__
 
 Snapshot = Callable[[], Any]  # returns a ConsumeSummary-like object
 Check = Callable[[], dict[str, str]]  # service name -> "ok" or a short error
@@ -51,6 +53,33 @@ class _ConsumeCollector(Collector):
         )
 
 
+class _ReadyCollector(Collector):
+    """The /healthz verdict as gauges, so an alert needs no probe of its own."""
+
+    def __init__(self, check: Check) -> None:
+        self._check = check
+
+    def collect(self) -> Iterable[Metric]:
+        services = self._check()
+        yield GaugeMetricFamily(
+            "loginetl_consume_ready",
+            "1 while /healthz answers 200: every service the consumer needs is reachable",
+            value=1.0 if _ready(services) else 0.0,
+        )
+        up = GaugeMetricFamily(
+            "loginetl_consume_service_up",
+            "1 if the consumer reaches the service",
+            labels=["service"],
+        )
+        for name, state in services.items():
+            up.add_metric([name], 1.0 if state == "ok" else 0.0)
+        yield up
+
+
+def _ready(services: dict[str, str]) -> bool:
+    return all(v == "ok" for v in services.values())
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -60,15 +89,20 @@ class MetricsServer:
     """Serves /metrics and /healthz on a background thread."""
 
     def __init__(self, *, host: str, port: int, snapshot: Snapshot, check: Check) -> None:
+        self._check = _Cached(check, seconds=5)
         self.registry = CollectorRegistry()
         self.registry.register(_ConsumeCollector(snapshot))
+        self.registry.register(_ReadyCollector(self._check))
+        # loginetl_build_info{version="..."} 1: which build each replica runs (a rolling deploy).
+        Info("loginetl_build", "The running loginetl build", registry=self.registry).info(
+            {"version": __version__}
+        )
         self.batch_seconds = Histogram(
             "loginetl_consume_batch_seconds",
             "Time to load and acknowledge one received batch",
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self._check = _Cached(check, seconds=5)
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
         self.port = self._server.server_port
@@ -77,7 +111,7 @@ class MetricsServer:
     def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
         if environ.get("PATH_INFO") == "/healthz":
             services = self._check()
-            healthy = all(v == "ok" for v in services.values())
+            healthy = _ready(services)
             body = json.dumps({"ready": healthy, "services": services}).encode()
             start_response(
                 "200 OK" if healthy else "503 Service Unavailable",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from alembic import command, op
 from alembic.config import Config
@@ -15,8 +14,10 @@ from sqlalchemy.exc import ProgrammingError
 from loginetl.errors import SchemaNotAtHead
 from loginetl.services.db import translate_errors
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+# Alembic's package:path form: the environment is found through the import system, so it is
+# the same from a checkout, an editable install, a wheel or an sdist (pyproject.toml maps the
+# top-level migrations/ directory into the package loginetl._migrations).
+SCRIPT_LOCATION = "loginetl._migrations:."
 COMPAT_TABLE = "loginetl_schema_compat"
 
 
@@ -42,16 +43,21 @@ class Revision:
     is_head: bool
 
 
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    return config
+
+
 def alembic_config(database_url: str) -> Config:
     """An Alembic Config pointing at our migrations, with the URL passed in memory."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config = _config()
     config.attributes["database_url"] = database_url
     return config
 
 
 def _scripts() -> ScriptDirectory:
-    return ScriptDirectory(str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(_config())
 
 
 def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:

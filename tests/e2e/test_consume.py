@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys, sign
@@ -57,6 +58,7 @@ def test_public_sample_loads_99_and_dead_letters_1(
     assert summary["loaded"] == 99
     assert summary["dead_lettered"] == 1
     assert summary["dead_lettered_by_reason"] == {"missing_field": 1}
+    assert summary["loginetl_version"] == __version__
     assert count_rows(settings.database_url) == 99
     depth = sqs.depth(queues[0])
     assert (depth.visible, depth.in_flight) == (0, 0)

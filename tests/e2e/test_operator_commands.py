@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.attributes import sign
@@ -242,6 +243,7 @@ def test_stats_match_counts_computed_independently(
     assert [t["users"] for t in table["top_shared_ips"]] == top
     assert sum(n for _, n in table["loads_per_hour"]) == len(docs)
     assert data["schema"]["current"] == data["schema"]["heads"]
+    assert data["loginetl_version"] == __version__
     queues_part = data["queues"]
     assert queues_part["main"]["visible"] == 0
     assert queues_part["dead_letter"]["visible"] == len(INVALID_BODIES)
@@ -303,6 +305,9 @@ def test_metrics_and_health_endpoints(
         metrics = _get(f"http://127.0.0.1:{port}/metrics")[1]
         assert 'loginetl_consume_dead_lettered_total{reason="invalid_ip"} 1.0' in metrics
         assert "loginetl_consume_batch_seconds_count" in metrics
+        assert f'loginetl_build_info{{version="{__version__}"}} 1.0' in metrics
+        assert "loginetl_consume_ready 1.0" in metrics
+        assert 'loginetl_consume_service_up{service="sqs"} 1.0' in metrics
         health = json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])
         assert health == {"ready": True, "services": {"postgresql": "ok", "sqs": "ok"}}
     finally:
