@@ -110,11 +110,11 @@ class ConsumeSummary:
     dead_letter_failures: int
     transient_errors: int
     ignored_fields: int
-    forged_attributes_ignored: int  # messages whose loginetl-* attributes did not verify
     in_flight: int
     elapsed_seconds: float
     busy_seconds: float  # start to the last batch handled: excludes the idle wait at the end
     stopped_because: str
+    forged_attributes_ignored: int = 0  # messages whose loginetl-* attributes did not verify
 
     @property
     def messages_per_second(self) -> float:
