@@ -20,10 +20,21 @@ from datetime import UTC, datetime
 from loginetl.actions.visibility import Hold
 from loginetl.core.attributes import AttributeKeys, sign
 from loginetl.core.batch import InboundMessage, RejectedMessage, dead_letter_attributes
+from loginetl.core.messages import body_bytes
 from loginetl.errors import ConfigError, LoginetlError
 from loginetl.services.sqs import OutboundMessage, SqsService
 
 log = logging.getLogger("loginetl.consume")
+
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def _size(message: OutboundMessage) -> int:
+    """SQS's measure: body plus each attribute's name, type and value, in UTF-8 bytes."""
+    return body_bytes(message.body) + sum(
+        len(name.encode()) + len("String") + len(value.encode())
+        for name, value in message.attributes.items()
+    )
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,15 @@ class Acknowledger:
             )
             for r in rejected
         ]
+        # SQS refuses a message over 1 MiB (body and attributes): do not even try, it would
+        # only cost a copy of the body in memory and a failed call. It stays in the queue
+        # until the RedrivePolicy moves it.
+        too_big = {i for i, m in enumerate(outbound) if _size(m) > SQS_MAX_MESSAGE_BYTES}
+        sendable = [i for i in range(len(outbound)) if i not in too_big]
         try:
-            failed = set(self.sqs.send(self.dlq_url, outbound))
+            failed = too_big | {
+                sendable[j] for j in self.sqs.send(self.dlq_url, [outbound[i] for i in sendable])
+            }
         except ConfigError:
             raise
         except LoginetlError as error:

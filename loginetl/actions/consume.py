@@ -81,17 +81,15 @@ class ConsumeOptions:
             raise ValueError("idle_exit_seconds must be positive")
         if not 1024 <= self.max_body_bytes <= 1024 * 1024:
             raise ValueError("max_body_bytes must be between 1 KiB and 1 MiB (SQS's limit)")
-        if self.batch_bytes is not None and self.batch_bytes < MAX_BATCH * self.max_body_bytes:
-            raise ValueError("batch_bytes must hold at least one receive of maximum-size bodies")
+        if self.batch_bytes is not None and self.batch_bytes < 1024 * 1024:
+            raise ValueError("batch_bytes must be at least 1 MiB (one body of SQS's maximum)")
         if self.statement_timeout_seconds <= 0:
             raise ValueError("statement_timeout_seconds must be positive")
 
     @property
     def gather_bytes(self) -> int:
-        """Most body bytes one worker holds: 4 MiB, or one receive of maximum-size bodies."""
-        if self.batch_bytes is not None:
-            return self.batch_bytes
-        return max(4 * 1024 * 1024, MAX_BATCH * self.max_body_bytes)
+        """Most body bytes one worker holds (4 MiB unless batch_bytes says otherwise)."""
+        return self.batch_bytes if self.batch_bytes is not None else 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -334,8 +332,9 @@ class Consumer:
 
     def _receive_loop(self) -> None:
         outage: Outage | None = None
+        largest = 0  # the largest body of the last receive: it sizes the next one
         while not self.stop.is_set():
-            wanted = self._quota.take(MAX_BATCH)
+            wanted = self._quota.take(self._receive_size(largest))
             if wanted == 0:
                 self._finish("max_reached")
                 return
@@ -351,6 +350,7 @@ class Consumer:
                 raise Fatal(error) from None
             outage = None
             self._quota.give_back(wanted - len(messages))
+            largest = max((body_bytes(m.body) for m in messages), default=largest)
             if len(messages) == MAX_BATCH:
                 messages += self._receive_more(self.options.batch_messages - MAX_BATCH, messages)
             if not messages:
@@ -376,6 +376,13 @@ class Consumer:
             if self.on_batch is not None:
                 self.on_batch(self._last_handled - received_at)
         self._finish("stop_requested")
+
+    def _receive_size(self, largest_body: int) -> int:
+        """Ask for fewer than 10 messages while bodies are large, so one receive of them
+        stays within gather_bytes (SQS bodies reach 1 MiB: 10 of them would be 10 MiB)."""
+        if largest_body <= 0:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, self.options.gather_bytes // largest_body))
 
     def _receive(self, wanted: int, *, wait_seconds: int) -> list[InboundMessage]:
         return self.sqs.receive(
