@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from loginetl.errors import ConfigError, SchemaNotAtHead
 from loginetl.services import db, keys, migrations
@@ -67,7 +67,20 @@ def test_connections_carry_tcp_keepalives(engine: Engine) -> None:
 
 
 def test_ensure_database_creates_utf8(empty_database_url: str) -> None:
-    assert db.ensure_database(empty_database_url)
+    # This cluster's template1 is UTF8 already, so the encoding alone cannot tell: the
+    # statement must ask for UTF8 from template0, whatever template1 holds elsewhere.
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        assert db.ensure_database(empty_database_url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    (create,) = [s for s in statements if s.startswith("CREATE DATABASE")]
+    assert create.endswith("ENCODING 'UTF8' TEMPLATE template0")
     engine = db.make_engine(empty_database_url, pool_size=1)
     try:
         db.require_utf8(engine)
