@@ -68,6 +68,31 @@ def rotate(
     )
 
 
+@app.command("rotate-attributes")
+def rotate_attributes(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The keys directory (default: LOGINETL_KEYS_DIR)."),
+    ] = None,
+) -> None:
+    """Sign loginetl's message attributes with a new key id; old ids still verify.
+
+    Apart from the masking keys: keep old ids while the DLQ may hold messages signed with
+    them. Copy the file to every consumer and replay-dlq host, then restart consumers.
+
+    Example: loginetl keys rotate-attributes
+    """
+    target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    result = keys.rotate_attribute_key(target)
+    stdout.print(
+        inert(
+            f"message attributes are now signed with {result.current} (was {result.previous}); "
+            "messages signed before still verify. Restart consume so it picks up the new key."
+        )
+    )
+
+
 @app.command()
 def rederive(
     ctx: typer.Context,

@@ -10,7 +10,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
+from typer.testing import CliRunner
 
+from loginetl.cli import app
 from loginetl.errors import ConfigError, SchemaNotAtHead
 from loginetl.services import db, keys, migrations
 from loginetl.services.sqs import SqsService
@@ -224,3 +226,11 @@ def test_a_malformed_attribute_key_file_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"current": "a1", "keys": {"a1": "c2hvcnQ="}}))
     with pytest.raises(ConfigError, match="shorter than 32 bytes"):
         keys.load_attribute_keys(tmp_path)
+
+
+def test_keys_rotate_attributes_from_the_command_line(tmp_path: Path) -> None:
+    keys.init_keys(tmp_path)
+    result = CliRunner().invoke(app, ["keys", "rotate-attributes", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "signed with a2 (was a1)" in result.output
+    assert keys.load_attribute_keys(tmp_path).current == "a2"
