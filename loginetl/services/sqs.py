@@ -208,12 +208,20 @@ class SqsService:
                 )["QueueUrl"]
                 created.append(name)
             else:
-                attributes = self.client.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
-                )["Attributes"]
-                differences += _differences(
-                    name, {str(k): v for k, v in attributes.items()}, redrive, visibility_timeout
-                )
+                try:
+                    attributes = self.client.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
+                    )["Attributes"]
+                except ClientError as error:  # e.g. a seeding role may not read them
+                    code = error.response.get("Error", {}).get("Code", "error")
+                    differences.append(f"could not read the settings of queue {name!r} ({code})")
+                else:
+                    differences += _differences(
+                        name,
+                        {str(k): v for k, v in attributes.items()},
+                        redrive,
+                        visibility_timeout,
+                    )
         return EnsuredQueues(url, dlq_url, tuple(created), tuple(differences))
 
     def create_queues(
