@@ -224,3 +224,22 @@ def login_role(database_url: str) -> Iterator[Callable[[str], str]]:
                 )
                 conn.execute(text(f'DROP ROLE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def sql_ascii_url() -> Iterator[str]:
+    """A database encoded SQL_ASCII (which consume must refuse); dropped afterwards."""
+    name = f"loginetl_ascii_{uuid.uuid4().hex[:10]}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                "TEMPLATE template0"
+            )
+        )
+    try:
+        yield f"{_base_url()}/{name}"
+    finally:
+        _drop(admin, name)
+        admin.dispose()

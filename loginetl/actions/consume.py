@@ -1,11 +1,15 @@
 """``consume``: drain the login queue into PostgreSQL, at least once, idempotently.
 
 Per batch (one receive, or several back to back while the queue keeps returning full
-ones): parse -> validate -> mask -> one transaction (rows + vault) -> commit -> dead-letter
-the rejects -> delete exactly what was committed or dead-lettered. A message is never
-deleted before its row is committed or its DLQ copy accepted; a crash anywhere leaves it
-in the queue, and a redelivery is absorbed by the unique idempotency key. The stats
-rollups are folded from the committed rows about once a second, and once more at exit.
+ones, bounded by count and by body bytes): verify loginetl's attributes -> parse ->
+validate -> mask -> one transaction (rows + vault) -> commit -> dead-letter the rejects ->
+delete exactly what was committed or dead-lettered. A message is never deleted before its
+row is committed or its DLQ copy accepted; a crash anywhere leaves it in the queue, and a
+redelivery is absorbed by the unique idempotency key. Anything wrong with one message
+dead-letters that message alone; rows the database refuses as data are found by bisection
+and dead-lettered; transient failures are retried while a heartbeat keeps the batch
+hidden. The stats rollups are folded from the committed rows about once a second, and
+once more at exit.
 """
 
 from __future__ import annotations
@@ -15,24 +19,34 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
+from loginetl.actions.acknowledge import Acknowledger
+from loginetl.actions.load import Loader
+from loginetl.actions.retry_policy import Fatal, Outage
+from loginetl.actions.visibility import Heartbeat
 from loginetl.config import Settings
-from loginetl.core.batch import InboundMessage, PreparedBatch, dead_letter_attributes, prepare_batch
+from loginetl.core.attributes import AttributeKeys, verify
+from loginetl.core.batch import (
+    PREPARATION_FAILED,
+    InboundMessage,
+    PreparedBatch,
+    RejectedMessage,
+    prepare_batch,
+)
 from loginetl.core.masking import Masker
+from loginetl.core.messages import MAX_BODY_BYTES, Rejection, body_bytes
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
 from loginetl.services.metrics import MetricsServer
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
+from loginetl.services.sqs import MAX_BATCH, SqsService
 
 log = logging.getLogger("loginetl.consume")
 
-_VAULT_CACHE_LIMIT = 20_000  # tokens known committed; bounded so memory stays flat
 _PARTITION_CHECK_SECONDS = 3600.0
 _FOLD_SECONDS = 1.0  # how stale the stats rollups may get while consume runs
 _FOLD_RETRY_SECONDS = 10.0  # after a failed fold (e.g. the database is down)
@@ -50,6 +64,9 @@ class ConsumeOptions:
     wait_seconds: int = 2
     visibility_timeout: int | None = None
     retry_seconds: float = 60.0  # how long a batch run waits out an outage; --follow waits forever
+    max_body_bytes: int = MAX_BODY_BYTES  # larger bodies are dead-lettered as too_large
+    batch_bytes: int | None = None  # body bytes a worker gathers; default below
+    statement_timeout_seconds: float = 60.0  # per statement; a timeout is retried (transient)
 
     def __post_init__(self) -> None:
         if self.max_messages is not None and self.max_messages < 1:
@@ -62,6 +79,17 @@ class ConsumeOptions:
             raise ValueError("wait_seconds must be between 0 and 20 (SQS long-poll limit)")
         if self.idle_exit_seconds <= 0:
             raise ValueError("idle_exit_seconds must be positive")
+        if not 1024 <= self.max_body_bytes <= 1024 * 1024:
+            raise ValueError("max_body_bytes must be between 1 KiB and 1 MiB (SQS's limit)")
+        if self.batch_bytes is not None and self.batch_bytes < 1024 * 1024:
+            raise ValueError("batch_bytes must be at least 1 MiB (one body of SQS's maximum)")
+        if self.statement_timeout_seconds <= 0:
+            raise ValueError("statement_timeout_seconds must be positive")
+
+    @property
+    def gather_bytes(self) -> int:
+        """Most body bytes one worker holds (4 MiB unless batch_bytes says otherwise)."""
+        return self.batch_bytes if self.batch_bytes is not None else 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,6 +112,7 @@ class ConsumeSummary:
     elapsed_seconds: float
     busy_seconds: float  # start to the last batch handled: excludes the idle wait at the end
     stopped_because: str
+    forged_attributes_ignored: int = 0  # messages whose loginetl-* attributes did not verify
 
     @property
     def messages_per_second(self) -> float:
@@ -105,6 +134,7 @@ class _Tally:
     dead_letter_failures: int = 0
     transient_errors: int = 0
     ignored_fields: int = 0
+    forged_attributes_ignored: int = 0
     in_flight: int = 0
 
     def add(self, **counts: int) -> None:
@@ -138,16 +168,14 @@ class _Quota:
         return self._left is not None and self._left <= 0
 
 
-class _Fatal(Exception):
-    """Stop every worker: the wrapped error must reach the operator."""
-
-    def __init__(self, error: LoginetlError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class Consumer:
-    """Runs worker threads that each receive, load and acknowledge batches."""
+    """Orchestrates worker threads that each receive, load and acknowledge batches.
+
+    Policies live in their own modules: error classes (core/error_classes.py), back-off
+    (retry_policy.py), the write with its retries and bisection (load.py), the visibility
+    heartbeat (visibility.py), dead-lettering, deletes and releases (acknowledge.py),
+    attribute verification (core/attributes.py).
+    """
 
     def __init__(
         self,
@@ -156,6 +184,7 @@ class Consumer:
         engine: Engine,
         masker: Masker,
         sealer: VaultSealer,
+        attribute_keys: AttributeKeys,
         queue_url: str,
         dlq_url: str,
         options: ConsumeOptions,
@@ -165,6 +194,7 @@ class Consumer:
         self.engine = engine
         self.masker = masker
         self.sealer = sealer
+        self.attribute_keys = attribute_keys
         self.queue_url = queue_url
         self.dlq_url = dlq_url
         self.options = options
@@ -172,16 +202,27 @@ class Consumer:
         self._tally = _Tally()
         self._quota = _Quota(options.max_messages)
         self._last_activity = self._last_handled = self._started = time.monotonic()
-        self._vault_cache: set[str] = set()
-        # Deletes run beside the next receive: they follow a commit already made, and a
-        # failed one is harmless. Bounded, so a slow endpoint cannot pile them up.
-        self._deleter = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="delete")
-        self._pending_deletes = threading.BoundedSemaphore(options.workers * 2)
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
         self._next_fold = 0.0
         self.on_batch: Callable[[float], None] | None = None  # batch latency, for metrics
+        self.loader = Loader(
+            engine,
+            stop=self.stop,
+            new_outage=lambda: Outage(options.retry_seconds, options.follow),
+            wait_out=self._wait_out,
+        )
+        self.heartbeat = Heartbeat(sqs, queue_url, self._visibility, on_fatal=self._fail)
+        self.acknowledger = Acknowledger(
+            sqs,
+            queue_url,
+            dlq_url,
+            attribute_keys,
+            workers=options.workers,
+            on_delete_failures=lambda n: self._tally.add(delete_failures=n),
+            on_fatal=self._fail,
+        )
 
     # -- public -----------------------------------------------------------------------
 
@@ -201,16 +242,19 @@ class Consumer:
         for thread in threads:
             thread.start()
         partitions_checked = self._started
-        while alive := [t for t in threads if t.is_alive()]:
-            alive[0].join(timeout=tick_seconds)  # interruptible: signal handlers still run
-            if on_tick is not None:
-                on_tick(self.snapshot())
-            if time.monotonic() - partitions_checked > _PARTITION_CHECK_SECONDS:
-                partitions_checked = time.monotonic()
-                self._ensure_partitions()
-            if time.monotonic() >= self._next_fold:
-                self._fold_rollups()
-        self._deleter.shutdown(wait=True)
+        try:
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(timeout=tick_seconds)  # interruptible: signal handlers still run
+                if on_tick is not None:
+                    on_tick(self.snapshot())
+                if time.monotonic() - partitions_checked > _PARTITION_CHECK_SECONDS:
+                    partitions_checked = time.monotonic()
+                    self._ensure_partitions()
+                if time.monotonic() >= self._next_fold:
+                    self._fold_rollups()
+            self.acknowledger.close()
+        finally:
+            self.heartbeat.close()
         self._fold_rollups(wait=True)  # leave the rollups exact for whoever runs stats next
         if self._failure is not None:
             raise self._failure
@@ -254,6 +298,7 @@ class Consumer:
                 dead_letter_failures=t.dead_letter_failures,
                 transient_errors=t.transient_errors,
                 ignored_fields=t.ignored_fields,
+                forged_attributes_ignored=t.forged_attributes_ignored,
                 in_flight=t.in_flight,
                 elapsed_seconds=time.monotonic() - self._started,
                 busy_seconds=self._last_handled - self._started,
@@ -266,13 +311,17 @@ class Consumer:
         if not self._stopped_because:
             self._stopped_because = reason
 
+    def _fail(self, error: LoginetlError) -> None:
+        """Stop everything with this error (from any thread)."""
+        self._failure = self._failure or error
+        self._finish("error")
+        self.stop.set()
+
     def _worker(self) -> None:
         try:
             self._receive_loop()
-        except _Fatal as fatal:
-            self._failure = self._failure or fatal.error
-            self._finish("error")
-            self.stop.set()
+        except Fatal as fatal:
+            self._fail(fatal.error)
         except Exception as error:  # a bug: stop everything rather than spin
             # The traceback may quote data (an exception's message): only with --debug.
             log.error(
@@ -280,40 +329,41 @@ class Consumer:
                 type(error).__name__,
                 exc_info=log.isEnabledFor(logging.DEBUG),
             )
-            self._failure = self._failure or LoginetlError(
-                f"consume stopped on an unexpected {type(error).__name__}; rerun with --debug"
+            self._fail(
+                LoginetlError(
+                    f"consume stopped on an unexpected {type(error).__name__}; rerun with --debug"
+                )
             )
-            self._finish("error")
-            self.stop.set()
 
     def _receive_loop(self) -> None:
-        outage_since: float | None = None
-        failures = 0
+        outage: Outage | None = None
+        largest = 0  # the largest body of the last receive: it sizes the next one
         while not self.stop.is_set():
-            wanted = self._quota.take(MAX_BATCH)
+            wanted = self._quota.take(self._receive_size(largest))
             if wanted == 0:
                 self._finish("max_reached")
                 return
+            received_at = time.monotonic()  # before the receive: visibility counts from it
             try:
                 messages = self._receive(wanted, wait_seconds=self.options.wait_seconds)
             except ServiceUnavailable as error:
                 self._quota.give_back(wanted)
-                outage_since = outage_since or time.monotonic()
-                failures += 1
-                self._wait_out_outage(error, outage_since, attempt=failures)
+                outage = outage or Outage(self.options.retry_seconds, self.options.follow)
+                self._wait_out(outage, error)
                 continue
-            except LoginetlError as error:  # e.g. the queue was deleted under us
-                raise _Fatal(error) from None
-            outage_since, failures = None, 0
+            except LoginetlError as error:  # e.g. the queue was deleted under us, access denied
+                raise Fatal(error) from None
+            outage = None
             self._quota.give_back(wanted - len(messages))
+            largest = max((body_bytes(m.body) for m in messages), default=largest)
             if len(messages) == MAX_BATCH:
-                messages += self._receive_more(self.options.batch_messages - MAX_BATCH)
+                messages += self._receive_more(self.options.batch_messages - MAX_BATCH, messages)
             if not messages:
                 if self._idle_for() >= self.options.idle_exit_seconds and not self.options.follow:
                     self._finish("idle")
                     return
                 continue
-            self._last_activity = received_at = time.monotonic()
+            self._last_activity = time.monotonic()
             self._tally.add(received=len(messages), in_flight=len(messages))
             failpoints.hit("hold_after_receive")
             try:
@@ -321,13 +371,24 @@ class Consumer:
                     # Received after the stop request: not ours to finish; hand them back now.
                     self._release(messages)
                     break
-                self._handle(messages)
+                # A frozen worker (the fault suite's stall) cannot heartbeat: stall before the hold.
+                failpoints.hit(
+                    "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
+                )
+                self._handle(messages, received_at)
             finally:
                 self._tally.add(in_flight=-len(messages))
             self._last_handled = time.monotonic()
             if self.on_batch is not None:
                 self.on_batch(self._last_handled - received_at)
         self._finish("stop_requested")
+
+    def _receive_size(self, largest_body: int) -> int:
+        """Ask for fewer than 10 messages while bodies are large, so one receive of them
+        stays within gather_bytes (SQS bodies reach 1 MiB: 10 of them would be 10 MiB)."""
+        if largest_body <= 0:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, self.options.gather_bytes // largest_body))
 
     def _receive(self, wanted: int, *, wait_seconds: int) -> list[InboundMessage]:
         return self.sqs.receive(
@@ -337,15 +398,20 @@ class Consumer:
             visibility_timeout=self.options.visibility_timeout,
         )
 
-    def _receive_more(self, room: int) -> list[InboundMessage]:
+    def _receive_more(self, room: int, first: Sequence[InboundMessage]) -> list[InboundMessage]:
         """While the queue has a backlog, add receives to the batch (no waiting).
 
         One transaction then carries up to batch_messages rows: fewer round trips per row.
-        Stops at the first short receive, so a trickle is never held back, and on any
-        error, which the next regular receive will meet and handle.
+        Stops at the first short receive, so a trickle is never held back, on any error,
+        which the next regular receive will meet and handle, and before another receive
+        of maximum-size bodies could take the batch past batch_bytes.
         """
         more: list[InboundMessage] = []
+        gathered = sum(body_bytes(m.body) for m in first)
+        worst_receive = MAX_BATCH * self.options.max_body_bytes
         while room >= MAX_BATCH and not self.stop.is_set():
+            if gathered + worst_receive > self.options.gather_bytes:
+                break
             wanted = self._quota.take(MAX_BATCH)
             if wanted == 0:
                 break
@@ -356,6 +422,7 @@ class Consumer:
             self._quota.give_back(wanted - len(received))
             more += received
             room -= len(received)
+            gathered += sum(body_bytes(m.body) for m in received)
             if len(received) < MAX_BATCH:
                 break
         return more
@@ -363,123 +430,103 @@ class Consumer:
     def _idle_for(self) -> float:
         return time.monotonic() - self._last_activity
 
-    def _wait_out_outage(self, error: LoginetlError, since: float, attempt: int) -> None:
-        """Back off during an outage; give up after retry_seconds unless following."""
+    def _wait_out(self, outage: Outage, error: LoginetlError) -> None:
+        """Back off (jittered) during an outage; give up after retry_seconds unless following."""
         self._tally.add(transient_errors=1)
-        if not self.options.follow and time.monotonic() - since > self.options.retry_seconds:
-            raise _Fatal(error) from None
-        delay = min(10.0, 0.5 * 2 ** min(attempt, 5))
+        delay = outage.next_delay(error)
         log.warning("%s; retrying in %.1fs", error, delay)
         self.stop.wait(delay)
 
-    def _handle(self, messages: Sequence[InboundMessage]) -> None:
-        batch = prepare_batch(
-            messages, masker=self.masker, sealer=self.sealer, known_tokens=self._vault_cache
-        )
-        acknowledged: list[InboundMessage] = []
-        if batch.loadable:
-            failpoints.hit(
-                "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
-            )
-            inserted = self._commit(batch, messages)
-            failpoints.hit("crash_after_commit")
-            acknowledged += batch.loadable
-            self._tally.add(
-                loaded=inserted,
-                duplicates_skipped=len(batch.loadable) - inserted,
-                ignored_fields=batch.ignored_fields,
-            )
-        acknowledged += self._dead_letter(batch)
-        if acknowledged:
-            self._pending_deletes.acquire()
-            self._deleter.submit(self._acknowledge, acknowledged)
+    # -- one batch --------------------------------------------------------------------
 
-    def _commit(self, batch: PreparedBatch, messages: Sequence[InboundMessage]) -> int:
-        """Write the batch, retrying transient failures while keeping the messages hidden."""
-        received_at = last_extended = time.monotonic()
-        attempt = 0
-        while True:
-            try:
-                inserted = db.write_batch(self.engine, batch.rows, batch.vault_entries)
-            except Exception as error:
-                if not db.is_transient(error):
-                    self._release(messages)
-                    log.error("database rejected a batch (%s); stopping", db.describe(error))
-                    raise _Fatal(
-                        LoginetlError(
-                            f"the database rejected a batch ({db.describe(error)}); "
-                            "the messages were released, nothing was deleted"
-                        )
-                    ) from None
-                attempt += 1
-                wrapped = ServiceUnavailable(f"database write failed ({db.describe(error)})")
-                if self.stop.is_set():
-                    self._release(messages)
-                    raise _Fatal(wrapped) from None
-                try:
-                    self._wait_out_outage(wrapped, received_at, attempt)
-                except _Fatal:
-                    self._release(messages)
-                    raise
-                if time.monotonic() - last_extended > self._visibility / 2:
-                    self._keep_hidden(messages)
-                    last_extended = time.monotonic()
-                continue
-            self._remember_vault_tokens(batch)
-            return inserted
-
-    def _remember_vault_tokens(self, batch: PreparedBatch) -> None:
-        if len(self._vault_cache) > _VAULT_CACHE_LIMIT:
-            self._vault_cache.clear()
-        self._vault_cache.update(e.token for e in batch.vault_entries)
-
-    def _dead_letter(self, batch: PreparedBatch) -> list[InboundMessage]:
-        """Send rejects to the DLQ with their reason; return those the DLQ accepted."""
-        if not batch.rejected:
-            return []
-        now = datetime.now(UTC)
-        outbound = [
-            OutboundMessage(r.message.body, dead_letter_attributes(r, first_seen=now))
-            for r in batch.rejected
-        ]
+    def _handle(self, messages: Sequence[InboundMessage], received_at: float) -> None:
+        hold = self.heartbeat.hold(messages, received_at)
         try:
-            failed = set(self.sqs.send(self.dlq_url, outbound))
-        except LoginetlError as error:
-            log.warning("dead-letter queue unavailable (%s); rejects stay in the queue", error)
-            failed = set(range(len(outbound)))
-        accepted = [r for i, r in enumerate(batch.rejected) if i not in failed]
-        failpoints.hit("crash_after_dead_letter", when=bool(accepted))
+            trusted = self._trust(messages)
+            batch = self._prepare(trusted)
+            loaded, refused = self._load(batch)
+            dead = self.acknowledger.dead_letter([*batch.rejected, *refused])
+        except Fatal:
+            hold.release()
+            self._release(messages)
+            raise
+        except ConfigError as error:  # e.g. SendMessage to the DLQ denied: no retry cures it
+            hold.release()
+            self._release(messages)
+            raise Fatal(error) from None
+        except BaseException:
+            hold.release()
+            raise
         with self._tally.lock:
-            self._tally.dead_lettered.update(r.rejection.reason for r in accepted)
+            self._tally.dead_lettered.update(dead.by_reason)
             # Left hidden until their visibility times out: a natural back-off for the DLQ.
-            self._tally.dead_letter_failures += len(failed)
-            self._tally.unfinished += len(failed)
-        return [r.message for r in accepted]
+            self._tally.dead_letter_failures += dead.failed
+            self._tally.unfinished += dead.failed
+            self._tally.ignored_fields += batch.ignored_fields
+        done = [*loaded, *dead.accepted]
+        if done:
+            self.acknowledger.delete_later(done, hold)
+        else:
+            hold.release()
 
-    def _acknowledge(self, messages: Sequence[InboundMessage]) -> None:
-        try:
-            failed = len(self.sqs.delete(self.queue_url, messages))
-        except LoginetlError as error:
-            log.warning("delete failed (%s); the messages will be redelivered and skipped", error)
-            failed = len(messages)
-        finally:
-            self._pending_deletes.release()
-        if failed:
-            self._tally.add(delete_failures=failed)
+    def _trust(self, messages: Sequence[InboundMessage]) -> list[InboundMessage]:
+        """Keep only the loginetl-* attributes whose signature verifies and values are sane."""
+        now = datetime.now(UTC)
+        trusted: list[InboundMessage] = []
+        forged = 0
+        for message in messages:
+            try:
+                verified = verify(message.attributes, message.body, self.attribute_keys, now=now)
+                attributes, dropped = verified.attributes, verified.dropped
+            except Exception:  # verify never raises; if it did, believe nothing of loginetl's
+                attributes = {k: v for k, v in message.attributes.items() if k[:9] != "loginetl-"}
+                dropped = True
+            forged += dropped
+            trusted.append(replace(message, attributes=attributes))
+        if forged:
+            self._tally.add(forged_attributes_ignored=forged)
+        return trusted
 
-    def _keep_hidden(self, messages: Sequence[InboundMessage]) -> None:
+    def _prepare(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
+        """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
         try:
-            self.sqs.set_visibility(self.queue_url, messages, self._visibility)
-        except LoginetlError as error:
-            log.warning("could not extend visibility (%s)", error)
+            return self._prepare_all(messages)
+        except Exception:
+            log.exception("preparing a batch failed; preparing its messages one at a time")
+        good: list[InboundMessage] = []
+        broken: list[RejectedMessage] = []
+        for message in messages:
+            try:
+                self._prepare_all([message])
+                good.append(message)
+            except Exception as error:
+                broken.append(
+                    RejectedMessage(message, Rejection(PREPARATION_FAILED, type(error).__name__))
+                )
+        batch = self._prepare_all(good)
+        return replace(batch, rejected=[*batch.rejected, *broken])
+
+    def _prepare_all(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
+        return prepare_batch(
+            messages,
+            masker=self.masker,
+            sealer=self.sealer,
+            known_tokens=self.loader.vault_cache,
+            max_body_bytes=self.options.max_body_bytes,
+        )
+
+    def _load(self, batch: PreparedBatch) -> tuple[list[InboundMessage], list[RejectedMessage]]:
+        """Write the rows; return the messages now safe to delete and those refused as data."""
+        loaded = self.loader.load(batch)
+        failpoints.hit("crash_after_commit")
+        self._tally.add(
+            loaded=loaded.inserted, duplicates_skipped=len(loaded.messages) - loaded.inserted
+        )
+        return loaded.messages, loaded.refused
 
     def _release(self, messages: Sequence[InboundMessage]) -> None:
         """Make messages visible again at once, so another receiver can take them."""
-        try:
-            failed = len(self.sqs.set_visibility(self.queue_url, messages, 0))
-        except LoginetlError as error:
-            log.warning("could not release messages (%s); they reappear after timeout", error)
-            failed = len(messages)
+        failed = self.acknowledger.release(messages)
         self._tally.add(released=len(messages) - failed, unfinished=failed)
 
 
@@ -496,6 +543,7 @@ def consume(
     """Check keys, schema and queues, then consume; the CLI's ``consume`` in one call."""
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
+    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
     if excess := keys.excess_for_consumer(settings.keys_dir):
         log.warning(
             "the keys directory holds more than consume needs (%s); give consumer hosts "
@@ -503,15 +551,25 @@ def consume(
             "; ".join(excess),
         )
     server: MetricsServer | None = None
-    with db.engine_for(settings.database_url, pool_size=options.workers) as engine:
-        migrations.require_head(engine)
+    with db.engine_for(
+        settings.database_url,
+        pool_size=options.workers,
+        statement_timeout_ms=int(options.statement_timeout_seconds * 1000),
+    ) as engine:
+        db.require_utf8(engine)
+        migrations.require_compatible(engine)
         sqs = SqsService.for_settings(
             settings,
-            max_connections=options.workers * 2 + 2,
+            max_connections=options.workers * 2 + 4,
             read_timeout=options.wait_seconds + 20,
         )
         if create_queues:
-            queue_url, dlq_url = sqs.create_queues(settings.queue_name, settings.dlq_name)
+            ensured = sqs.ensure_queues(settings.queue_name, settings.dlq_name)
+            queue_url, dlq_url = ensured.url, ensured.dlq_url
+            for name in ensured.created:
+                log.info("created queue %s", name)
+            for difference in ensured.differences:
+                log.warning("%s; left as it is", difference)
         else:
             queue_url, dlq_url = (
                 sqs.queue_url(settings.queue_name),
@@ -522,6 +580,7 @@ def consume(
             engine=engine,
             masker=masker,
             sealer=sealer,
+            attribute_keys=attribute_keys,
             queue_url=queue_url,
             dlq_url=dlq_url,
             options=options,

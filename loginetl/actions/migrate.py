@@ -22,13 +22,15 @@ class Upgraded:
 def upgrade(settings: Settings, revision: str = "head") -> Upgraded:
     """Create the database if missing (and the role may), then migrate up."""
     created = db.ensure_database(settings.database_url)
-    with db.engine_for(settings.database_url) as engine:
+    # No statement timeout: a migration may rightly run (and hold its locks) for minutes;
+    # consumers meanwhile treat their lock waits as transient (docs/operations.md).
+    with db.engine_for(settings.database_url, statement_timeout_ms=0) as engine:
         return Upgraded(created, migrations.upgrade(engine, revision))
 
 
 def downgrade(settings: Settings, revision: str) -> SchemaStatus:
     """Migrate down to ``revision``."""
-    with db.engine_for(settings.database_url) as engine:
+    with db.engine_for(settings.database_url, statement_timeout_ms=0) as engine:
         return migrations.downgrade(engine, revision)
 
 

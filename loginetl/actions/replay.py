@@ -10,14 +10,16 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from loginetl.config import Settings
+from loginetl.core.attributes import AttributeKeys, sign, verify
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.messages import Rejection, parse_login
 from loginetl.core.pacing import RampedRate
 from loginetl.errors import LoginetlError
-from loginetl.services import failpoints
+from loginetl.services import failpoints, keys
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
 DEFAULT_HOLD_SECONDS = 120  # what a run skips stays hidden this long, so it sees each once
@@ -45,6 +47,7 @@ class ReplayResult:
     delete_failures: int
     by_reason: dict[str, int]
     dry_run_verdicts: dict[str, DryRunVerdicts] = field(default_factory=dict)
+    unverified: int = 0  # moved without the identity they claimed: it did not verify
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class _Replay:
         queue_url: str,
         dlq_url: str,
         *,
+        attribute_keys: AttributeKeys,
         max_messages: int | None,
         reason: str | None,
         dry_run: bool,
@@ -76,6 +80,8 @@ class _Replay:
         on_progress: Callable[[int], None] | None,
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.attribute_keys = attribute_keys
+        self.unverified = 0
         self.max_messages, self.reason, self.dry_run = max_messages, reason, dry_run
         self.pacing = RampedRate(rate) if rate else None
         self.hold_seconds = hold_seconds
@@ -139,6 +145,7 @@ class _Replay:
                 )
                 for reason, counts in sorted(self.verdicts.items())
             },
+            unverified=self.unverified,
         )
 
     def _judge(self, messages: list[InboundMessage]) -> None:
@@ -152,11 +159,7 @@ class _Replay:
             return
         if self.pacing is not None:
             time.sleep(self.pacing.wait_before(len(messages), time.monotonic()))
-        failed = set(
-            self.sqs.send(
-                self.queue_url, [OutboundMessage(m.body, replay_attributes(m)) for m in messages]
-            )
-        )
+        failed = set(self.sqs.send(self.queue_url, [self._outbound(m) for m in messages]))
         sent = [m for i, m in enumerate(messages) if i not in failed]
         self.held += [m for i, m in enumerate(messages) if i in failed]
         self.failed += len(failed)
@@ -165,6 +168,17 @@ class _Replay:
         if sent:
             # Harmless if it fails: the copy in the source queue is absorbed on load.
             self.delete_failures += len(self.sqs.delete(self.dlq_url, sent))
+
+    def _outbound(self, message: InboundMessage) -> OutboundMessage:
+        """The copy for the source queue: verified identity only, signed again."""
+        verified = verify(
+            message.attributes, message.body, self.attribute_keys, now=datetime.now(UTC)
+        )
+        self.unverified += verified.dropped
+        trusted = replace(message, attributes=verified.attributes)
+        return OutboundMessage(
+            message.body, sign(replay_attributes(trusted), message.body, self.attribute_keys)
+        )
 
 
 def replay_dlq(
@@ -182,6 +196,7 @@ def replay_dlq(
 
     ``on_start`` is told the DLQ's approximate depth first (for a progress bar).
     """
+    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
     sqs = SqsService.for_settings(settings)
     queue_url, dlq_url = sqs.queue_url(settings.queue_name), sqs.queue_url(settings.dlq_name)
     if on_start is not None:
@@ -190,6 +205,7 @@ def replay_dlq(
         sqs,
         queue_url,
         dlq_url,
+        attribute_keys=attribute_keys,
         max_messages=max_messages,
         reason=reason,
         dry_run=dry_run,

@@ -19,6 +19,7 @@ from loginetl import __version__
 from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
 from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import settings_of
+from loginetl.core.messages import MAX_BODY_BYTES
 
 log = logging.getLogger("loginetl.consume")
 
@@ -49,6 +50,10 @@ def render_summary(s: ConsumeSummary) -> Table:
         table.add_row("delete failures (will be redelivered, skipped)", f"{s.delete_failures:,}")
     if s.transient_errors:
         table.add_row("transient errors retried", f"{s.transient_errors:,}")
+    if s.forged_attributes_ignored:
+        table.add_row(
+            "loginetl attributes ignored (unsigned or forged)", f"{s.forged_attributes_ignored:,}"
+        )
     table.add_row("elapsed", f"{s.elapsed_seconds:.1f} s")
     table.add_row("throughput", f"{s.messages_per_second:,.0f} msg/s")
     table.add_row("stopped because", inert(s.stopped_because))
@@ -120,10 +125,29 @@ def consume_command(
             help="Ride out an SQS or database outage this long, then exit with code 2.",
         ),
     ] = 60.0,
+    max_body_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            min=1024,
+            max=1024 * 1024,
+            help="Larger bodies are dead-lettered as too_large (the contract: 256 KiB).",
+        ),
+    ] = MAX_BODY_BYTES,
+    statement_timeout: Annotated[
+        float,
+        typer.Option(
+            "--statement-timeout",
+            min=0.1,
+            help="Seconds one SQL statement may run (or wait for a lock); then it is retried.",
+        ),
+    ] = 60.0,
     create_queues: Annotated[
         bool,
         typer.Option(
-            "--create-queues", help="Create the queue and DLQ (with RedrivePolicy) if missing."
+            "--create-queues",
+            help="Create the queue and DLQ (with RedrivePolicy) if missing; an existing "
+            "queue's settings are left alone.",
         ),
     ] = False,
     metrics_port: Annotated[
@@ -154,6 +178,8 @@ def consume_command(
         wait_seconds=wait_seconds,
         visibility_timeout=visibility_timeout,
         retry_seconds=retry_seconds,
+        max_body_bytes=max_body_bytes,
+        statement_timeout_seconds=statement_timeout,
     )
     if log_format is not None:
         if log_format not in LOG_FORMATS:

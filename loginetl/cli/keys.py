@@ -25,7 +25,10 @@ def init(
         typer.Option("--dir", help="Where to create the keys (default: LOGINETL_KEYS_DIR)."),
     ] = None,
 ) -> None:
-    """Create the HMAC key and the vault key pair (files 0600); never overwrites.
+    """Create the HMAC key, vault key pair, attribute key and audit-signing key pair.
+
+    Files 0600; never overwrites. Run on a keys directory from an older loginetl, it adds
+    only the files that directory lacks.
 
     Example: loginetl keys init --dir /etc/loginetl/keys
     """
@@ -36,9 +39,10 @@ def init(
         return
     stdout.print(inert(f"created {', '.join(result.created)} in {target}"))
     stdout.print(
-        f"consume needs {keys.HMAC_FILE} and {keys.PUBLIC_FILE}; move {keys.PRIVATE_FILE} "
-        f"and {keys.AUDIT_PRIVATE_FILE} to the privacy team's machine and keep them off "
-        "consumer and database hosts"
+        f"consume needs {keys.HMAC_FILE}, {keys.PUBLIC_FILE} and {keys.ATTRIBUTE_FILE} "
+        "(loginetl keys export-consumer --to DIR writes just those); move "
+        f"{keys.PRIVATE_FILE} and {keys.AUDIT_PRIVATE_FILE} to the privacy team's machine and "
+        "keep them off consumer and database hosts"
     )
 
 
@@ -91,6 +95,31 @@ def export_consumer(
         inert(
             f"wrote {', '.join(result.files)} to {result.directory} (HMAC key "
             f"{result.hmac_key_id} only); give consumer hosts this directory, not {source}"
+        )
+    )
+
+
+@app.command("rotate-attributes")
+def rotate_attributes(
+    ctx: typer.Context,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The keys directory (default: LOGINETL_KEYS_DIR)."),
+    ] = None,
+) -> None:
+    """Sign loginetl's message attributes with a new key id; old ids still verify.
+
+    Apart from the masking keys: keep old ids while the DLQ may hold messages signed with
+    them. Copy the file to every consumer and replay-dlq host, then restart consumers.
+
+    Example: loginetl keys rotate-attributes
+    """
+    target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    result = keys.rotate_attribute_key(target)
+    stdout.print(
+        inert(
+            f"message attributes are now signed with {result.current} (was {result.previous}); "
+            "messages signed before still verify. Restart consume so it picks up the new key."
         )
     )
 

@@ -10,18 +10,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Final
 
+from loginetl.core.attributes import (
+    ATTR_DETAIL,
+    ATTR_FIRST_SEEN,
+    ATTR_ORIGINAL_MESSAGE_ID,
+    ATTR_ORIGINAL_SENT_AT,
+    ATTR_REASON,
+    ATTR_REPLAYS,
+    original_sent_at,
+)
 from loginetl.core.masking import Masker
-from loginetl.core.messages import LoginEvent, Rejection, parse_login
+from loginetl.core.messages import MAX_BODY_BYTES, LoginEvent, Rejection, parse_login
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 
-# Message attributes loginetl sets when it moves a message, because SQS gives a moved
-# message a new MessageId and SentTimestamp, and the load must stay idempotent.
-ATTR_ORIGINAL_MESSAGE_ID: Final = "loginetl-original-message-id"
-ATTR_ORIGINAL_SENT_AT: Final = "loginetl-original-sent-at"  # epoch milliseconds
-ATTR_REASON: Final = "loginetl-reason"
-ATTR_DETAIL: Final = "loginetl-detail"
-ATTR_FIRST_SEEN: Final = "loginetl-first-seen"  # ISO-8601 UTC, when loginetl dead-lettered it
-ATTR_REPLAYS: Final = "loginetl-replays"  # how many times replay-dlq has moved it back
+# Message attributes loginetl sets when it moves a message (SQS gives a moved message a
+# new MessageId and SentTimestamp, and the load must stay idempotent) live in
+# core/attributes.py, which signs and verifies them; re-exported here for callers.
+__all__ = [
+    "ATTR_DETAIL",
+    "ATTR_FIRST_SEEN",
+    "ATTR_ORIGINAL_MESSAGE_ID",
+    "ATTR_ORIGINAL_SENT_AT",
+    "ATTR_REASON",
+    "ATTR_REPLAYS",
+]
+
+# Reason codes for rejects that are not the body's fault as parsed (see messages.py).
+PREPARATION_FAILED: Final = "preparation_failed"  # an unexpected error masking or sealing it
+REJECTED_BY_DATABASE: Final = "rejected_by_database"  # detail: SQLSTATE and constraint name
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +59,7 @@ class InboundMessage:
     @property
     def original_sent_at(self) -> datetime:
         """When the app first published it; ``create_date`` derives from this, not the move."""
-        raw = self.attributes.get(ATTR_ORIGINAL_SENT_AT)
-        if raw and raw.isdigit():
-            return datetime.fromtimestamp(int(raw) / 1000, tz=UTC)
-        return self.sent_at
+        return original_sent_at(self.attributes, self.sent_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +123,14 @@ class ParsedBatch:
     rejected: list[RejectedMessage]
 
 
-def parse_batch(messages: Iterable[InboundMessage]) -> ParsedBatch:
+def parse_batch(
+    messages: Iterable[InboundMessage], *, max_body_bytes: int = MAX_BODY_BYTES
+) -> ParsedBatch:
     """Parse and validate every message; never raises."""
     events: list[tuple[InboundMessage, LoginEvent]] = []
     rejected: list[RejectedMessage] = []
     for message in messages:
-        outcome = parse_login(message.body)
+        outcome = parse_login(message.body, max_body_bytes=max_body_bytes)
         if isinstance(outcome, Rejection):
             rejected.append(RejectedMessage(message, outcome))
         else:
@@ -134,18 +149,30 @@ def mask_batch(
 
     ``known_tokens`` are tokens already committed to the vault (a cache of the caller's);
     they are not sealed again. Duplicates of one idempotency key inside the batch become one
-    row, so they cannot fail the insert.
+    row, so they cannot fail the insert. An unexpected error masking one message rejects
+    that message alone (``preparation_failed``), never the batch.
     """
     rows: dict[str, LoginRow] = {}
     plain: dict[str, PlainVaultEntry] = {}
+    rejected = list(parsed.rejected)
+    loadable: list[InboundMessage] = []
     duplicates = 0
     ignored = 0
     for message, event in parsed.events:
-        ignored += event.ignored_fields
         if message.idempotency_key in rows:
             duplicates += 1
+            ignored += event.ignored_fields
+            loadable.append(message)
             continue
-        row = mask_event(event, message, masker)
+        try:
+            row = mask_event(event, message, masker)
+        except Exception as error:  # a bug must cost one message, not the batch
+            rejected.append(
+                RejectedMessage(message, Rejection(PREPARATION_FAILED, type(error).__name__))
+            )
+            continue
+        ignored += event.ignored_fields
+        loadable.append(message)
         rows[row.idempotency_key] = row
         for token, pii_field, value in (
             (row.masked_ip, "ip", event.ip),
@@ -156,8 +183,8 @@ def mask_batch(
     return PreparedBatch(
         rows=list(rows.values()),
         vault_entries=sealer.seal(plain.values()),
-        loadable=[message for message, _ in parsed.events],
-        rejected=parsed.rejected,
+        loadable=loadable,
+        rejected=rejected,
         duplicates_in_batch=duplicates,
         ignored_fields=ignored,
     )
@@ -169,10 +196,14 @@ def prepare_batch(
     masker: Masker,
     sealer: VaultSealer,
     known_tokens: set[str] | frozenset[str] = frozenset(),
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> PreparedBatch:
     """Parse, validate, mask and seal a batch: parse_batch, then mask_batch."""
     return mask_batch(
-        parse_batch(messages), masker=masker, sealer=sealer, known_tokens=known_tokens
+        parse_batch(messages, max_body_bytes=max_body_bytes),
+        masker=masker,
+        sealer=sealer,
+        known_tokens=known_tokens,
     )
 
 

@@ -15,7 +15,9 @@ from typing import Any, Final
 
 from loginetl.core.versions import encode_app_version
 
-MAX_BODY_CHARS: Final = 256 * 1024  # SQS's own message size limit
+# The contract's body size limit, in UTF-8 bytes (SQS's classic limit; SQS now accepts up
+# to 1 MiB, so consume takes it as a setting: ConsumeOptions.max_body_bytes).
+MAX_BODY_BYTES: Final = 256 * 1024
 
 # Reason codes are a public contract: they travel as DLQ attributes and in metrics.
 TOO_LARGE: Final = "too_large"
@@ -130,10 +132,19 @@ def _is_storable_text(value: str) -> bool:
     return True
 
 
-def parse_login(body: str) -> LoginEvent | Rejection:
+def body_bytes(body: str) -> int:
+    """The body's size in UTF-8 bytes (a lone surrogate counts as its 3 bytes)."""
+    if body.isascii():
+        return len(body)
+    return len(body.encode("utf-8", "surrogatepass"))
+
+
+def parse_login(body: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> LoginEvent | Rejection:
     """Parse one message body; never raises."""
-    if len(body) > MAX_BODY_CHARS:
-        return Rejection(TOO_LARGE, f"body is longer than {MAX_BODY_CHARS} characters")
+    if len(body) > max_body_bytes or (
+        len(body) * 4 > max_body_bytes and body_bytes(body) > max_body_bytes
+    ):
+        return Rejection(TOO_LARGE, f"body is larger than {max_body_bytes} bytes")
     text = body[1:] if body.startswith("\ufeff") else body
     try:
         document = json.loads(text, object_pairs_hook=_no_duplicate_keys)

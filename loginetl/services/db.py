@@ -7,12 +7,14 @@ import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import psycopg2
 from psycopg2.extras import execute_values
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from loginetl.core.batch import LoginRow
+from loginetl.core.error_classes import ErrorClass, classify_sqlstate
 from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.errors import ConfigError, ServiceUnavailable
 from loginetl.services import failpoints
@@ -21,8 +23,20 @@ _NO_SUCH_DATABASE = "3D000"
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
-def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
-    """Create an engine that never logs parameters (they may hold user data)."""
+DEFAULT_STATEMENT_TIMEOUT_MS = 60_000
+
+
+def make_engine(
+    database_url: str,
+    *,
+    pool_size: int = 5,
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+) -> Engine:
+    """Create an engine that never logs parameters (they may hold user data).
+
+    TCP keepalives (first probe after 30 s idle, then every 10 s, 3 misses) make a
+    half-open connection fail within about a minute instead of hanging a worker.
+    """
     return create_engine(
         database_url,
         pool_size=pool_size,
@@ -32,26 +46,71 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         connect_args={
             "connect_timeout": 5,
             "application_name": "loginetl",
-            "options": "-c statement_timeout=60000",
+            "options": f"-c statement_timeout={statement_timeout_ms:d}",
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         },
     )
 
 
 @contextlib.contextmanager
-def engine_for(database_url: str, *, pool_size: int = 1) -> Iterator[Engine]:
+def engine_for(
+    database_url: str,
+    *,
+    pool_size: int = 1,
+    statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
+) -> Iterator[Engine]:
     """An engine for one command's work, disposed (connections closed) when it is done."""
-    engine = make_engine(database_url, pool_size=pool_size)
+    engine = make_engine(
+        database_url, pool_size=pool_size, statement_timeout_ms=statement_timeout_ms
+    )
     try:
         yield engine
     finally:
         engine.dispose()
 
 
-def is_transient(error: BaseException) -> bool:
-    """True for failures a retry can cure: lost connections, deadlocks, shutdowns."""
+def sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg2 error, raw (the COPY path) or wrapped by SQLAlchemy."""
+    original = getattr(error, "orig", None) or error
+    code = getattr(original, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
+def classify(error: BaseException) -> ErrorClass:
+    """transient, data or fatal (core.error_classes), for raw and wrapped errors alike."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return "transient"
+    original = getattr(error, "orig", None) or error
+    code = sqlstate(error)
+    if code is not None:
+        return classify_sqlstate(code)
+    if isinstance(original, psycopg2.OperationalError | psycopg2.InterfaceError):
+        return "transient"  # no SQLSTATE: the connection broke before the server answered
     if isinstance(error, OperationalError | InterfaceError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
+        return "transient"
+    return "fatal"
+
+
+def is_database_error(error: BaseException) -> bool:
+    """True if the error came from PostgreSQL or its driver (raw or wrapped)."""
+    return isinstance(error, psycopg2.Error | DBAPIError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures a retry can cure: lost connections, deadlocks, timeouts, shutdowns."""
+    return classify(error) == "transient"
+
+
+def rejection_detail(error: BaseException) -> str:
+    """SQLSTATE and constraint name of a data error: never a value from the row."""
+    original = getattr(error, "orig", None) or error
+    diag = getattr(original, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) if diag is not None else None
+    detail = f"SQLSTATE {sqlstate(error) or 'unknown'}"
+    return f"{detail}, constraint {constraint}" if constraint else detail
 
 
 def describe(error: BaseException) -> str:
@@ -99,7 +158,8 @@ def ensure_database(database_url: str) -> bool:
             if exists:
                 return False
             quoted = admin.dialect.identifier_preparer.quote(url.database or "")
-            conn.execute(text(f"CREATE DATABASE {quoted}"))
+            # template0: template1 may carry another encoding, which CREATE would inherit.
+            conn.execute(text(f"CREATE DATABASE {quoted} ENCODING 'UTF8' TEMPLATE template0"))
             return True
     except ProgrammingError as error:
         if getattr(error.orig, "pgcode", None) == INSUFFICIENT_PRIVILEGE:
@@ -110,6 +170,17 @@ def ensure_database(database_url: str) -> bool:
         raise
     finally:
         admin.dispose()
+
+
+def require_utf8(engine: Engine) -> None:
+    """Refuse a database whose encoding cannot hold every valid login (not UTF-8)."""
+    with translate_errors(engine, "read the database encoding"), engine.connect() as conn:
+        encoding = conn.execute(text("SHOW server_encoding")).scalar_one()
+    if encoding != "UTF8":
+        raise ConfigError(
+            f"database {engine.url.database!r} is encoded {encoding}, not UTF8, so it cannot "
+            "store every valid login; recreate it with ENCODING 'UTF8' TEMPLATE template0"
+        )
 
 
 def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:

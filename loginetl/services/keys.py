@@ -6,11 +6,15 @@ Layout of a keys directory, every file 0600:
   vault-private.pem   X25519 private key: only the unmasker's copy has it
   audit-signing-private.pem  Ed25519: loginetl signs audit chain heads with it (privacy staff)
   audit-signing-public.pem   Ed25519: ``audit verify`` checks those signatures with it
+  attribute-keys.json {"current": "a1", "keys": {"a1": "<base64 32 bytes>"}}: signs the
+                      loginetl-* message attributes (core/attributes.py)
 
-``consume`` needs the first two, and of the HMAC keys only the current one: older keys,
-the private key and the audit-signing private key live with privacy staff (auditors need only
-the audit-signing public key; the database owner must never hold the signing key).
-``export_consumer_keys`` writes the consumer's subset.
+``consume`` needs the HMAC file (of its keys only the current one), the vault public key and
+the attribute keys (so does ``replay-dlq``); ``export_consumer_keys`` writes that subset.
+Older HMAC keys, the vault private key and the audit-signing private key live with privacy
+staff (auditors need only the audit-signing public key; the database owner must never hold
+the signing key). The attribute keys rotate on their own schedule, apart from the masking
+keys, so a DLQ message signed before a masking-key rotation still verifies.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from loginetl.core.attributes import ATTRIBUTE_KEY_ID, AttributeKeys
 from loginetl.core.masking import KEY_ID_PATTERN, MIN_KEY_BYTES, Masker
 from loginetl.errors import KeyMaterialError
 
@@ -35,9 +40,10 @@ PUBLIC_FILE = "vault-public.pem"
 PRIVATE_FILE = "vault-private.pem"
 AUDIT_PRIVATE_FILE = "audit-signing-private.pem"
 AUDIT_PUBLIC_FILE = "audit-signing-public.pem"
+ATTRIBUTE_FILE = "attribute-keys.json"
 # What a consumer host gets from ``keys export-consumer``: the HMAC file trimmed to its
 # current key, then every other file here copied as it is. Only what writing needs.
-CONSUMER_FILES: tuple[str, ...] = (HMAC_FILE, PUBLIC_FILE)
+CONSUMER_FILES: tuple[str, ...] = (HMAC_FILE, PUBLIC_FILE, ATTRIBUTE_FILE)
 
 
 @dataclass(frozen=True)
@@ -85,16 +91,30 @@ def _init_audit_signing(directory: Path) -> tuple[str, ...]:
     return names
 
 
-def init_keys(directory: Path) -> KeysCreated:
-    """Create an HMAC key, a vault key pair and an audit-signing key pair in ``directory``.
+def _new_attribute_keys() -> bytes:
+    document = {"current": "a1", "keys": {"a1": base64.b64encode(os.urandom(32)).decode()}}
+    return json.dumps(document, indent=2).encode()
 
-    Idempotent when complete; a directory from before audit signing gets the signing
-    pair added, its other files untouched.
+
+def _add_later_files(directory: Path) -> tuple[str, ...]:
+    """Add the files later versions introduced (attribute keys, audit signing); touch no other."""
+    added: tuple[str, ...] = ()
+    if not (directory / ATTRIBUTE_FILE).exists():
+        _write_secret(directory / ATTRIBUTE_FILE, _new_attribute_keys())
+        added += (ATTRIBUTE_FILE,)
+    return added + _init_audit_signing(directory)
+
+
+def init_keys(directory: Path) -> KeysCreated:
+    """Create the HMAC key, vault key pair, attribute key and audit-signing key pair.
+
+    Idempotent when complete; a directory made by an older loginetl (the first three files)
+    gains only the files it lacks, its other files untouched.
     """
     names = (HMAC_FILE, PUBLIC_FILE, PRIVATE_FILE)
     present = [n for n in names if (directory / n).exists()]
     if len(present) == len(names):
-        added = _init_audit_signing(directory)
+        added = _add_later_files(directory)
         return KeysCreated(directory, added, already_present=not added)
     if present:
         raise KeyMaterialError(
@@ -107,7 +127,7 @@ def init_keys(directory: Path) -> KeysCreated:
     _write_secret(directory / HMAC_FILE, json.dumps(hmac_doc, indent=2).encode())
     _write_secret(directory / PUBLIC_FILE, _pem_public(private.public_key()))
     _write_secret(directory / PRIVATE_FILE, _pem_private(private))
-    return KeysCreated(directory, names + _init_audit_signing(directory), already_present=False)
+    return KeysCreated(directory, names + _add_later_files(directory), already_present=False)
 
 
 def _read_secret(path: Path, what: str, hint: str) -> bytes:
@@ -143,6 +163,44 @@ def load_masker(directory: Path) -> Masker:
     if len(key) < MIN_KEY_BYTES:
         raise KeyMaterialError(f"the HMAC key {key_id} in {path} is shorter than 32 bytes")
     return Masker(key_id=key_id, key=key)
+
+
+def load_attribute_keys(directory: Path) -> AttributeKeys:
+    """Load every attribute key (verification accepts any; signing uses the current one)."""
+    path = directory / ATTRIBUTE_FILE
+    raw = _read_secret(
+        path,
+        "the attribute key file",
+        "add it with: loginetl keys init --dir DIR (the other key files are left alone)",
+    )
+    try:
+        document = json.loads(raw)
+        current = document["current"]
+        loaded = {
+            key_id: base64.b64decode(value, validate=True)
+            for key_id, value in document["keys"].items()
+        }
+        if not isinstance(current, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise KeyMaterialError(f"the attribute key file at {path} is malformed") from None
+    for key_id, key in loaded.items():
+        if not ATTRIBUTE_KEY_ID.fullmatch(key_id) or len(key) < MIN_KEY_BYTES:
+            raise KeyMaterialError(
+                f"the attribute key file at {path} holds an invalid key id or a key shorter "
+                "than 32 bytes"
+            )
+    if current not in loaded:
+        raise KeyMaterialError(f"the attribute key file at {path} names a missing current key")
+    return AttributeKeys(current=current, keys=loaded)
+
+
+def rotate_attribute_key(directory: Path) -> Rotated:
+    """Add a new attribute key and sign with it; old keys stay, so old DLQ messages verify."""
+    previous = load_attribute_keys(directory)  # validates the file and its permissions
+    new_id = f"a{max((int(k[1:]) for k in previous.keys), default=0) + 1}"
+    _add_current_key(directory / ATTRIBUTE_FILE, new_id)
+    return Rotated(previous=previous.current, current=new_id, path=directory / ATTRIBUTE_FILE)
 
 
 def load_public_key(directory: Path) -> X25519PublicKey:
@@ -195,13 +253,19 @@ def rotate_hmac_key(directory: Path) -> Rotated:
     document = json.loads(path.read_bytes())
     numbers = [int(k[1:]) for k in document["keys"] if KEY_ID_PATTERN.fullmatch(k)]
     new_id = f"k{max(numbers, default=0) + 1}"
+    _add_current_key(path, new_id)
+    return Rotated(previous=masker.key_id, current=new_id, path=path)
+
+
+def _add_current_key(path: Path, new_id: str) -> None:
+    """Add a random 32-byte key ``new_id`` to a key file and make it current."""
+    document = json.loads(path.read_bytes())
     document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
     document["current"] = new_id
     staged = path.with_suffix(".json.new")
     staged.unlink(missing_ok=True)
     _write_secret(staged, json.dumps(document, indent=2).encode())
     os.replace(staged, path)  # atomic: readers see the old file or the new one
-    return Rotated(previous=masker.key_id, current=new_id, path=path)
 
 
 def load_maskers(directory: Path) -> dict[str, Masker]:

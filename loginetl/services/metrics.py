@@ -35,6 +35,11 @@ class _ConsumeCollector(Collector):
             ("duplicates_skipped", s.duplicates_skipped, "Messages already loaded (redelivery)"),
             ("transient_errors", s.transient_errors, "Retried SQS or database failures"),
             ("delete_failures", s.delete_failures, "Deletes SQS did not confirm"),
+            (
+                "forged_attributes_ignored",
+                s.forged_attributes_ignored,
+                "Messages whose loginetl-* attributes did not verify (SQS's own id and time used)",
+            ),
         ):
             yield CounterMetricFamily(f"loginetl_consume_{name}", help_text, value=value)
         dead = CounterMetricFamily(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alembic import command
+from alembic import command, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from loginetl.errors import SchemaNotAtHead
 from loginetl.services.db import translate_errors
@@ -17,6 +18,7 @@ from loginetl.services.db import translate_errors
 # the same from a checkout, an editable install, a wheel or an sdist (pyproject.toml maps the
 # top-level migrations/ directory into the package loginetl._migrations).
 SCRIPT_LOCATION = "loginetl._migrations:."
+COMPAT_TABLE = "loginetl_schema_compat"
 
 
 @dataclass(frozen=True)
@@ -106,5 +108,55 @@ def require_head(engine: Engine) -> SchemaStatus:
         raise SchemaNotAtHead(
             f"the database is at {have} but loginetl expects {', '.join(current.heads)}; "
             "run: loginetl migrate upgrade"
+        )
+    return current
+
+
+def declare_compatible(revision: str, compatible_with: str) -> None:
+    """In a migration's upgrade: consumers at ``compatible_with`` or later may run on it.
+
+    Every migration from 0009 on calls this for itself; a downgrade drops the row.
+    """
+    op.execute(
+        text(
+            f"INSERT INTO {COMPAT_TABLE} (revision, compatible_with) VALUES (:r, :c) "
+            "ON CONFLICT (revision) DO UPDATE SET compatible_with = excluded.compatible_with"
+        ).bindparams(r=revision, c=compatible_with)
+    )
+
+
+def _declarations(engine: Engine) -> dict[str, str]:
+    try:
+        with translate_errors(engine, "read schema compatibility"), engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT revision, compatible_with FROM {COMPAT_TABLE}"))
+            return {str(r): str(c) for r, c in rows}
+    except ProgrammingError:
+        return {}  # no such table: nothing declared
+
+
+def require_compatible(engine: Engine) -> SchemaStatus:
+    """Refuse a schema this code cannot run on; accept one ahead that declares it may.
+
+    The rule: a consumer runs on its head, or on a schema ahead of its head when every
+    revision it does not know declares itself compatible with a revision it does know.
+    """
+    current = status(engine)
+    if current.at_head:
+        return current
+    scripts = _scripts()
+    known = {s.revision for s in scripts.walk_revisions()}
+    unknown = [r for r in current.current if r not in known]
+    if not current.current or not unknown:
+        return require_head(engine)  # behind (or no schema): migrate upgrade first
+    declared = _declarations(engine)
+    newer = [r for r in declared if r not in known]
+    refusing = sorted(
+        {r for r in unknown if r not in declared} | {r for r in newer if declared[r] not in known}
+    )
+    if refusing:
+        raise SchemaNotAtHead(
+            f"the database is at {', '.join(current.current)}, ahead of this loginetl "
+            f"({', '.join(current.heads)}), and revision {', '.join(refusing)} does not declare "
+            "itself compatible with it; deploy the newer loginetl"
         )
     return current

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -22,7 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
-from loginetl.errors import QueueNotFound, ServiceUnavailable, UnsupportedBySqs
+from loginetl.core.error_classes import permanent_sqs_fix
+from loginetl.errors import ConfigError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 from loginetl.services import failpoints
 
 if TYPE_CHECKING:
@@ -39,6 +40,16 @@ class OutboundMessage:
 
     body: str = field(repr=False)
     attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EnsuredQueues:
+    """The queue URLs, which of them ensure_queues created, and settings left as found."""
+
+    url: str
+    dlq_url: str
+    created: tuple[str, ...]
+    differences: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -120,8 +131,12 @@ class SqsService:
         )
 
     @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Turn transport and credential failures into one clear sentence."""
+    def _errors(self, what: str, action: str) -> Iterator[None]:
+        """Turn transport and credential failures into one clear sentence.
+
+        Errors no retry cures (access denied, bad or expired credentials, an invalid
+        parameter) raise ConfigError naming the permission or setting: exit 2, no retries.
+        """
         try:
             yield
         except NoCredentialsError:
@@ -136,6 +151,11 @@ class SqsService:
                 raise QueueNotFound(
                     f"a queue loginetl uses no longer exists at {self._endpoint} (to {what})"
                 ) from None
+            fix = permanent_sqs_fix(code, action)
+            if fix is not None:
+                raise ConfigError(
+                    f"SQS at {self._endpoint} refused to {what} ({code}): {fix}"
+                ) from None
             raise ServiceUnavailable(
                 f"SQS refused to {what} at {self._endpoint}: {code or 'error'}"
             ) from error
@@ -148,7 +168,7 @@ class SqsService:
     def queue_url(self, name: str) -> str:
         """Look a queue up by name; raise QueueNotFound with the fix if it is missing."""
         try:
-            with self._errors(f"look up queue {name!r}"):
+            with self._errors(f"look up queue {name!r}", "sqs:GetQueueUrl"):
                 return self.client.get_queue_url(QueueName=name)["QueueUrl"]
         except QueueNotFound:
             raise QueueNotFound(
@@ -156,29 +176,74 @@ class SqsService:
                 "(loginetl consume --create-queues) or point LOGINETL_QUEUE/LOGINETL_DLQ at it"
             ) from None
 
-    def create_queues(
+    def ensure_queues(
         self, name: str, dlq_name: str, *, max_receive_count: int = 5, visibility_timeout: int = 30
-    ) -> tuple[str, str]:
-        """Create (or find) the queue and its DLQ, wired with a RedrivePolicy."""
-        with self._errors("create queues"):
-            dlq_url = self.client.create_queue(
-                QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"}
-            )["QueueUrl"]
+    ) -> EnsuredQueues:
+        """Create whichever of the queue and its DLQ is missing; never reconfigure one.
+
+        A new queue gets loginetl's recommended settings (a RedrivePolicy to the DLQ, the
+        visibility timeout; 14 days' retention for the DLQ). An existing queue is left as
+        its operator set it; how it differs from the recommendation is returned.
+        """
+        created: list[str] = []
+        differences: list[str] = []
+        with self._errors("create queues", "sqs:CreateQueue"):
+            dlq_url = self._existing(dlq_name)
+            if dlq_url is None:
+                dlq_url = self.client.create_queue(
+                    QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"}
+                )["QueueUrl"]
+                created.append(dlq_name)
             dlq_arn = self.client.get_queue_attributes(
                 QueueUrl=dlq_url, AttributeNames=["QueueArn"]
             )["Attributes"]["QueueArn"]
-            redrive = json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-            )
-            url = self.client.create_queue(QueueName=name)["QueueUrl"]
-            self.client.set_queue_attributes(
-                QueueUrl=url,
-                Attributes={
-                    "RedrivePolicy": redrive,
-                    "VisibilityTimeout": str(visibility_timeout),
-                },
-            )
-        return url, dlq_url
+            redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            url = self._existing(name)
+            if url is None:
+                url = self.client.create_queue(
+                    QueueName=name,
+                    Attributes={
+                        "RedrivePolicy": json.dumps(redrive),
+                        "VisibilityTimeout": str(visibility_timeout),
+                    },
+                )["QueueUrl"]
+                created.append(name)
+            else:
+                try:
+                    attributes = self.client.get_queue_attributes(
+                        QueueUrl=url, AttributeNames=["RedrivePolicy", "VisibilityTimeout"]
+                    )["Attributes"]
+                except ClientError as error:  # e.g. a seeding role may not read them
+                    code = error.response.get("Error", {}).get("Code", "error")
+                    differences.append(f"could not read the settings of queue {name!r} ({code})")
+                else:
+                    differences += _differences(
+                        name,
+                        {str(k): v for k, v in attributes.items()},
+                        redrive,
+                        visibility_timeout,
+                    )
+        return EnsuredQueues(url, dlq_url, tuple(created), tuple(differences))
+
+    def create_queues(
+        self, name: str, dlq_name: str, *, max_receive_count: int = 5, visibility_timeout: int = 30
+    ) -> tuple[str, str]:
+        """ensure_queues, returning only the two URLs."""
+        ensured = self.ensure_queues(
+            name,
+            dlq_name,
+            max_receive_count=max_receive_count,
+            visibility_timeout=visibility_timeout,
+        )
+        return ensured.url, ensured.dlq_url
+
+    def _existing(self, name: str) -> str | None:
+        try:
+            return self.client.get_queue_url(QueueName=name)["QueueUrl"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code", "") in _NON_EXISTENT:
+                return None
+            raise
 
     def receive(
         self,
@@ -192,7 +257,7 @@ class SqsService:
         extra: dict[str, Any] = {}
         if visibility_timeout is not None:
             extra["VisibilityTimeout"] = visibility_timeout
-        with self._errors("receive messages"):
+        with self._errors("receive messages", "sqs:ReceiveMessage"):
             response = self.client.receive_message(
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
@@ -207,7 +272,7 @@ class SqsService:
         """Delete messages; return the ids SQS did not delete (redelivery is harmless)."""
         failed: list[str] = []
         for chunk in _chunks(messages):
-            with self._errors("delete messages"):
+            with self._errors("delete messages", "sqs:DeleteMessage"):
                 response = self.client.delete_message_batch(
                     QueueUrl=queue_url,
                     Entries=[
@@ -225,7 +290,7 @@ class SqsService:
         """Change visibility (0 releases a message at once); return ids that failed."""
         failed: list[str] = []
         for chunk in _chunks(messages):
-            with self._errors("change message visibility"):
+            with self._errors("change message visibility", "sqs:ChangeMessageVisibility"):
                 response = self.client.change_message_visibility_batch(
                     QueueUrl=queue_url,
                     Entries=[
@@ -257,7 +322,7 @@ class SqsService:
                 for i, m in enumerate(chunk)
             ]
             try:
-                with self._errors("send messages"):
+                with self._errors("send messages", "sqs:SendMessage"):
                     response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
                 failed += [start + int(f["Id"]) for f in response.get("Failed", [])]
             except ClientError as error:
@@ -270,13 +335,15 @@ class SqsService:
         failed: list[int] = []
         for entry in entries:
             try:
-                with self._errors("send a message"):
+                with self._errors("send a message", "sqs:SendMessage"):
                     self.client.send_message(
                         QueueUrl=queue_url,
                         MessageBody=entry["MessageBody"],
                         MessageAttributes=entry["MessageAttributes"],
                     )
-            except (ClientError, ServiceUnavailable):
+            except (ClientError, ServiceUnavailable, ConfigError):
+                # One message at a time, a refusal is this message's (e.g. body and
+                # attributes over the queue's MaximumMessageSize), not the run's.
                 failed.append(start + int(entry["Id"]))
         return failed
 
@@ -302,7 +369,7 @@ class SqsService:
 
     def queue_arn(self, queue_url: str) -> str:
         """The ARN of a queue (for StartMessageMoveTask)."""
-        with self._errors("read the queue ARN"):
+        with self._errors("read the queue ARN", "sqs:GetQueueAttributes"):
             attributes = self.client.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["QueueArn"]
             )["Attributes"]
@@ -317,7 +384,7 @@ class SqsService:
         if rate is not None:
             extra["MaxNumberOfMessagesPerSecond"] = rate
         try:
-            with self._errors("start a message move task"):
+            with self._errors("start a message move task", "sqs:StartMessageMoveTask"):
                 response = self.client.start_message_move_task(
                     SourceArn=source_arn, DestinationArn=destination_arn, **extra
                 )
@@ -332,13 +399,13 @@ class SqsService:
 
     def move_tasks(self, source_arn: str) -> list[dict[str, Any]]:
         """The most recent message move tasks of a source queue, newest first."""
-        with self._errors("list message move tasks"):
+        with self._errors("list message move tasks", "sqs:ListMessageMoveTasks"):
             response = self.client.list_message_move_tasks(SourceArn=source_arn, MaxResults=10)
         return [dict(r) for r in response.get("Results", [])]
 
     def depth(self, queue_url: str) -> QueueDepth:
         """Read the queue's approximate counters and redrive settings."""
-        with self._errors("read queue attributes"):
+        with self._errors("read queue attributes", "sqs:GetQueueAttributes"):
             attributes = self.client.get_queue_attributes(
                 QueueUrl=queue_url, AttributeNames=["All"]
             )["Attributes"]
@@ -351,6 +418,27 @@ class SqsService:
             max_receive_count=max_receive,
             visibility_timeout=int(attributes.get("VisibilityTimeout", 30)),
         )
+
+
+def _differences(
+    name: str, attributes: Mapping[str, str], redrive: dict[str, str], visibility_timeout: int
+) -> list[str]:
+    """How an existing queue's settings differ from what loginetl would have set."""
+    found: list[str] = []
+    current = json.loads(attributes["RedrivePolicy"]) if "RedrivePolicy" in attributes else {}
+    if current.get("deadLetterTargetArn") != redrive["deadLetterTargetArn"]:
+        found.append(f"queue {name!r} does not redrive to the configured dead-letter queue")
+    elif str(current.get("maxReceiveCount")) != redrive["maxReceiveCount"]:
+        found.append(
+            f"queue {name!r} has maxReceiveCount {current.get('maxReceiveCount')} "
+            f"(loginetl recommends {redrive['maxReceiveCount']})"
+        )
+    if attributes.get("VisibilityTimeout") != str(visibility_timeout):
+        found.append(
+            f"queue {name!r} has a visibility timeout of {attributes.get('VisibilityTimeout')} s "
+            f"(loginetl recommends {visibility_timeout} s)"
+        )
+    return found
 
 
 def _is_unsupported(error: BaseException | None) -> bool:

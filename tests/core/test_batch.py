@@ -107,3 +107,30 @@ def test_dead_letter_attributes_name_the_reason_and_never_the_values() -> None:
     assert attributes[ATTR_ORIGINAL_SENT_AT] == str(int(SENT.timestamp() * 1000))
     assert "10.0.0.300" not in json.dumps(attributes)
     assert "111-22-3333" not in json.dumps(attributes)
+
+
+class _BrokenMasker(Masker):
+    """A masker with a bug that one value trips."""
+
+    def token(self, field: str, value: str) -> str:  # type: ignore[override]
+        if value == "trips-the-bug":
+            raise RuntimeError("bug")
+        return super().token(field, value)  # type: ignore[arg-type]
+
+
+def test_an_unexpected_error_masking_one_message_rejects_that_message_alone() -> None:
+    masker = _BrokenMasker("k1", bytes(range(32)))
+    batch = prepare_batch(
+        [
+            message("a", login()),
+            message("b", login(device_id="trips-the-bug")),
+            message("c", login(ip="10.0.0.3")),
+        ],
+        masker=masker,
+        sealer=SEALER,
+    )
+    assert [m.message_id for m in batch.loadable] == ["a", "c"]
+    assert len(batch.rows) == 2
+    assert [
+        (r.message.message_id, r.rejection.reason, r.rejection.detail) for r in batch.rejected
+    ] == [("b", "preparation_failed", "RuntimeError")]

@@ -69,7 +69,7 @@ def test_leading_bom_is_tolerated() -> None:
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
-        ("x" * (m.MAX_BODY_CHARS + 1), m.TOO_LARGE),
+        ("x" * (m.MAX_BODY_BYTES + 1), m.TOO_LARGE),
         ("not json", m.INVALID_JSON),
         ("", m.INVALID_JSON),
         ("[" * 100_000, m.INVALID_JSON),

@@ -15,9 +15,11 @@ from typer.testing import CliRunner
 from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
+from loginetl.core.attributes import AttributeKeys, sign
 from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepare_batch
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSealer
 from loginetl.services import db, keys
+from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
@@ -126,10 +128,39 @@ def test_a_replayed_copy_with_the_original_id_is_skipped(
     body = valid_bodies(1)[0]
     original = sqs.client.send_message(QueueUrl=queues[0], MessageBody=body)["MessageId"]
     assert consume_json(cli_env)["loaded"] == 1
-    sqs.send(queues[0], [OutboundMessage(body, {ATTR_ORIGINAL_MESSAGE_ID: original})])
+    signed = sign(
+        {ATTR_ORIGINAL_MESSAGE_ID: original}, body, load_attribute_keys(settings.keys_dir)
+    )
+    sqs.send(queues[0], [OutboundMessage(body, signed)])
     summary = consume_json(cli_env)
     assert (summary["loaded"], summary["duplicates_skipped"]) == (0, 1)
+    assert summary["forged_attributes_ignored"] == 0
     assert count_rows(settings.database_url) == 1
+
+
+def test_a_producer_cannot_forge_an_original_id_to_get_a_login_deleted(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    first, second = valid_bodies(2)
+    original = sqs.client.send_message(QueueUrl=queues[0], MessageBody=first)["MessageId"]
+    assert consume_json(cli_env)["loaded"] == 1
+    # Unsigned, and signed with a key loginetl does not hold: both are ignored.
+    stranger = AttributeKeys("a1", {"a1": b"s" * 32})
+    sqs.send(
+        queues[0],
+        [
+            OutboundMessage(second, {ATTR_ORIGINAL_MESSAGE_ID: original}),
+            OutboundMessage(first, sign({ATTR_ORIGINAL_MESSAGE_ID: original}, first, stranger)),
+        ],
+    )
+    summary = consume_json(cli_env)
+    assert (summary["loaded"], summary["duplicates_skipped"]) == (2, 0)
+    assert summary["forged_attributes_ignored"] == 2
+    assert count_rows(settings.database_url) == 3
 
 
 def test_two_spellings_of_one_ip_share_one_token_and_one_vault_entry(
@@ -234,7 +265,7 @@ def test_create_queues_lets_consume_start_on_a_fresh_endpoint(
     assert depth.max_receive_count == 5
 
 
-def test_consume_needs_only_the_hmac_key_and_the_public_key(
+def test_consume_needs_no_private_key(
     cli_env: dict[str, str],
     settings: Settings,
     publish: Publish,

@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
+from loginetl.core.attributes import sign
 from loginetl.core.batch import ATTR_REASON, replay_attributes
+from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain, wait_for
 
@@ -159,7 +161,14 @@ def test_replay_interrupted_and_rerun_loads_each_message_exactly_once(
     to_dlq(sqs, queues[1], bodies, "invalid_app_version")
     # A crash between send and delete, made exactly: copies sent, originals left in the DLQ.
     sample = sqs.receive(queues[1], max_messages=10, wait_seconds=1)
-    sqs.send(queues[0], [OutboundMessage(m.body, replay_attributes(m)) for m in sample])
+    attribute_keys = load_attribute_keys(settings.keys_dir)
+    sqs.send(
+        queues[0],
+        [
+            OutboundMessage(m.body, sign(replay_attributes(m), m.body, attribute_keys))
+            for m in sample
+        ],
+    )
     sqs.set_visibility(queues[1], sample, 0)
     # A crash at an arbitrary point: kill -9 mid-run.
     process = subprocess.Popen(

@@ -21,6 +21,7 @@ def test_init_creates_private_files_and_a_working_pair(tmp_path: Path) -> None:
         keys.PRIVATE_FILE,
         keys.AUDIT_PRIVATE_FILE,
         keys.AUDIT_PUBLIC_FILE,
+        keys.ATTRIBUTE_FILE,
     }
     for name in created.created:
         assert stat.S_IMODE((tmp_path / "k" / name).stat().st_mode) == 0o600

@@ -1,0 +1,138 @@
+"""Finish what a batch received: dead-letter the rejects, delete what is done, release.
+
+A message is deleted only after its row is committed or its DLQ copy accepted; the DLQ
+copy carries signed loginetl attributes (core/attributes.py), so its identity survives
+the round trip and cannot be forged on the way. Deletes run on a small pool beside the
+next receive: they follow a commit already made, and a failed one is harmless
+(the redelivery is skipped as a duplicate).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from loginetl.actions.visibility import Hold
+from loginetl.core.attributes import AttributeKeys, sign
+from loginetl.core.batch import InboundMessage, RejectedMessage, dead_letter_attributes
+from loginetl.core.messages import body_bytes
+from loginetl.errors import ConfigError, LoginetlError
+from loginetl.services import failpoints
+from loginetl.services.sqs import OutboundMessage, SqsService
+
+log = logging.getLogger("loginetl.consume")
+
+SQS_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+def _size(message: OutboundMessage) -> int:
+    """SQS's measure: body plus each attribute's name, type and value, in UTF-8 bytes."""
+    return body_bytes(message.body) + sum(
+        len(name.encode()) + len("String") + len(value.encode())
+        for name, value in message.attributes.items()
+    )
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    """What the DLQ accepted (by reason) and how many it did not."""
+
+    accepted: list[InboundMessage]
+    by_reason: Counter[str]
+    failed: int
+
+
+class Acknowledger:
+    """Dead-letters, deletes and releases for one queue and its DLQ."""
+
+    def __init__(
+        self,
+        sqs: SqsService,
+        queue_url: str,
+        dlq_url: str,
+        attribute_keys: AttributeKeys,
+        *,
+        workers: int,
+        on_delete_failures: Callable[[int], None],
+        on_fatal: Callable[[LoginetlError], None],
+    ) -> None:
+        self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.attribute_keys = attribute_keys
+        self.on_delete_failures = on_delete_failures
+        self.on_fatal = on_fatal
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delete")
+        self._pending = threading.BoundedSemaphore(workers * 2)  # a slow endpoint cannot pile up
+
+    def dead_letter(self, rejected: Sequence[RejectedMessage]) -> DeadLettered:
+        """Send rejects to the DLQ with their (signed) reason; report what it accepted."""
+        if not rejected:
+            return DeadLettered([], Counter(), 0)
+        now = datetime.now(UTC)
+        outbound = [
+            OutboundMessage(
+                r.message.body,
+                sign(
+                    dead_letter_attributes(r, first_seen=now), r.message.body, self.attribute_keys
+                ),
+            )
+            for r in rejected
+        ]
+        # SQS refuses a message over 1 MiB (body and attributes): do not even try, it would
+        # only cost a copy of the body in memory and a failed call. It stays in the queue
+        # until the RedrivePolicy moves it.
+        too_big = {i for i, m in enumerate(outbound) if _size(m) > SQS_MAX_MESSAGE_BYTES}
+        sendable = [i for i in range(len(outbound)) if i not in too_big]
+        try:
+            failed = too_big | {
+                sendable[j] for j in self.sqs.send(self.dlq_url, [outbound[i] for i in sendable])
+            }
+        except ConfigError:
+            raise
+        except LoginetlError as error:
+            log.warning("dead-letter queue unavailable (%s); rejects stay in the queue", error)
+            failed = set(range(len(outbound)))
+        accepted = [r for i, r in enumerate(rejected) if i not in failed]
+        failpoints.hit("crash_after_dead_letter", when=bool(accepted))
+        return DeadLettered(
+            [r.message for r in accepted],
+            Counter(r.rejection.reason for r in accepted),
+            len(failed),
+        )
+
+    def delete_later(self, messages: Sequence[InboundMessage], hold: Hold) -> None:
+        """Delete on the pool; the batch stays under the heartbeat until it is done."""
+        self._pending.acquire()
+        self._pool.submit(self._delete, messages, hold)
+
+    def _delete(self, messages: Sequence[InboundMessage], hold: Hold) -> None:
+        try:
+            failed = len(self.sqs.delete(self.queue_url, messages))
+        except ConfigError as error:
+            self.on_fatal(error)
+            failed = len(messages)
+        except LoginetlError as error:
+            log.warning("delete failed (%s); the messages will be redelivered and skipped", error)
+            failed = len(messages)
+        finally:
+            hold.release()
+            self._pending.release()
+        if failed:
+            self.on_delete_failures(failed)
+
+    def release(self, messages: Sequence[InboundMessage]) -> int:
+        """Make messages visible again at once; return how many SQS did not release."""
+        if not messages:
+            return 0
+        try:
+            return len(self.sqs.set_visibility(self.queue_url, messages, 0))
+        except LoginetlError as error:
+            log.warning("could not release messages (%s); they reappear after timeout", error)
+            return len(messages)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
