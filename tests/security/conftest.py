@@ -25,7 +25,7 @@ from typer.testing import CliRunner, Result
 
 from loginetl.cli import app
 from loginetl.core.batch import LoginRow
-from loginetl.core.vault_crypto import PlainVaultEntry, VaultSealer
+from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 from loginetl.services import db, keys
 
 REASON = "SEC-1 security suite attack replay"
@@ -117,8 +117,10 @@ class World:
         return [t for t, v in self.values.items() if "." in v]
 
 
-def write_as(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[str, str]:
-    """Load one login per ip through the writer's own path (db.write_batch)."""
+def _masked(
+    keys_dir: Path, plain: dict[str, str], tag: str
+) -> tuple[list[LoginRow], list[SealedVaultEntry], dict[str, str]]:
+    """One login per ip: its rows, sealed vault entries, and the value behind each token."""
     masker = keys.load_masker(keys_dir)
     sealer = VaultSealer(keys.load_public_key(keys_dir))
     rows, entries, values = [], [], {}
@@ -144,9 +146,62 @@ def write_as(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[
                 date.today(),
             )
         )
+    return rows, sealer.seal(entries), values
+
+
+def write_as(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[str, str]:
+    """Load one login per ip through the writer's own path (db.write_batch)."""
+    rows, sealed, values = _masked(keys_dir, plain, tag)
     engine = db.make_engine(url)
     try:
-        db.write_batch(engine, rows, sealer.seal(entries))
+        db.write_batch(engine, rows, sealed)
+    finally:
+        engine.dispose()
+    return values
+
+
+def write_as_0006(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[str, str]:
+    """Load logins as a 0006 deployment did (plain INSERTs; today's write path needs 0008)."""
+    rows, sealed, values = _masked(keys_dir, plain, tag)
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for e in sealed:
+                conn.execute(
+                    text(
+                        "INSERT INTO pii_vault (token, pii_field, recipient, "
+                        "ephemeral_public_key, nonce, ciphertext) VALUES (:t, :f, :r, :k, :n, :c)"
+                    ),
+                    {
+                        "t": e.token,
+                        "f": e.pii_field,
+                        "r": e.recipient,
+                        "k": e.ephemeral_public_key,
+                        "n": e.nonce,
+                        "c": e.ciphertext,
+                    },
+                )
+            for r in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO user_logins (idempotency_key, user_id, device_type, "
+                        "masked_ip, masked_device_id, locale, app_version, app_version_raw, "
+                        "sent_at, create_date) VALUES (:k, :u, :d, :ip, :dev, :l, :v, :raw, "
+                        ":s, :c)"
+                    ),
+                    {
+                        "k": r.idempotency_key,
+                        "u": r.user_id,
+                        "d": r.device_type,
+                        "ip": r.masked_ip,
+                        "dev": r.masked_device_id,
+                        "l": r.locale,
+                        "v": r.app_version,
+                        "raw": r.app_version_raw,
+                        "s": r.sent_at,
+                        "c": r.create_date,
+                    },
+                )
     finally:
         engine.dispose()
     return values

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from loginetl.services import db, migrations
 from tests.conftest import _admin_engine, _base_url, _drop
-from tests.security.conftest import REASON, World, run, sql, write_as
+from tests.security.conftest import REASON, World, run, sql, write_as_0006
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_upgrade_from_0006_keeps_audit_verify_passing(
         return make_url(login_role(group)).set(database=database).render_as_string(False)
 
     writer = login_in("loginetl_writer")
-    values = write_as(writer, keys_dir, {"198.51.100.9": "device-old"}, "old")
+    values = write_as_0006(writer, keys_dir, {"198.51.100.9": "device-old"}, "old")
     token = next(t for t, v in values.items() if "." in v)
     # Audit rows written the 0006 way: a plain INSERT, chained by the 0003 trigger.
     for outcome in ("revealed", "unknown_token", "revealed"):

@@ -87,7 +87,10 @@ def test_consume_warns_when_its_keys_dir_holds_more_than_it_needs(
     assert EXCESS_WARNING in full.stderr
     assert f"the vault private key ({keys.PRIVATE_FILE})" in full.stderr
     assert "1 HMAC key(s) other than the current one" in full.stderr
-    assert "other files (some-signing-private.pem)" in full.stderr
+    # keys init also made the attribute keys (which consume needs) and the audit-signing
+    # pair (which it does not): the warning names the latter with the planted file.
+    assert "other files (audit-signing-private.pem, audit-signing-public.pem, " in full.stderr
+    assert "some-signing-private.pem)" in full.stderr
     assert not any(secret in full.output for secret in secrets_in(settings.keys_dir))
 
     consumer = tmp_path / "consumer"
@@ -109,7 +112,7 @@ def test_an_unexpected_worker_error_shows_a_traceback_only_with_debug(
     quotes data: the operator sees its type, the traceback and message only with --debug."""
     canary = "canary-" + base64.b32encode(b"10.9.8.7").decode()
 
-    def broken(self: consume_action.Consumer, messages: object) -> None:
+    def broken(self: consume_action.Consumer, messages: object, received_at: float) -> None:
         raise RuntimeError(f"bug while handling {canary}")
 
     monkeypatch.setattr(consume_action.Consumer, "_handle", broken)
