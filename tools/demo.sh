@@ -16,14 +16,16 @@ if [ -z "${LOGINETL_DATABASE_URL:-}" ]; then
 fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-step "keys (HMAC key + vault key pair in $LOGINETL_KEYS_DIR)"
+step "keys (privacy staff's full set in $LOGINETL_KEYS_DIR; the consumer gets only its own)"
 $loginetl keys init
+consumer_keys="$(dirname "$LOGINETL_KEYS_DIR")/consumer-keys"
+[ -e "$consumer_keys/hmac-keys.json" ] || $loginetl keys export-consumer --to "$consumer_keys"
 step "schema"
 $loginetl migrate upgrade
 step "seed 5,000 demo messages (1% malformed)"
 $loginetl seed --count 5000 --seed "$(date +%s)" --create-queues
 step "consume"
-$loginetl consume --create-queues --idle-exit 3
+LOGINETL_KEYS_DIR="$consumer_keys" $loginetl consume --create-queues --idle-exit 3
 step "stats"
 $loginetl stats
 echo
