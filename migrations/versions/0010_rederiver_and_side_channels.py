@@ -152,18 +152,21 @@ def _replace_in_request(old: str, new: str) -> None:
 
 
 def upgrade() -> None:
+    # Looked up first, so an owner without CREATEROLE migrates once a DBA made the role.
     op.execute(
-        f"DO $$ BEGIN CREATE ROLE {REDERIVER} NOLOGIN; "
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles "
+        f"WHERE rolname = '{REDERIVER}') THEN CREATE ROLE {REDERIVER} NOLOGIN; END IF; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
     )
     for function in REDERIVE_FUNCTIONS:
         op.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM loginetl_unmasker")
         op.execute(f"GRANT EXECUTE ON FUNCTION {function} TO {REDERIVER}")
     # What keys rederive reads besides: the schema's revision, the existing aliases (to
-    # refuse a forged one), and the signed heads it appends beside its audit row.
+    # refuse a forged one), and the signed heads it appends beside its audit row (whose
+    # check trigger reads unmask_audit as the caller).
     op.execute(f"GRANT USAGE ON SCHEMA public TO {REDERIVER}")
     op.execute(f"GRANT SELECT ON public.alembic_version, public.{COMPAT_TABLE} TO {REDERIVER}")
-    op.execute(f"GRANT SELECT ON public.token_aliases TO {REDERIVER}")
+    op.execute(f"GRANT SELECT ON public.token_aliases, public.unmask_audit TO {REDERIVER}")
     op.execute(f"GRANT SELECT, INSERT ON public.audit_heads TO {REDERIVER}")
     _replace_in_request(_NAMES_DEPLOYED, _NAMES_NONE)
     if _is_superuser():
@@ -190,7 +193,10 @@ def downgrade() -> None:
         _stats_privileges(grant_to_public=True)
     _replace_in_request(_NAMES_NONE, _NAMES_DEPLOYED)
     # The role stays: it is cluster-wide and may serve other databases.
-    op.execute(f"REVOKE ALL ON public.audit_heads, public.token_aliases FROM {REDERIVER}")
+    op.execute(
+        f"REVOKE ALL ON public.audit_heads, public.token_aliases, public.unmask_audit "
+        f"FROM {REDERIVER}"
+    )
     op.execute(f"REVOKE ALL ON public.alembic_version, public.{COMPAT_TABLE} FROM {REDERIVER}")
     op.execute(f"REVOKE USAGE ON SCHEMA public FROM {REDERIVER}")
     for function in REDERIVE_FUNCTIONS:
