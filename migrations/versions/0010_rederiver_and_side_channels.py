@@ -95,13 +95,17 @@ _STATS_SIGNATURES = (
     f"WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proname = ANY ({_NAMES}) "
     "ORDER BY 1"
 )
-# What a DBA runs (as a superuser, in this database) when the migration could not.
-DBA_STATEMENT = (
-    "DO $$ DECLARE f text; BEGIN FOR f IN "
-    + _STATS_SIGNATURES
-    + " LOOP EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); "
-    "EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO pg_monitor', f); END LOOP; END $$"
-)
+
+
+def dba_statement(granted: str) -> str:
+    """What a DBA runs (as a superuser, in this database) when the migration could not."""
+    return (
+        "DO $$ DECLARE f text; BEGIN FOR f IN "
+        + _STATS_SIGNATURES
+        + " LOOP EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f); "
+        f"EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO {granted}', f); END LOOP; END $$"
+    )
+
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +133,17 @@ def _owner_if_not_superuser() -> str | None:
     return None if owner[1] else str(owner[0])
 
 
-def _stats_privileges(grant_to_public: bool) -> None:
+def _granted() -> str:
+    """Who keeps the counters: pg_monitor, and the database owner unless a superuser."""
     owner = _owner_if_not_superuser()
+    return "pg_monitor" if owner is None else f"pg_monitor, {owner}"
+
+
+def _stats_privileges(grant_to_public: bool) -> None:
+    granted = _granted()
     signatures = [str(r[0]) for r in op.get_bind().execute(text(_STATS_SIGNATURES))]
     for signature in signatures:
         function = f"FUNCTION pg_catalog.{signature}"
-        granted = "pg_monitor" if owner is None else f"pg_monitor, {owner}"
         if grant_to_public:
             op.execute(f"GRANT EXECUTE ON {function} TO PUBLIC")
             op.execute(f"REVOKE EXECUTE ON {function} FROM {granted}")
@@ -175,7 +184,7 @@ def upgrade() -> None:
         message = (
             "migration 0010: not a superuser, so the statistics functions that tell the "
             "writer whether a token is already in the vault stay executable by PUBLIC; a "
-            f"DBA must run, as a superuser in this database: {DBA_STATEMENT}"
+            f"DBA must run, as a superuser in this database: {dba_statement(_granted())}"
         )
         log.warning(message)
         op.execute(f"DO $warn$ BEGIN RAISE WARNING '%', {_quote(message)}; END $warn$")
