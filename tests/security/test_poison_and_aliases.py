@@ -48,14 +48,16 @@ def test_a_forged_alias_is_refused(rotated: tuple[World, Masker]) -> None:
     world, k2 = rotated
     old = world.ip_tokens[0]
     forged = k2.token("ip", "203.0.113.66")
-    with (
-        attack("unmasker: INSERT a forged alias into token_aliases directly"),
-        pytest.raises(ProgrammingError, match="permission denied"),
-    ):
-        sql(
-            world.unmasker,
-            f"INSERT INTO token_aliases (token, alias, pii_field) VALUES ('{old}', '{forged}', 'ip')",
-        )
+    for group in ("unmasker", "rederiver"):
+        with (
+            attack(f"{group}: INSERT a forged alias into token_aliases directly"),
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            sql(
+                getattr(world, group),
+                "INSERT INTO token_aliases (token, alias, pii_field) VALUES (:t, :a, 'ip')",
+                {"t": old, "a": forged},
+            )
     released = sql(
         world.unmasker,
         "SELECT audit_seq FROM loginetl_unmask_request(:t, :r, NULL, NULL)",
