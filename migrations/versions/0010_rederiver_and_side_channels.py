@@ -165,7 +165,7 @@ def upgrade() -> None:
     op.execute(
         "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles "
         f"WHERE rolname = '{REDERIVER}') THEN CREATE ROLE {REDERIVER} NOLOGIN; END IF; "
-        "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
     )
     for function in REDERIVE_FUNCTIONS:
         op.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM loginetl_unmasker")
