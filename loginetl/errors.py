@@ -51,3 +51,9 @@ class Refused(LoginetlError):
     """A safety check refused to act; the message names the flag that overrides it."""
 
     exit_code = 3
+
+
+class AliasConflict(LoginetlError):
+    """token_aliases already maps old tokens elsewhere than their values say: a forgery."""
+
+    exit_code = 3

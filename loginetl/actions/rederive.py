@@ -7,7 +7,9 @@ analysts to join on. PostgreSQL enforces the audit: one committed ``rederive`` r
 naming the target key id and its fingerprint, must exist before the vault hands out a
 page or takes an alias, and the database refuses any key but the one the consumers last
 wrote with. A value that does not hash back to its old token (a planted entry) gets no
-alias. No plaintext leaves the process.
+alias. An old token that already carries a different alias (written by someone who
+could forge one) is left as it is and the job ends with AliasConflict naming how many.
+No plaintext leaves the process.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from loginetl.config import Settings
 from loginetl.core import unmask_policy as policy
 from loginetl.core.masking import Masker, token_key_id
 from loginetl.core.vault_crypto import VaultOpener
-from loginetl.errors import ConfigError, Refused
+from loginetl.errors import AliasConflict, ConfigError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
 
 # The definer functions of migration 0007 that rederive calls.
@@ -86,11 +88,11 @@ def _rederive(
         role = audit.current_role(conn)
     if not allowed:
         raise Refused(
-            f"database role {role!r} may not re-derive tokens; it needs loginetl_unmasker"
+            f"database role {role!r} may not re-derive tokens; it needs loginetl_rederiver"
         )
     # Audited (and committed) once, before anything is decrypted.
     seq = session.request_rederive(target).seq
-    examined = aliased = undecryptable = unverified = 0
+    examined = aliased = undecryptable = unverified = conflicting = 0
     after = ""
     while True:
         with engine.connect() as conn:
@@ -113,6 +115,16 @@ def _rederive(
                 continue
             chunk.append((entry.token, target.token(entry.pii_field, value), entry.pii_field))
         with engine.begin() as conn:
-            aliased += vault.add_aliases(conn, seq, chunk)
+            existing = vault.existing_aliases(conn, [token for token, _, _ in chunk])
+            fresh = [c for c in chunk if existing.get(c[0], c[1]) == c[1]]
+            conflicting += len(chunk) - len(fresh)
+            aliased += vault.add_aliases(conn, seq, fresh)
         after = page[-1].token
+    if conflicting:
+        raise AliasConflict(
+            f"{conflicting:,} older tokens already alias to a different {target.key_id} token "
+            "than their vault values hash to (forged aliases?); they were left unchanged and "
+            f"analysts joining on them join different values: audit row {seq}, "
+            "have the database owner delete those rows from token_aliases and run rederive again"
+        )
     return RederiveResult(target.key_id, examined, aliased, undecryptable, seq, unverified)

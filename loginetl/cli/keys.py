@@ -139,8 +139,9 @@ def rederive(
 ) -> None:
     """Map old-key tokens to the new key's in token_aliases, for joins across a rotation.
 
-    Privacy staff only: it decrypts the vault (in memory; nothing is printed) and is
-    audited as one operation before it starts.
+    Privacy staff only, as a login in loginetl_rederiver: it decrypts the vault (in
+    memory; nothing is printed) and is audited as one operation before it starts. An
+    existing alias that contradicts its value is left alone and reported (exit 3).
 
     Example: loginetl keys rederive --reason "CHG-88 rotation to k2"
     """

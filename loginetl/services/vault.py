@@ -42,6 +42,18 @@ def rederive_page(
     return [_entry(r) for r in rows]
 
 
+_EXISTING = text(
+    "SELECT token, alias FROM public.token_aliases WHERE token = ANY (:tokens)"
+).bindparams(bindparam("tokens", type_=ARRAY(Text)))
+
+
+def existing_aliases(conn: Connection, tokens: Sequence[str]) -> dict[str, str]:
+    """The aliases token_aliases already holds for ``tokens`` (token -> alias)."""
+    if not tokens:
+        return {}
+    return {str(t): str(a) for t, a in conn.execute(_EXISTING, {"tokens": list(tokens)})}
+
+
 _ADD_ALIASES = text(
     "SELECT public.loginetl_add_aliases(:seq, :tokens, :aliases, :fields)"
 ).bindparams(

@@ -388,7 +388,9 @@ def test_rederive_lets_analysts_join_across_a_rotation(
         {**cli_env, "LOGINETL_DATABASE_URL": analyst}, "keys", "rederive", "--reason", REASON
     )
     assert refused.exit_code == 3
-    env = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker")}
+    unmasker = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker")}
+    assert run(unmasker, "keys", "rederive", "--reason", REASON).exit_code == 3
+    env = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_rederiver")}
     result = run(env, "keys", "rederive", "--reason", "CHG-88 rotation to k2 for joins")
     assert result.exit_code == 0, result.output
     assert "alias to k2" in result.stdout

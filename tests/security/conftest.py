@@ -1,6 +1,6 @@
 """The security suite: each attack of docs/security.md, played by real login roles.
 
-Every test logs in as a fresh login role in one of the three group roles (or as the
+Every test logs in as a fresh login role in one of the four group roles (or as the
 database owner, where the attacker is the owner) and talks raw SQL, and through the
 CLI where loginetl is the path. ``attack(name, verdict)`` wraps one attempt: the line
 printed at the end says "refused" or "detected" when the protection held, and "GOT
@@ -25,10 +25,12 @@ from typer.testing import CliRunner, Result
 
 from loginetl.cli import app
 from loginetl.core.batch import LoginRow
+from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 from loginetl.services import db, keys
 
 REASON = "SEC-1 security suite attack replay"
+ADD = "SELECT loginetl_add_aliases(:seq, ARRAY[:t], ARRAY[:a], ARRAY[:f])"
 ATTACKS: list[tuple[str, str]] = []
 _runner = CliRunner()
 
@@ -100,6 +102,7 @@ class World:
     writer: str
     analyst: str
     unmasker: str
+    rederiver: str
     keys_dir: Path
     values: dict[str, str]  # token -> plaintext (test-side only, never printed)
 
@@ -217,6 +220,25 @@ def world(database_url: str, login_role: Callable[[str], str], keys_dir: Path) -
         writer=writer,
         analyst=login_role("loginetl_analyst"),
         unmasker=login_role("loginetl_unmasker"),
+        rederiver=login_role("loginetl_rederiver"),
         keys_dir=keys_dir,
         values=values,
     )
+
+
+@pytest.fixture
+def rotated(world: World) -> tuple[World, Masker]:
+    """k2 deployed: the keys rotated and the writer has written a k2 token since."""
+    keys.rotate_hmac_key(world.keys_dir)
+    write_as(world.writer, world.keys_dir, {"192.0.2.7": "device-after-rotation"}, "k2")
+    return world, keys.load_masker(world.keys_dir)
+
+
+def rederive_row(world: World, masker: Masker) -> int:
+    """A committed rederive audit row of the world's rederiver, to ``masker``'s key."""
+    rows = sql(
+        world.rederiver,
+        "SELECT audit_seq FROM loginetl_rederive_request(:k, :fp, :r, NULL, NULL)",
+        {"k": masker.key_id, "fp": masker.fingerprint, "r": REASON},
+    )
+    return int(rows[0][0])

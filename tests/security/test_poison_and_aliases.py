@@ -1,4 +1,4 @@
-"""A writer plants a false vault entry; anyone but rederive writes an alias."""
+"""A writer plants a false vault entry; anyone but rederive (the rederiver) writes an alias."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import PlainVaultEntry, VaultSealer
 from loginetl.services import db, keys
-from tests.security.conftest import REASON, World, attack, run, sql, write_as
-
-ADD = "SELECT loginetl_add_aliases(:seq, ARRAY[:t], ARRAY[:a], ARRAY[:f])"
+from tests.security.conftest import ADD, REASON, World, attack, rederive_row, run, sql, write_as
 
 
 def outcomes(world: World) -> list[str]:
@@ -46,58 +44,43 @@ def test_unmask_reveals_a_true_entry_beside_it(world: World) -> None:
     assert result.stdout == world.values[token] + "\n"
 
 
-@pytest.fixture
-def rotated(world: World) -> tuple[World, Masker]:
-    """k2 deployed: the keys rotated and the writer has written a k2 token since."""
-    keys.rotate_hmac_key(world.keys_dir)
-    write_as(world.writer, world.keys_dir, {"192.0.2.7": "device-after-rotation"}, "k2")
-    return world, keys.load_masker(world.keys_dir)
-
-
-def rederive_row(world: World, masker: Masker) -> int:
-    rows = sql(
-        world.unmasker,
-        "SELECT audit_seq FROM loginetl_rederive_request(:k, :fp, :r, NULL, NULL)",
-        {"k": masker.key_id, "fp": masker.fingerprint, "r": REASON},
-    )
-    return int(rows[0][0])
-
-
 def test_a_forged_alias_is_refused(rotated: tuple[World, Masker]) -> None:
     world, k2 = rotated
     old = world.ip_tokens[0]
     forged = k2.token("ip", "203.0.113.66")
-    with (
-        attack("unmasker: INSERT a forged alias into token_aliases directly"),
-        pytest.raises(ProgrammingError, match="permission denied"),
-    ):
-        sql(
-            world.unmasker,
-            f"INSERT INTO token_aliases (token, alias, pii_field) VALUES ('{old}', '{forged}', 'ip')",
-        )
+    for group in ("unmasker", "rederiver"):
+        with (
+            attack(f"{group}: INSERT a forged alias into token_aliases directly"),
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            sql(
+                getattr(world, group),
+                "INSERT INTO token_aliases (token, alias, pii_field) VALUES (:t, :a, 'ip')",
+                {"t": old, "a": forged},
+            )
     released = sql(
         world.unmasker,
         "SELECT audit_seq FROM loginetl_unmask_request(:t, :r, NULL, NULL)",
         {"t": old, "r": REASON},
     )[0][0]
     with (
-        attack("unmasker: loginetl_add_aliases with no rederive row (a released one)"),
+        attack("rederiver: loginetl_add_aliases with no rederive row (an unmasker's released one)"),
         pytest.raises(ProgrammingError, match="not a recent rederive row"),
     ):
-        sql(world.unmasker, ADD, {"seq": released, "t": old, "a": forged, "f": "ip"})
+        sql(world.rederiver, ADD, {"seq": released, "t": old, "a": forged, "f": "ip"})
     seq = rederive_row(world, k2)
     k3_looking = "k3:" + forged.split(":")[1]
     with (
-        attack("unmasker: loginetl_add_aliases with an alias of another key id"),
+        attack("rederiver: loginetl_add_aliases with an alias of another key id"),
         pytest.raises(ProgrammingError, match="not tokens of k2"),
     ):
-        sql(world.unmasker, ADD, {"seq": seq, "t": old, "a": k3_looking, "f": "ip"})
+        sql(world.rederiver, ADD, {"seq": seq, "t": old, "a": k3_looking, "f": "ip"})
     with (
-        attack("unmasker: loginetl_add_aliases for a token not in the vault"),
+        attack("rederiver: loginetl_add_aliases for a token not in the vault"),
         pytest.raises(ProgrammingError, match="not tokens of k2"),
     ):
-        sql(world.unmasker, ADD, {"seq": seq, "t": "k1:" + "e" * 64, "a": forged, "f": "ip"})
-    for group in ("analyst", "writer"):
+        sql(world.rederiver, ADD, {"seq": seq, "t": "k1:" + "e" * 64, "a": forged, "f": "ip"})
+    for group in ("unmasker", "analyst", "writer"):
         with (
             attack(f"{group}: loginetl_add_aliases"),
             pytest.raises(ProgrammingError, match="permission denied"),
@@ -110,12 +93,13 @@ def test_rederive_maps_only_to_the_deployed_key(rotated: tuple[World, Masker]) -
     world, k2 = rotated
     k1 = keys.load_maskers(world.keys_dir)["k1"]
     with (
-        attack("unmasker: rederive to a key the consumers no longer write with (raw SQL)"),
-        pytest.raises(ProgrammingError, match="last wrote tokens of k2, not k1"),
+        attack("rederiver: rederive to a key the consumers no longer write with (raw SQL)"),
+        pytest.raises(ProgrammingError, match="write with now, not k1") as wrong_key,
     ):
         rederive_row(world, k1)
-    env = world.env(world.unmasker)
-    with attack("unmasker: keys rederive --to k1 (CLI)"):
+    assert "k2" not in str(wrong_key.value)  # the refusal does not name the deployed key
+    env = world.env(world.rederiver)
+    with attack("rederiver: keys rederive --to k1 (CLI)"):
         refused = run(env, "keys", "rederive", "--to", "k1", "--reason", REASON)
         assert refused.exit_code == 2
         assert "maps only to the current key (k2)" in refused.stderr
@@ -139,7 +123,7 @@ def test_rederive_gives_a_poisoned_entry_no_alias(rotated: tuple[World, Masker])
         engine.dispose()
     write_as(world.writer, world.keys_dir, {"192.0.2.8": "device-later"}, "k2b")  # k2 is last
     with attack("writer: plant an entry so that rederive publishes a false alias"):
-        done = run(world.env(world.unmasker), "keys", "rederive", "--reason", REASON)
+        done = run(world.env(world.rederiver), "keys", "rederive", "--reason", REASON)
         assert done.exit_code == 0, done.output
         assert "1 did not hash back to their token" in done.stdout
         aliased = sql(
@@ -154,11 +138,11 @@ def test_bad_arguments_to_add_aliases_are_refused(rotated: tuple[World, Masker])
     world, _ = rotated
     seq = rederive_row(world, rotated[1])
     with (
-        attack("unmasker: loginetl_add_aliases with 10,001 aliases in one call"),
+        attack("rederiver: loginetl_add_aliases with 10,001 aliases in one call"),
         pytest.raises(DBAPIError, match="up to 10000 aliases"),
     ):
         sql(
-            world.unmasker,
+            world.rederiver,
             "SELECT loginetl_add_aliases(:seq, array_fill('x'::text, ARRAY[10001]), "
             "array_fill('x'::text, ARRAY[10001]), array_fill('ip'::text, ARRAY[10001]))",
             {"seq": seq},

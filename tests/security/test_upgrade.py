@@ -56,7 +56,7 @@ def test_upgrade_from_0006_keeps_audit_verify_passing(
     hashes = sql(at_0006, "SELECT seq, row_hash FROM unmask_audit ORDER BY seq")
     # As on PostgreSQL 14 and older, or a cluster upgraded from one: public is writable.
     sql(at_0006, "GRANT CREATE ON SCHEMA public TO PUBLIC")
-    owner_env = World(at_0006, writer, "", "", keys_dir, values).env(at_0006)
+    owner_env = World(at_0006, writer, "", "", "", keys_dir, values).env(at_0006)
     before = run(owner_env, "audit", "verify", "--no-signatures")
     assert before.exit_code == 0, before.output
     assert "intact: 3 rows" in before.stdout
