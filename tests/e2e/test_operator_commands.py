@@ -177,7 +177,7 @@ def test_peek_marks_a_dlq_reason_that_did_not_verify(
     assert "DLQ reason (unverified): invalid_ip" in out
     assert "attribute-keys.json" not in out
     # An operator host without the attribute key file believes none of them, and says so once.
-    no_attribute_keys = tmp_path / "keys"
+    no_attribute_keys = tmp_path / "operator-keys"
     shutil.copytree(settings.keys_dir, no_attribute_keys)
     (no_attribute_keys / keys.ATTRIBUTE_FILE).unlink()
     env = {**cli_env, "LOGINETL_KEYS_DIR": str(no_attribute_keys)}
