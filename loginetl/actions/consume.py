@@ -29,7 +29,7 @@ from loginetl.actions.load import Loader
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, verify
+from loginetl.core.attributes import AttributeKeys, trust
 from loginetl.core.batch import (
     PREPARATION_FAILED,
     InboundMessage,
@@ -475,14 +475,9 @@ class Consumer:
         trusted: list[InboundMessage] = []
         forged = 0
         for message in messages:
-            try:
-                verified = verify(message.attributes, message.body, self.attribute_keys, now=now)
-                attributes, dropped = verified.attributes, verified.dropped
-            except Exception:  # verify never raises; if it did, believe nothing of loginetl's
-                attributes = {k: v for k, v in message.attributes.items() if k[:9] != "loginetl-"}
-                dropped = True
-            forged += dropped
-            trusted.append(replace(message, attributes=attributes))
+            verified = trust(message.attributes, message.body, self.attribute_keys, now=now)
+            forged += verified.dropped
+            trusted.append(replace(message, attributes=verified.attributes))
         if forged:
             self._tally.add(forged_attributes_ignored=forged)
         return trusted

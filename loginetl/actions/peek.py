@@ -4,14 +4,19 @@ SQS has no read without a receive, and every receive raises a message's
 ApproximateReceiveCount toward the RedrivePolicy's maxReceiveCount. So peek hides what
 it receives only briefly, releases it at once, and stops at any message its own receive
 brought to the threshold, where one more receive would move it to the DLQ.
+
+A producer can set any ``loginetl-*`` attribute, so peek believes them exactly as consume
+does (``core.attributes.trust``): the id, send time and row it shows are those consume
+would load, and a DLQ reason that did not verify is marked unverified.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from loginetl.config import Settings
+from loginetl.core.attributes import AttributeKeys, trust
 from loginetl.core.batch import (
     ATTR_DETAIL,
     ATTR_FIRST_SEEN,
@@ -55,6 +60,9 @@ class PeekedMessage:
     dlq_detail: str | None
     first_seen: str | None
     at_threshold: bool
+    # False when a loginetl-* attribute did not verify: the DLQ fields above are then the
+    # raw labels (shown as unverified), and the id and times are SQS's own, as consume uses.
+    attributes_verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,27 +73,45 @@ class PeekResult:
     source: str  # "queue" or "dlq"
     messages: list[PeekedMessage]
     oldest_sent_at: datetime | None
+    attribute_keys_missing: bool = False  # no attribute-keys.json: nothing of loginetl's verified
 
 
 def describe_message(
-    message: InboundMessage, masker: Masker, max_receive_count: int | None
+    message: InboundMessage,
+    masker: Masker,
+    max_receive_count: int | None,
+    *,
+    attribute_keys: AttributeKeys | None,
+    now: datetime,
 ) -> PeekedMessage:
-    """Validate and mask one message exactly as consume would."""
+    """Validate and mask one message exactly as consume would, attributes included."""
+    verified = trust(message.attributes, message.body, attribute_keys, now=now)
+    trusted = replace(message, attributes=verified.attributes)
+    # What did not verify is still worth seeing in a DLQ, but only as a label.
+    shown = verified.attributes if not verified.dropped else message.attributes
     outcome = parse_login(message.body)
     return PeekedMessage(
         message_id=message.message_id,
-        idempotency_key=message.idempotency_key,
+        idempotency_key=trusted.idempotency_key,
         receive_count=message.receive_count,
         max_receive_count=max_receive_count,
-        sent_at=message.original_sent_at,
+        sent_at=trusted.original_sent_at,
         verdict=outcome.reason if isinstance(outcome, Rejection) else "load",
         detail=outcome.detail if isinstance(outcome, Rejection) else "",
-        row=None if isinstance(outcome, Rejection) else mask_event(outcome, message, masker),
-        dlq_reason=message.attributes.get(ATTR_REASON),
-        dlq_detail=message.attributes.get(ATTR_DETAIL),
-        first_seen=message.attributes.get(ATTR_FIRST_SEEN),
+        row=None if isinstance(outcome, Rejection) else mask_event(outcome, trusted, masker),
+        dlq_reason=shown.get(ATTR_REASON),
+        dlq_detail=shown.get(ATTR_DETAIL),
+        first_seen=shown.get(ATTR_FIRST_SEEN),
         at_threshold=max_receive_count is not None and message.receive_count >= max_receive_count,
+        attributes_verified=not verified.dropped,
     )
+
+
+def attribute_keys_of(settings: Settings) -> AttributeKeys | None:
+    """The attribute keys, or None on a host without the file (then nothing is believed)."""
+    if not (settings.keys_dir / keys.ATTRIBUTE_FILE).exists():
+        return None
+    return keys.load_attribute_keys(settings.keys_dir)
 
 
 def queue_health(sqs: SqsService, settings: Settings) -> tuple[QueueHealth, str, str]:
@@ -100,6 +126,7 @@ def peek(
 ) -> PeekResult:
     """Show health and up to ``count`` messages; refuses at the dead-letter threshold."""
     masker = keys.load_masker(settings.keys_dir)
+    attribute_keys = attribute_keys_of(settings)
     sqs = SqsService.for_settings(settings)
     health, url, dlq_url = queue_health(sqs, settings)
     source_url = dlq_url if from_dlq else url
@@ -115,7 +142,10 @@ def peek(
     finally:
         if received:
             sqs.set_visibility(source_url, received, 0)
-    described = [describe_message(m, masker, limit) for m in received]
+    now = datetime.now(UTC)
+    described = [
+        describe_message(m, masker, limit, attribute_keys=attribute_keys, now=now) for m in received
+    ]
     at_threshold = [m for m in described if m.at_threshold]
     if at_threshold and not force:
         raise Refused(
@@ -129,4 +159,5 @@ def peek(
         source="dlq" if from_dlq else "queue",
         messages=described,
         oldest_sent_at=min((m.sent_at for m in described), default=None),
+        attribute_keys_missing=attribute_keys is None,
     )

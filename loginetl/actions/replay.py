@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, sign, verify
+from loginetl.core.attributes import AttributeKeys, sign, trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.messages import Rejection, parse_login
 from loginetl.core.pacing import RampedRate
@@ -47,7 +47,8 @@ class ReplayResult:
     delete_failures: int
     by_reason: dict[str, int]
     dry_run_verdicts: dict[str, DryRunVerdicts] = field(default_factory=dict)
-    unverified: int = 0  # moved without the identity they claimed: it did not verify
+    unverified: int = 0  # selected, but their loginetl attributes did not verify
+    failed_by_reason: dict[str, int] = field(default_factory=dict)  # failed, split by why
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,31 @@ class NativeMoveResult:
     failure_reason: str | None
 
 
-def _reason(message: InboundMessage) -> str:
-    return message.attributes.get(ATTR_REASON) or UNKNOWN_REASON
+UNPREPARABLE = "unpreparable"  # its attributes or body made replay fail unexpectedly
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One received DLQ message, with what replay believes of its attributes."""
+
+    message: InboundMessage
+    trusted: InboundMessage  # only the loginetl-* attributes that verified
+    reason: str  # the verified reason; the raw label when it did not verify
+    unverified: bool
+
+
+def _entry(message: InboundMessage, attribute_keys: AttributeKeys, now: datetime) -> _Entry:
+    """What consume would believe of it (core.attributes.trust), and the reason to select by."""
+    verified = trust(message.attributes, message.body, attribute_keys, now=now)
+    reason = verified.attributes.get(ATTR_REASON)
+    if reason is None:
+        reason = message.attributes.get(ATTR_REASON)
+    return _Entry(
+        message,
+        replace(message, attributes=verified.attributes),
+        reason or UNKNOWN_REASON,
+        verified.dropped,
+    )
 
 
 class _Replay:
@@ -90,6 +114,7 @@ class _Replay:
         self.seen: set[str] = set()
         self.by_reason: Counter[str] = Counter()
         self.moved = self.skipped = self.failed = self.delete_failures = 0
+        self.failed_by_reason: Counter[str] = Counter()
         self.verdicts: dict[str, Counter[str]] = defaultdict(Counter)
 
     def _budget(self) -> int:
@@ -117,13 +142,15 @@ class _Replay:
                 if stale >= _STALE_RECEIVES:
                     break
                 self.seen.update(m.message_id for m in fresh)
-                wanted = [m for m in fresh if self.reason in (None, _reason(m))]
-                self.held += [m for m in fresh if m not in wanted]
-                self.skipped += len(fresh) - len(wanted)
-                self.by_reason.update(_reason(m) for m in wanted)
+                entries = self._entries(fresh)
+                wanted = [e for e in entries if self.reason in (None, e.reason)]
+                self.held += [e.message for e in entries if e not in wanted]
+                self.skipped += len(entries) - len(wanted)
+                self.by_reason.update(e.reason for e in wanted)
+                self.unverified += sum(e.unverified for e in wanted)
                 if self.dry_run:
                     self._judge(wanted)
-                    self.held += wanted
+                    self.held += [e.message for e in wanted]
                 else:
                     self._move(wanted)
                 if self.on_progress is not None:
@@ -146,38 +173,62 @@ class _Replay:
                 for reason, counts in sorted(self.verdicts.items())
             },
             unverified=self.unverified,
+            failed_by_reason=dict(sorted(self.failed_by_reason.items())),
         )
 
-    def _judge(self, messages: list[InboundMessage]) -> None:
-        for message in messages:
-            outcome = parse_login(message.body)
-            verdict = outcome.reason if isinstance(outcome, Rejection) else "load"
-            self.verdicts[_reason(message)][verdict] += 1
+    def _fail(self, message: InboundMessage, why: str) -> None:
+        """One bad message costs that message: held in the DLQ, counted with a reason."""
+        self.failed += 1
+        self.failed_by_reason[why] += 1
+        self.held.append(message)
 
-    def _move(self, messages: list[InboundMessage]) -> None:
-        if not messages:
+    def _entries(self, messages: list[InboundMessage]) -> list[_Entry]:
+        now = datetime.now(UTC)
+        entries = []
+        for message in messages:
+            try:
+                entries.append(_entry(message, self.attribute_keys, now))
+            except Exception as error:  # any surprise costs this message only
+                self._fail(message, f"{UNPREPARABLE} ({type(error).__name__})")
+        return entries
+
+    def _judge(self, entries: list[_Entry]) -> None:
+        for entry in entries:
+            try:
+                outcome = parse_login(entry.message.body)
+                verdict = outcome.reason if isinstance(outcome, Rejection) else "load"
+            except Exception as error:  # any surprise costs this message only
+                verdict = f"{UNPREPARABLE} ({type(error).__name__})"
+            self.verdicts[entry.reason][verdict] += 1
+
+    def _move(self, entries: list[_Entry]) -> None:
+        ready: list[tuple[InboundMessage, OutboundMessage]] = []
+        for entry in entries:
+            try:
+                ready.append((entry.message, self._outbound(entry.trusted)))
+            except Exception as error:  # any surprise costs this message only
+                self._fail(entry.message, f"{UNPREPARABLE} ({type(error).__name__})")
+        if not ready:
             return
+        messages = [m for m, _ in ready]
         if self.pacing is not None:
             time.sleep(self.pacing.wait_before(len(messages), time.monotonic()))
-        failed = set(self.sqs.send(self.queue_url, [self._outbound(m) for m in messages]))
+        failed = set(self.sqs.send(self.queue_url, [o for _, o in ready]))
         sent = [m for i, m in enumerate(messages) if i not in failed]
         self.held += [m for i, m in enumerate(messages) if i in failed]
         self.failed += len(failed)
+        if failed:
+            self.failed_by_reason["send_failed"] += len(failed)
         self.moved += len(sent)
         failpoints.hit("crash_after_replay_send", when=bool(sent))
         if sent:
             # Harmless if it fails: the copy in the source queue is absorbed on load.
             self.delete_failures += len(self.sqs.delete(self.dlq_url, sent))
 
-    def _outbound(self, message: InboundMessage) -> OutboundMessage:
+    def _outbound(self, trusted: InboundMessage) -> OutboundMessage:
         """The copy for the source queue: verified identity only, signed again."""
-        verified = verify(
-            message.attributes, message.body, self.attribute_keys, now=datetime.now(UTC)
-        )
-        self.unverified += verified.dropped
-        trusted = replace(message, attributes=verified.attributes)
         return OutboundMessage(
-            message.body, sign(replay_attributes(trusted), message.body, self.attribute_keys)
+            trusted.body, sign(replay_attributes(trusted), trusted.body, self.attribute_keys)
         )
 
 

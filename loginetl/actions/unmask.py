@@ -171,9 +171,14 @@ def hmac_keys(keys_dir: Path) -> dict[str, Masker] | None:
 def value_problem(
     maskers: dict[str, Masker] | None, entry: SealedVaultEntry, value: str
 ) -> str | None:
-    """Why a decrypted value must not be shown, or None: it must hash to its token."""
+    """Why a decrypted value must not be shown, or None: it must hash to its token.
+
+    Fails closed: without the HMAC key file, or without the token's key id in it, the
+    value cannot be checked, so it is refused as unverifiable (a planted entry would
+    otherwise be revealed).
+    """
     if maskers is None:
-        return None
+        return policy.REFUSED_UNVERIFIABLE
     masker = maskers.get(token_key_id(entry.token) or "")
     if masker is None:
         return policy.REFUSED_UNVERIFIABLE

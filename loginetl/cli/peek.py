@@ -73,7 +73,8 @@ def render_peek(result: PeekResult) -> list[RenderableType]:
         if m.verdict != "load":
             verdict.append_text(Text("\n") + inert(m.detail, "dim"))
         if m.dlq_reason:
-            verdict.append_text(Text("\nDLQ reason: ", style="dim") + inert(m.dlq_reason, "dim"))
+            label = "\nDLQ reason: " if m.attributes_verified else "\nDLQ reason (unverified): "
+            verdict.append_text(Text(label, style="dim") + inert(m.dlq_reason, "dim"))
         table.add_row(
             inert(m.message_id),
             Text(f"{m.receive_count}{limit}", style="red" if m.at_threshold else ""),
@@ -81,8 +82,18 @@ def render_peek(result: PeekResult) -> list[RenderableType]:
             verdict,
             Text("-") if m.row is None else _row(m.row),
         )
+    keys_note: list[RenderableType] = []
+    if result.attribute_keys_missing:
+        keys_note.append(
+            Text(
+                "no attribute-keys.json in the keys dir: loginetl-* attributes are not verified, "
+                "so ids and send times are SQS's own and DLQ reasons are unverified labels",
+                style="yellow",
+            )
+        )
     return [
         render_health(result.health),
+        *keys_note,
         Text(
             f"oldest message in this sample: {_age(result.oldest_sent_at)} old "
             "(SQS reports the true oldest only through CloudWatch)"

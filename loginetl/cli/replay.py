@@ -32,9 +32,16 @@ def render_replay(result: ReplayResult) -> list[RenderableType]:
         ("examined", result.examined),
         ("moved to the source queue", result.moved),
         ("skipped (left in the DLQ)", result.skipped),
-        ("failed to send (left in the DLQ)", result.failed),
+        ("failed (left in the DLQ)", result.failed),
     ):
         table.add_row(label, f"{value:,}")
+    for why, count in result.failed_by_reason.items():
+        table.add_row(Text("  failed: ") + inert(why), f"{count:,}")
+    if result.unverified:
+        table.add_row(
+            "loginetl attributes unverified (selected by their raw reason label)",
+            f"{result.unverified:,}",
+        )
     if result.delete_failures:
         table.add_row(
             "moved but not deleted (copies absorbed on load)", f"{result.delete_failures:,}"

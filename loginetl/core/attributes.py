@@ -52,6 +52,7 @@ _MILLIS: Final = re.compile(r"[0-9]{1,15}")
 _REASON: Final = re.compile(r"[a-z_]{1,64}")
 _DETAIL_MAX: Final = 512
 _ISO_MAX: Final = 40
+_TAG_FORMAT: Final = re.compile(r"[0-9a-f]{64}")  # what _tag returns; compare_digest needs ASCII
 
 
 @dataclass(frozen=True)
@@ -145,10 +146,34 @@ def verify(
     mine = {k: v for k, v in present.items() if k in SIGNED}
     tag = present.get(ATTR_TAG, "")
     unknown = set(present) - set(SIGNED) - {ATTR_KEY_ID, ATTR_TAG}
-    if key is None or not hmac.compare_digest(_tag(key, mine, body), tag):
+    if (
+        key is None
+        or not _TAG_FORMAT.fullmatch(tag)
+        or not hmac.compare_digest(_tag(key, mine, body), tag)
+    ):
         return Verified(others, dropped=True)
     good = {k: v for k, v in mine.items() if _in_range(k, v, now)}
     return Verified({**others, **good}, dropped=len(good) < len(mine) or bool(unknown))
+
+
+def unverified(attributes: Mapping[str, str]) -> Verified:
+    """Believe none of loginetl's attributes (no keys to check them with)."""
+    others = {k: v for k, v in attributes.items() if not k.startswith(PREFIX)}
+    return Verified(others, dropped=len(others) < len(attributes))
+
+
+def trust(
+    attributes: Mapping[str, str], body: str, keys: AttributeKeys | None, *, now: datetime
+) -> Verified:
+    """What consume believes of a message's attributes: the one path consume, peek and
+    replay share. Without keys, or if verification fails unexpectedly, nothing of
+    loginetl's is believed."""
+    if keys is None:
+        return unverified(attributes)
+    try:
+        return verify(attributes, body, keys, now=now)
+    except Exception:  # verify never raises; if it did, believe nothing of loginetl's
+        return unverified(attributes)
 
 
 def original_sent_at(attributes: Mapping[str, str], fallback: datetime) -> datetime:

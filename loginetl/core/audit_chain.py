@@ -170,7 +170,7 @@ def _verifies(public_key: Ed25519PublicKey, head: SignedHead) -> bool:
 
 def _head_breaks(
     heads: Iterable[SignedHead], hashes: dict[int, str], public_key: Ed25519PublicKey
-) -> tuple[list[ChainBreak], int, int]:
+) -> tuple[list[ChainBreak], int, int, int]:
     """Check the signed heads against the key and the chain as it is now.
 
     The newest head that matches the chain and verifies (the anchor) vouches, through the
@@ -190,6 +190,7 @@ def _head_breaks(
     key_id = signing_key_id(public_key)
     valid = 0
     good_through = 0  # the last signed row that still matches
+    last_valid = 0  # the last row a valid head names, matching or not
     for head in ordered:
         now = hashes.get(head.seq)
         if not (now == head.row_hash and head.seq <= anchor) and not _verifies(public_key, head):
@@ -199,6 +200,7 @@ def _head_breaks(
             )
             continue
         valid += 1
+        last_valid = max(last_valid, head.seq)
         if now is None:
             breaks.append(ChainBreak(head.seq, "a signed head names it, but it is gone"))
         elif now != head.row_hash:
@@ -215,7 +217,29 @@ def _head_breaks(
             )
         else:
             good_through = max(good_through, head.seq)
-    return breaks, valid, good_through
+    return breaks, valid, good_through, last_valid
+
+
+def _uncovered_break(last_valid: int, head_seq: int) -> ChainBreak | None:
+    """Rows after the last valid head, once signing has begun, are a break.
+
+    loginetl signs every row it writes in that row's own transaction, so once a valid head
+    exists, a later row no head covers was written around loginetl or had its head
+    deleted. Rows before the first head (written before migration 0007) are not: a valid
+    head covers them through the chain, and a log with no valid head has nothing to cover.
+    """
+    if last_valid == 0 or head_seq <= last_valid:
+        return None
+    rows = (
+        f"row {head_seq} is"
+        if head_seq == last_valid + 1
+        else (f"rows {last_valid + 1}-{head_seq} are")
+    )
+    return ChainBreak(
+        last_valid + 1,
+        f"{rows} after signing began (a valid head signs row {last_valid}) but no signed "
+        "head covers them: written around loginetl, or their signed heads were deleted",
+    )
 
 
 def verify(
@@ -235,8 +259,11 @@ def verify(
     breaks, hashes, head_seq = _chain_breaks(rows)
     valid, signed_through = 0, 0
     if public_key is not None:
-        head_breaks, valid, signed_through = _head_breaks(heads, hashes, public_key)
+        head_breaks, valid, signed_through, last_valid = _head_breaks(heads, hashes, public_key)
         breaks += head_breaks
+        uncovered = _uncovered_break(last_valid, head_seq)
+        if uncovered is not None:
+            breaks.append(uncovered)
     if expect_head is not None:
         seq, digest = expect_head
         if seq > head_seq:

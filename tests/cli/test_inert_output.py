@@ -208,9 +208,16 @@ def test_peek_health_messages_and_rows(data: st.DataObject, depth: QueueDepth, l
         dlq_detail=h.text(shown=False),
         first_seen=h.text(shown=False),
         at_threshold=False,
+        attributes_verified=loads,
     )
     health = QueueHealth(h.text(), depth, h.text(), depth)
-    result = PeekResult(health=health, source="dlq", messages=[message], oldest_sent_at=NOW)
+    result = PeekResult(
+        health=health,
+        source="dlq",
+        messages=[message],
+        oldest_sent_at=NOW,
+        attribute_keys_missing=not loads,
+    )
     assert_inert(peek.render_peek(result), h)
 
 
@@ -230,6 +237,8 @@ def test_replay_dry_run_results_and_native_move(data: st.DataObject, dry_run: bo
         delete_failures=1,
         by_reason={h.text(shown=False): 3},
         dry_run_verdicts=verdicts,
+        unverified=1,
+        failed_by_reason={h.text(): 1},
     )
     assert_inert(replay.render_replay(result), h)
     native = NativeMoveResult(status=h.text(), moved=2, to_move=None, failure_reason=h.text())

@@ -108,6 +108,46 @@ def test_verify_never_raises_on_anything_a_producer_sends(attrs: dict[str, str],
             assert verified.dropped
 
 
+NAMES = st.sampled_from([*a.SIGNED, a.ATTR_KEY_ID, a.ATTR_TAG, "loginetl-other", "app-trace"])
+TAGS = st.one_of(
+    st.text(),
+    st.text(min_size=64, max_size=64),  # the right length, any characters
+    st.text(alphabet="0123456789abcdefé", min_size=63, max_size=65),
+)
+
+
+@given(
+    st.dictionaries(NAMES, st.text(max_size=80), max_size=10), TAGS, st.sampled_from(["a1", "a2"])
+)
+def test_verify_never_raises_with_a_real_key_id_and_any_tag(
+    attrs: dict[str, str], tag: str, key_id: str
+) -> None:
+    raw = {**attrs, a.ATTR_KEY_ID: key_id, a.ATTR_TAG: tag}
+    verified = a.verify(raw, BODY, KEYS, now=NOW)
+    assert verified.dropped
+    assert not any(k.startswith("loginetl-") for k in verified.attributes)
+
+
+@given(st.dictionaries(st.sampled_from(a.SIGNED), st.text(max_size=80), max_size=6), st.text())
+def test_verify_never_raises_on_signed_values_of_any_text(attrs: dict[str, str], body: str) -> None:
+    verified = a.verify(a.sign(attrs, body, KEYS), body, KEYS, now=NOW)
+    assert set(verified.attributes) <= set(attrs)
+
+
+@pytest.mark.parametrize("tag", ["é" * 64, "\udcff" * 64, "0" * 63 + "é", "ab"])
+def test_a_non_ascii_or_short_tag_with_a_real_key_id_is_dropped(tag: str) -> None:
+    signed = {**a.sign(genuine(), BODY, KEYS), a.ATTR_TAG: tag}
+    verified = a.verify(signed, BODY, KEYS, now=NOW)
+    assert verified.dropped
+    assert verified.attributes == {}
+
+
+def test_trust_without_keys_believes_nothing_of_loginetl() -> None:
+    signed = {**a.sign(genuine(), BODY, KEYS), "app-trace": "x"}
+    assert a.trust(signed, BODY, None, now=NOW) == a.Verified({"app-trace": "x"}, dropped=True)
+    assert a.trust({"app-trace": "x"}, BODY, None, now=NOW) == a.Verified({"app-trace": "x"}, False)
+
+
 @given(st.text(max_size=20))
 def test_original_sent_at_never_raises(raw: str) -> None:
     message = InboundMessage("m", "r", "", NOW, attributes={a.ATTR_ORIGINAL_SENT_AT: raw})

@@ -43,12 +43,39 @@ def test_an_intact_signed_chain() -> None:
     assert report.unsigned_rows == 0
 
 
-def test_rows_after_the_last_signed_head_are_unsigned() -> None:
+def test_rows_before_signing_began_are_unsigned_not_broken() -> None:
+    key = Ed25519PrivateKey.generate()
+    rows = chain(5)  # written before migration 0007: no head at all
+    report = verify(rows, heads=[], public_key=key.public_key())
+    assert report.intact
+    assert (report.signed_through, report.unsigned_rows) == (0, 5)
+
+
+def test_rows_after_the_last_signed_head_are_a_break() -> None:
+    # loginetl signs each row it writes: once signing began, an unsigned row was written
+    # around it, or its head was deleted.
     key = Ed25519PrivateKey.generate()
     rows = chain(5)
     report = verify(rows, heads=[sign_head(key, 2, rows[1].row_hash)], public_key=key.public_key())
-    assert report.intact
+    assert [(b.seq, b.problem) for b in report.breaks] == [
+        (
+            3,
+            "rows 3-5 are after signing began (a valid head signs row 2) but no signed head "
+            "covers them: written around loginetl, or their signed heads were deleted",
+        )
+    ]
     assert (report.signed_through, report.unsigned_rows) == (2, 3)
+
+
+def test_deleting_later_heads_then_rewriting_and_rehashing_is_a_break() -> None:
+    key = Ed25519PrivateKey.generate()
+    rows = chain(13)
+    heads = [sign_head(key, r.seq, r.row_hash) for r in rows[:7]]  # heads 8-13 deleted
+    forged = rehash_from(rows, 8, reason="routine check, nothing to see")
+    report = verify(forged, heads=heads, public_key=key.public_key())
+    assert report.broken_at == 8
+    assert (report.problem or "").startswith("rows 8-13 are after")
+    assert len(report.breaks) == 1
 
 
 def test_a_rewrite_with_rehash_is_caught_by_each_later_signed_head() -> None:

@@ -93,7 +93,10 @@ def test_every_command_prints_hostile_data_inert(
         "stats": (["stats"], ["[/x]\\x1b]8;;http://e\\x1b\\\\u202e", "[bold]\\x1b[2J\\u2066fr"]),
         "stats app_version": (["stats"], ["[/x]\\x1b[31m\\u202e"]),
         "stats dlq reasons": (["stats"], ["[/x][bold]\\x9b31m\\u202e\\n\\tforged 1"]),
-        "peek --dlq": (["peek", "--dlq"], ["DLQ reason: [/x][bold]\\x9b31m\\u202e\\n\\tforged"]),
+        "peek --dlq": (
+            ["peek", "--dlq"],
+            ["DLQ reason (unverified): [/x][bold]\\x9b31m\\u202e\\n\\tforged"],
+        ),
         "peek row": (["peek", "--dlq"], ["device_type [/x]\\x1b]8;;http://e\\x1b\\\\u202e"]),
         "replay-dlq --dry-run": (
             ["replay-dlq", "--dry-run"],

@@ -5,22 +5,26 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
-from loginetl.core.attributes import sign
+from loginetl.core.attributes import ATTR_ORIGINAL_MESSAGE_ID, ATTR_ORIGINAL_SENT_AT, sign
 from loginetl.core.batch import ATTR_REASON, replay_attributes
+from loginetl.services import keys
 from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain, wait_for
@@ -34,6 +38,20 @@ def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
     result = runner.invoke(app, list(args), env=env)
     assert result.exit_code == code, result.output
     return result.output
+
+
+def wide(env: dict[str, str], *args: str) -> str:
+    """The real command in a wide terminal, so no table cell wraps; its stdout."""
+    result = subprocess.run(
+        [LOGINETL, *args],
+        env={**os.environ, **env, "COLUMNS": "400"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def to_dlq(sqs: SqsService, dlq_url: str, bodies: list[str], reason: str) -> None:
@@ -108,6 +126,68 @@ def test_peek_never_replays_terminal_escapes(
     assert "\x1b" not in out
     assert "\x9b" not in out
     assert "\\x1b" in out  # shown, escaped
+
+
+def test_peek_shows_a_message_as_consume_would_load_it_not_its_forged_attributes(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    (body,) = valid_bodies(1, 21)
+    y2k = str(int(datetime(2000, 1, 1, tzinfo=UTC).timestamp() * 1000))
+    forged = {
+        ATTR_ORIGINAL_MESSAGE_ID: "forged-idempotency-key",
+        ATTR_ORIGINAL_SENT_AT: y2k,
+        ATTR_REASON: "invalid_ip",
+    }
+    assert sqs.send(queues[0], [OutboundMessage(body, forged)]) == []
+    (shown,) = json.loads(invoke(cli_env, "peek", "--json"))["messages"]
+    assert shown["idempotency_key"] == shown["message_id"]
+    assert shown["sent_at"].startswith(str(datetime.now(UTC).year))
+    assert shown["row"]["create_date"] == str(datetime.now(UTC).date())
+    assert shown["attributes_verified"] is False
+    assert consume_json(cli_env)["loaded"] == 1
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        loaded = conn.execute(text("SELECT idempotency_key, create_date FROM user_logins")).one()
+    engine.dispose()
+    assert (loaded[0], str(loaded[1])) == (shown["idempotency_key"], shown["row"]["create_date"])
+
+
+def test_peek_marks_a_dlq_reason_that_did_not_verify(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    valid_bodies: Callable[..., list[str]],
+    tmp_path: Path,
+) -> None:
+    signed_body, forged_body = valid_bodies(2, 22)
+    attribute_keys = load_attribute_keys(settings.keys_dir)
+    signed = sign({ATTR_REASON: "invalid_json"}, signed_body, attribute_keys)
+    messages = [
+        OutboundMessage(signed_body, signed),
+        OutboundMessage(forged_body, {ATTR_REASON: "invalid_ip"}),
+    ]
+    assert sqs.send(queues[1], messages) == []
+    out = wide(cli_env, "peek", "--dlq")
+    assert "DLQ reason: invalid_json" in out
+    assert "DLQ reason (unverified): invalid_ip" in out
+    assert "attribute-keys.json" not in out
+    # An operator host without the attribute key file believes none of them, and says so once.
+    no_attribute_keys = tmp_path / "operator-keys"
+    shutil.copytree(settings.keys_dir, no_attribute_keys)
+    (no_attribute_keys / keys.ATTRIBUTE_FILE).unlink()
+    env = {**cli_env, "LOGINETL_KEYS_DIR": str(no_attribute_keys)}
+    out = wide(env, "peek", "--dlq")
+    assert out.count("no attribute-keys.json in the keys dir") == 1
+    assert "DLQ reason (unverified): invalid_json" in out
+    assert "DLQ reason (unverified): invalid_ip" in out
+    data = json.loads(invoke(env, "peek", "--dlq", "--json"))
+    assert data["attribute_keys_missing"] is True
+    assert [m["attributes_verified"] for m in data["messages"]] == [False, False]
 
 
 # -- replay-dlq --------------------------------------------------------------------------

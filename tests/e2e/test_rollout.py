@@ -11,16 +11,20 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
+from loginetl.actions import replay as replay_module
 from loginetl.actions.consume import ConsumeOptions, Consumer
 from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.attributes import (
+    ATTR_KEY_ID,
     ATTR_ORIGINAL_MESSAGE_ID,
     ATTR_ORIGINAL_SENT_AT,
     ATTR_REPLAYS,
+    ATTR_TAG,
+    sign,
     verify,
 )
-from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON
+from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON, InboundMessage
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 from loginetl.services import db, keys
 from loginetl.services.keys import load_attribute_keys
@@ -114,6 +118,75 @@ def test_replay_re_signs_and_drops_identity_an_old_or_forged_dlq_message_claims(
     assert not upgraded.dropped  # re-signed, but with the DLQ copy's own identity
     assert upgraded.attributes[ATTR_ORIGINAL_MESSAGE_ID] != "older-loginetl-id"
     assert upgraded.attributes[ATTR_REPLAYS] == "1"
+
+
+def test_one_hostile_dlq_message_costs_replay_only_that_message(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    valid_bodies: Callable[..., list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attribute_keys = load_attribute_keys(settings.keys_dir)
+    good, bad, odd = valid_bodies(3, 14)
+    signed = sign({ATTR_REASON: "invalid_app_version"}, good, attribute_keys)
+    # A real key id with a non-ASCII tag: compare_digest raised TypeError on it.
+    hostile = {ATTR_REASON: "invalid_app_version", ATTR_KEY_ID: attribute_keys.current}
+    hostile[ATTR_TAG] = "é" * 64
+    assert sqs.send(queues[1], [OutboundMessage(good, signed), OutboundMessage(bad, hostile)]) == []
+    result = runner.invoke(app, ["replay-dlq", "--json"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["moved"], summary["failed"], summary["unverified"]) == (2, 0, 1)
+    drain(sqs, queues[0])
+
+    # Anything unexpected while preparing one message: that message is held and counted.
+    real = replay_module.replay_attributes
+
+    def explode_on_odd(message: InboundMessage) -> dict[str, str]:
+        if message.body == odd:
+            raise RuntimeError("unexpected")
+        return real(message)
+
+    monkeypatch.setattr(replay_module, "replay_attributes", explode_on_odd)
+    to_send = [OutboundMessage(b, {ATTR_REASON: "invalid_app_version"}) for b in (good, odd)]
+    assert sqs.send(queues[1], to_send) == []
+    result = runner.invoke(app, ["replay-dlq", "--json"], env=cli_env)
+    assert result.exit_code == 1, result.output  # a failure, reported, not a crash
+    summary = json.loads(result.stdout)
+    assert (summary["examined"], summary["moved"], summary["failed"]) == (2, 1, 1)
+    assert summary["failed_by_reason"] == {"unpreparable (RuntimeError)": 1}
+    assert [m.body for m in drain(sqs, queues[1])] == [odd]  # held in the DLQ, visible again
+
+
+def test_replay_by_reason_selects_on_the_verified_reason_and_counts_raw_labels(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    attribute_keys = load_attribute_keys(settings.keys_dir)
+    genuine, forged, other = valid_bodies(3, 15)
+    assert (
+        sqs.send(
+            queues[1],
+            [
+                OutboundMessage(
+                    genuine, sign({ATTR_REASON: "invalid_ip"}, genuine, attribute_keys)
+                ),
+                OutboundMessage(forged, {ATTR_REASON: "invalid_ip"}),  # a raw label, unsigned
+                OutboundMessage(other, sign({ATTR_REASON: "invalid_json"}, other, attribute_keys)),
+            ],
+        )
+        == []
+    )
+    result = runner.invoke(app, ["replay-dlq", "--reason", "invalid_ip", "--json"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["moved"], summary["skipped"], summary["unverified"]) == (2, 1, 1)
+    assert {m.body for m in drain(sqs, queues[0])} == {genuine, forged}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +232,32 @@ def test_a_consumer_key_set_cannot_decrypt(
     assert result.exit_code == 4
     assert "would not decrypt" in result.stderr
     assert [r[6] for r in audit_rows(settings.database_url)] == ["released", "decrypt_failed"]
+
+
+def test_without_the_hmac_key_file_nothing_is_revealed(
+    loaded: list[dict[str, str]],
+    login_role: Callable[[str], str],
+    cli_env: dict[str, str],
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    # The value cannot be checked against its token, so a planted one would get through:
+    # fail closed, as for a token whose key id is not in the file.
+    no_hmac = tmp_path / "no-hmac"
+    shutil.copytree(settings.keys_dir, no_hmac)
+    (no_hmac / keys.HMAC_FILE).unlink()
+    env = {
+        **cli_env,
+        "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker"),
+        "LOGINETL_KEYS_DIR": str(no_hmac),
+    }
+    ip_token, _ = tokens_of(settings, loaded[0])
+    result = run(env, "unmask", ip_token, "--reason", REASON)
+    assert result.exit_code == 4, result.output
+    assert result.stdout == ""
+    assert loaded[0]["ip"] not in result.output
+    outcomes = [r[6] for r in audit_rows(settings.database_url)]
+    assert outcomes == ["released", "refused_unverifiable"]
 
 
 # -- audit before reveal -----------------------------------------------------------------

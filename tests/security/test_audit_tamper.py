@@ -63,6 +63,23 @@ def test_an_owner_rewrite_with_rehash_is_detected(world: World) -> None:
     assert report["signed_through"] == 2
 
 
+def test_deleting_later_heads_then_rewriting_and_rehashing_is_detected(world: World) -> None:
+    env = unmask_all(world, 4)  # rows 1-8, each row's head signed
+    with session(world.owner) as conn:
+        conn.execute(text("ALTER TABLE audit_heads DISABLE TRIGGER audit_heads_no_change"))
+        conn.execute(text("DELETE FROM audit_heads WHERE seq >= 4"))
+        conn.execute(text("ALTER TABLE audit_heads ENABLE TRIGGER audit_heads_no_change"))
+        conn.commit()
+    rewrite_and_rehash(world, 4, reason="routine check, nothing to see")
+    with attack("owner: delete the signed heads from row 4 on, rewrite row 4, re-hash", "detected"):
+        verdict = run(env, "audit", "verify")
+        assert verdict.exit_code == 1, verdict.output
+        assert "BROKEN at row 4: rows 4-8 are after signing began" in verdict.stdout
+        assert "signed through row 3" in verdict.stdout
+    report = json.loads(run(env, "audit", "verify", "--json").stdout)
+    assert [b["seq"] for b in report["breaks"]] == [4]
+
+
 def test_an_owner_who_re_signs_with_a_key_of_his_own_is_detected(world: World) -> None:
     env = unmask_all(world, 2)
     rewrite_and_rehash(world, 1, token="k1:" + "0" * 64)
