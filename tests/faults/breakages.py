@@ -221,15 +221,21 @@ def check(breakage: Breakage) -> bool:
         assert source.count(breakage.old) == 1, f"{breakage.name}: the line to break moved"
         target.write_text(source.replace(breakage.old, breakage.new))
         env = {**os.environ, "PYTHONPATH": str(copy)}  # the copy's loginetl, children too
+        # The build maps migrations/ to loginetl._migrations; the editable install's mapping
+        # points at the original tree, so the copy gets the same mapping as a link of its own.
+        (copy / "loginetl" / "_migrations").symlink_to(Path("..") / "migrations")
+        imported = (
+            "import loginetl, loginetl._migrations as m; print(loginetl.__file__, m.__file__)"
+        )
         where = subprocess.run(
-            [sys.executable, "-c", "import loginetl; print(loginetl.__file__)"],
+            [sys.executable, "-c", imported],
             cwd=copy,
             env=env,
             capture_output=True,
             text=True,
             check=True,
-        ).stdout
-        assert where.startswith(str(copy)), f"the copy's code is not the one imported: {where}"
+        ).stdout.split()
+        assert all(w.startswith(str(copy)) for w in where), f"not the copy's code: {where}"
         marker = ["-m", "slow"] if breakage.test.startswith(FAULTS) else []
         pytest = [sys.executable, "-m", "pytest", *marker, "-x", "-q", "-p", "no:cacheprovider"]
         run = subprocess.run(
