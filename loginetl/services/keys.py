@@ -205,15 +205,18 @@ def rotate_attribute_key(directory: Path) -> Rotated:
 
 def load_public_key(directory: Path) -> X25519PublicKey:
     """Load the vault's public key (what consume seals to)."""
-    path = directory / PUBLIC_FILE
-    raw = _read_secret(path, "the vault public key", _INIT_HINT)
-    try:
-        key = serialization.load_pem_public_key(raw)
-    except ValueError:
-        raise KeyMaterialError(f"the vault public key at {path} is not a PEM public key") from None
+    path, what = directory / PUBLIC_FILE, "the vault public key"
+    key = _parse_public(_read_secret(path, what, _INIT_HINT), path, what)
     if not isinstance(key, X25519PublicKey):
-        raise KeyMaterialError(f"the vault public key at {path} is not an X25519 key")
+        raise _wrong_kind(path, what, "X25519")
     return key
+
+
+def _parse_public(raw: bytes, path: Path, what: str) -> object:
+    try:
+        return serialization.load_pem_public_key(raw)
+    except ValueError:
+        raise KeyMaterialError(f"{what} at {path} is not a PEM public key") from None
 
 
 def _load_private(path: Path, what: str, hint: str) -> object:
@@ -299,12 +302,10 @@ def load_audit_public_key(path: Path) -> Ed25519PublicKey:
         ) from None
     except OSError as error:
         raise KeyMaterialError(f"cannot read {path} ({error.strerror})") from None
-    try:
-        key = serialization.load_pem_public_key(raw)
-    except ValueError:
-        raise KeyMaterialError(f"{path} is not a PEM public key") from None
+    what = "the audit-signing public key"
+    key = _parse_public(raw, path, what)
     if not isinstance(key, Ed25519PublicKey):
-        raise KeyMaterialError(f"{path} is not an Ed25519 public key")
+        raise _wrong_kind(path, what, "Ed25519")
     return key
 
 
