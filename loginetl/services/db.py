@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import psycopg2
-from psycopg2.extras import execute_values
-from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
@@ -252,20 +250,6 @@ def _copy_vault(entries: Sequence[SealedVaultEntry]) -> io.StringIO:
             for e in entries
         )
     )
-
-
-def insert_many(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run an ``INSERT ... VALUES %s`` for all rows in one round trip, in conn's transaction.
-
-    psycopg2's execute_values: SQLAlchemy's executemany sends one statement per row.
-    """
-    if not rows:
-        return
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        execute_values(cursor, sql, rows, page_size=max(len(rows), 100))
-    finally:
-        cursor.close()
 
 
 def write_batch(
