@@ -50,6 +50,8 @@ class InboundMessage:
     sent_at: datetime
     receive_count: int = 1
     attributes: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None  # a FIFO queue's MessageGroupId (set by SQS, never None there)
+    sequence_number: int | None = None  # a FIFO queue's SequenceNumber: order within a group
 
     @property
     def idempotency_key(self) -> str:
