@@ -446,7 +446,9 @@ class Consumer:
             early = DeadLettered([], Counter(), 0)
             if self.fifo:
                 # A group's reject goes to the DLQ before its later messages commit; one the
-                # DLQ did not take holds the rest of its group back (released, uncommitted).
+                # DLQ did not take holds the rest of its group back: uncommitted, and left
+                # hidden with it, so they come back together and in order (released at
+                # once, some endpoints hand them out again while the stuck one is away).
                 early = self.acknowledger.dead_letter(batch.rejected)
                 taken = {m.message_id for m in early.accepted}
                 held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]
@@ -471,8 +473,7 @@ class Consumer:
                 self._tally.dead_letter_failures += outcome.failed
                 self._tally.unfinished += outcome.failed
             self._tally.ignored_fields += batch.ignored_fields
-        if held_back:
-            self._release(held_back)
+            self._tally.unfinished += len(held_back)
         done = [*loaded, *early.accepted, *dead.accepted]
         if done:
             self.acknowledger.delete_later(done, hold)
