@@ -8,9 +8,13 @@ rejects to the DLQ with the same signed attributes consume gives them
 (actions/acknowledge.py). A reject is dead-lettered here rather than left to the queue's
 RedrivePolicy: it is then reported as done and deleted at once, instead of being retried
 maxReceiveCount times and reaching the DLQ without its reason. The answer lists the
-records the event source must leave in the queue: rejects the DLQ did not take, and every
-record of a batch whose load could not commit. On a FIFO queue the handler stops at the
-first failure and reports it and every later record, as AWS requires.
+records the event source must leave in the queue: rejects the DLQ did not take (one too
+big to carry the attributes reaches the DLQ later, by the RedrivePolicy). A batch whose
+load cannot commit (the database down past a short retry) raises: the invocation fails,
+every record comes back, and Lambda counts the error and slows its polling. On a FIFO
+queue the handler stops at the first failure and reports it and every later record, as
+AWS requires: a reject that cannot be dead-lettered is not even tried, nor is anything
+after it.
 
 Deleting is the event source mapping's job: it deletes every record not listed. A crash
 between the commit and the answer redelivers the whole batch; the rows' unique
@@ -184,33 +188,31 @@ class Outcome:
 
 
 def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> Outcome:
-    """consume's steps for one event's records; raise only when no record got done."""
+    """consume's steps for one event's records; raise when the batch could not commit."""
     trusted, _ = trust_all(messages, rt.attribute_keys)
     batch = prepare_isolating(
         trusted, masker=rt.masker, sealer=rt.sealer, known_tokens=rt.loader.vault_cache
     )
-    early = DeadLettered([], Counter(), 0)
-    cut: list[InboundMessage] = []
     if fifo:
-        # Rejects first, then only what comes before the first one the DLQ did not take.
-        early = rt.acknowledger.dead_letter(batch.rejected)
-        cut = first_failure_onwards(trusted, early.unsent)
-        batch = replace(without(batch, cut), rejected=[])
+        # A reject too big for the DLQ will fail: on FIFO, neither load nor dead-letter it
+        # or anything after it (those are reported as failed, as AWS requires).
+        cut = first_failure_onwards(trusted, rt.acknowledger.undeliverable(batch.rejected))
+        out = {m.message_id for m in cut}
+        batch = replace(
+            without(batch, cut),
+            rejected=[r for r in batch.rejected if r.message.message_id not in out],
+        )
     try:
         loaded = rt.loader.load(batch)
-    except Fatal as fatal:
-        if not early.accepted:
-            raise fatal.error from None  # the whole batch failed: let Lambda count an error
-        log.warning("the batch could not be committed (%s); reporting it for retry", fatal)
-        done = {m.message_id for m in early.accepted}
-        return Outcome(0, 0, len(early.accepted), _failed(messages, done, fifo=fifo))
+    except Fatal as fatal:  # nothing was dead-lettered yet: the whole batch is retried
+        raise fatal.error from None
     failpoints.hit("crash_after_commit")
-    late = _dead_letter(rt, [*batch.rejected, *loaded.refused])
-    done = {m.message_id for m in (*loaded.messages, *early.accepted, *late.accepted)}
+    dead = _dead_letter(rt, [*batch.rejected, *loaded.refused])
+    done = {m.message_id for m in (*loaded.messages, *dead.accepted)}
     return Outcome(
         loaded=loaded.inserted,
         duplicates=len(loaded.messages) - loaded.inserted,
-        dead_lettered=len(early.accepted) + len(late.accepted),
+        dead_lettered=len(dead.accepted),
         failed=_failed(messages, done, fifo=fifo),
     )
 

@@ -101,6 +101,14 @@ class Acknowledger:
             [r.message for i, r in enumerate(rejected) if i in failed],
         )
 
+    def undeliverable(self, rejected: Sequence[RejectedMessage]) -> list[InboundMessage]:
+        """The rejects whose DLQ copy (body and signed attributes) SQS would refuse as too
+        big: they can only reach the DLQ through the queue's RedrivePolicy."""
+        now = datetime.now(UTC)
+        return [
+            r.message for r in rejected if _size(self._outbound(r, now)) > SQS_MAX_MESSAGE_BYTES
+        ]
+
     def _outbound(self, rejected: RejectedMessage, now: datetime) -> OutboundMessage:
         """The DLQ copy: signed reason and identity; on a FIFO DLQ, the original's group,
         and a deduplication id so a resend of this delivery's copy is dropped."""
