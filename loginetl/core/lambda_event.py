@@ -22,6 +22,14 @@ def _int(raw: object, default: int) -> int:
     return int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else default
 
 
+def _sent_at(raw: object) -> datetime:
+    """SQS's SentTimestamp (epoch milliseconds); the epoch itself if it is unusable."""
+    try:
+        return datetime.fromtimestamp(_int(raw, 0) / 1000, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.fromtimestamp(0, tz=UTC)
+
+
 def _message(record: Mapping[str, Any]) -> InboundMessage:
     message_id, body = record.get("messageId"), record.get("body")
     if not isinstance(message_id, str) or not message_id or not isinstance(body, str):
@@ -38,7 +46,7 @@ def _message(record: Mapping[str, Any]) -> InboundMessage:
         message_id=message_id,
         receipt_handle=str(record.get("receiptHandle", "")),
         body=body,
-        sent_at=datetime.fromtimestamp(_int(system.get("SentTimestamp"), 0) / 1000, tz=UTC),
+        sent_at=_sent_at(system.get("SentTimestamp")),
         receive_count=_int(system.get("ApproximateReceiveCount"), 1),
         attributes=attributes,
         group_id=group if isinstance(group, str) else None,
