@@ -97,18 +97,24 @@ def _settings(environ: Mapping[str, str]) -> Settings:
 
 def _build(environ: Mapping[str, str]) -> _Runtime:
     settings = _settings(environ)
+    masker = keys.load_masker(settings.keys_dir)
+    sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
+    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
     engine = db.make_engine(
         settings.database_url, pool_size=1, statement_timeout_ms=STATEMENT_TIMEOUT_MS
     )
-    db.require_utf8(engine)
-    migrations.require_compatible(engine)
-    sqs = SqsService.for_settings(settings, max_connections=4)
-    dlq_url = sqs.queue_url(settings.dlq_name)
-    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
+    try:
+        db.require_utf8(engine)
+        migrations.require_compatible(engine)
+        sqs = SqsService.for_settings(settings, max_connections=4)
+        dlq_url = sqs.queue_url(settings.dlq_name)
+    except BaseException:
+        engine.dispose()  # not cached: the next invocation starts again
+        raise
     return _Runtime(
         settings=settings,
-        masker=keys.load_masker(settings.keys_dir),
-        sealer=VaultSealer(keys.load_public_key(settings.keys_dir)),
+        masker=masker,
+        sealer=sealer,
         attribute_keys=attribute_keys,
         sqs=sqs,
         dlq_url=dlq_url,

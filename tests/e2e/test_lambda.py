@@ -29,6 +29,7 @@ from loginetl import lambda_handler
 from loginetl.config import Settings
 from loginetl.core.attributes import trust
 from loginetl.errors import LoginetlError
+from loginetl.services import sqs as sqs_module
 from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import SqsService
 from tests.conftest import database_name, env_for
@@ -355,3 +356,49 @@ def test_a_database_outage_fails_the_invocation_and_nothing_is_lost(
     assert mapping.errors == 1
     assert mapping.reported == []
     assert drain(sqs, dlq_url) == []
+
+
+def test_the_lambda_policy_grants_the_handler_and_its_mapping_exactly_what_they_use(
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    lambda_env: Callable[[Settings], dict[str, str]],
+    valid_bodies: Callable[..., list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deploy/iam/lambda.json: the handler's own SQS calls (recorded while it loads and
+    dead-letters) plus the event source mapping's (AWS's documented three), nothing else."""
+    from tests.services.test_iam_policy import ARN, DLQ, QUEUE, Recorder, _allows, _grants
+    from tests.services.test_iam_policy import _needs as needs_of
+
+    recorder = Recorder()
+    make_client = sqs_module.make_client
+
+    def recording_client(**kwargs: Any) -> Any:
+        client = make_client(**kwargs)
+        client.meta.events.register("before-parameter-build.sqs", recorder)
+        return client
+
+    monkeypatch.setattr(sqs_module, "make_client", recording_client)
+    url, _ = queues
+    lambda_env(settings)
+    for body in [*valid_bodies(3), *INVALID_BODIES[:2]]:
+        sqs.client.send_message(QueueUrl=url, MessageBody=body)
+    mapping = Mapping(sqs, url)
+    mapping.run()
+    assert count_rows(settings.database_url) == 3
+    names = {settings.queue_name: QUEUE, settings.dlq_name: DLQ}
+    used = {
+        (action, names[queue])
+        for operation, params in recorder.take()
+        for action, queue in needs_of(operation, params)
+    }
+    assert used == {("sqs:GetQueueUrl", DLQ), ("sqs:SendMessage", DLQ)}
+    by_mapping = {
+        (f"sqs:{a}", QUEUE) for a in ("ReceiveMessage", "DeleteMessage", "GetQueueAttributes")
+    }
+    policy = json.loads(
+        (Path(__file__).resolve().parents[2] / "deploy/iam/lambda.json").read_text()
+    )
+    assert all(_allows(policy, action, ARN.format(queue)) for action, queue in used | by_mapping)
+    assert _grants(policy) == used | by_mapping
