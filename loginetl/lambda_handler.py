@@ -57,7 +57,7 @@ from loginetl.services.sqs import SqsService
 
 log = logging.getLogger("loginetl.lambda")  # Lambda's root handler sends it to CloudWatch
 
-RETRY_SECONDS = 10.0  # a transient database failure is retried this long, then reported
+RETRY_SECONDS = 10.0  # a transient database failure is retried this long; then the invocation fails
 STATEMENT_TIMEOUT_MS = 30_000
 _HOUSEKEEPING_SECONDS = 3600.0  # partitions ahead, as consume checks them
 
@@ -173,12 +173,13 @@ def handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     outcome = process(rt, messages, fifo=is_fifo(event))
     _fold(rt)
     log.info(
-        "records=%d loaded=%d duplicates=%d dead_lettered=%d failed=%d",
+        "records=%d loaded=%d duplicates=%d dead_lettered=%d failed=%d forged_attributes=%d",
         len(messages),
         outcome.loaded,
         outcome.duplicates,
         outcome.dead_lettered,
         len(outcome.failed),
+        outcome.forged_attributes_ignored,
     )
     return batch_response(outcome.failed)
 
@@ -191,11 +192,12 @@ class Outcome:
     duplicates: int
     dead_lettered: int
     failed: list[InboundMessage]
+    forged_attributes_ignored: int = 0
 
 
 def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> Outcome:
     """consume's steps for one event's records; raise when the batch could not commit."""
-    trusted, _ = trust_all(messages, rt.attribute_keys)
+    trusted, forged = trust_all(messages, rt.attribute_keys)
     batch = prepare_isolating(
         trusted, masker=rt.masker, sealer=rt.sealer, known_tokens=rt.loader.vault_cache
     )
@@ -220,6 +222,7 @@ def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> 
         duplicates=len(loaded.messages) - loaded.inserted,
         dead_lettered=len(dead.accepted),
         failed=_failed(messages, done, fifo=fifo),
+        forged_attributes_ignored=forged,
     )
 
 
