@@ -278,6 +278,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE public.user_stats DROP COLUMN first_login, DROP COLUMN last_login")
     op.execute(NEW_TABLES)
     op.execute("SET LOCAL TimeZone = 'UTC'")  # hours and months as the fold buckets them
+    op.execute("SET LOCAL work_mem = '64MB'")  # the pair counts aggregate in memory
     op.execute(REBUILD)
     for table, columns in _ZERO_INDEXES:
         op.execute(f"CREATE INDEX {table}_zero_idx ON public.{table} ({columns}) WHERE logins <= 0")
