@@ -158,6 +158,14 @@ def _envelope_id(kind: EnvelopeKind, raw: Any) -> str | None:
     return KEY_PREFIX[kind] + raw
 
 
+def kind_of(envelope_id: str | None) -> EnvelopeKind:
+    """Which envelope an idempotency key from :class:`Parsed` came from."""
+    for kind, prefix in KEY_PREFIX.items():
+        if envelope_id is not None and envelope_id.startswith(prefix):
+            return kind  # type: ignore[return-value]
+    return "none"
+
+
 def envelope_time(raw: Any) -> datetime | None:
     """An ISO-8601 time with a zone (SNS ``Timestamp``, EventBridge ``time``), or None."""
     if not isinstance(raw, str) or len(raw) > 40 or not _TIMESTAMP.fullmatch(raw):
