@@ -33,7 +33,7 @@ def test_memory_stays_bounded_and_the_estimate_stays_close() -> None:
 
 
 def test_bad_arguments_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="capacity"):
         LagSample(capacity=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="q must be"):
         LagSample().percentile(0)
