@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import statistics
@@ -271,10 +272,21 @@ def seed_style_baseline(bench: Bench, bodies: list[str]) -> float:
     return len(bodies) / elapsed
 
 
+def _rollup_rebuild() -> str:
+    """Migration 0011's rebuild of every rollup from user_logins (the bench's backfill)."""
+    path = ROOT / "migrations" / "versions" / "0011_signed_rollups.py"
+    spec = importlib.util.spec_from_file_location("loginetl_migration_0011", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.REBUILD)
+
+
 def populate(database: str, rows: int) -> None:
     """Give a fresh database ``rows`` existing logins, their vault entries and rollups.
 
-    Built in bulk by SQL (as migration 0002 backfills the rollups), so the load and
+    Built in bulk by SQL (the rollups as migration 0011 rebuilds them), so the load and
     stats stages meet indexes and a vault of a realistic size, not an empty table.
     Tokens have the shape of real ones and never collide with those the load makes.
     """
@@ -305,24 +317,8 @@ def populate(database: str, rows: int) -> None:
                     f"FROM (SELECT DISTINCT {column} AS t FROM user_logins) tokens"
                 )
             )
-            conn.execute(
-                text(
-                    f"INSERT INTO token_users SELECT DISTINCT '{field}', {column}, user_id "
-                    "FROM user_logins"
-                )
-            )
-            conn.execute(
-                text(
-                    f"INSERT INTO token_stats SELECT '{field}', {column}, "
-                    f"count(DISTINCT user_id), count(*) FROM user_logins GROUP BY {column}"
-                )
-            )
-        conn.execute(
-            text(
-                "INSERT INTO user_stats SELECT user_id, count(*), min(sent_at), max(sent_at) "
-                "FROM user_logins GROUP BY user_id"
-            )
-        )
+        conn.execute(text("SET TimeZone = 'UTC'"))
+        conn.execute(text(_rollup_rebuild()))
         conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from loginetl.core.envelope import ENVELOPE_MODES, EnvelopeMode
 from loginetl.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/loginetl"
@@ -23,6 +24,7 @@ DEFAULT_QUEUE = "login-queue"
 DEFAULT_DLQ = "login-queue-dlq"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_KEYS_DIR = Path("~/.config/loginetl/keys")
+DEFAULT_ENVELOPE: EnvelopeMode = "auto"
 
 # SQS: 1-80 characters, a FIFO queue's name being one that ends in ".fifo".
 _QUEUE_NAME = re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$")
@@ -43,6 +45,7 @@ class Settings:
     region: str
     endpoint_url: str | None
     keys_dir: Path
+    envelope: EnvelopeMode = DEFAULT_ENVELOPE  # SNS/EventBridge unwrapping (core/envelope.py)
 
     @classmethod
     def load(
@@ -55,6 +58,7 @@ class Settings:
         region: str | None = None,
         endpoint_url: str | None = None,
         keys_dir: Path | str | None = None,
+        envelope: str | None = None,
     ) -> Settings:
         """Build settings from explicit values, then the environment, then defaults."""
         env = os.environ if environ is None else environ
@@ -72,6 +76,7 @@ class Settings:
             keys_dir=Path(keys_dir or env.get("LOGINETL_KEYS_DIR") or DEFAULT_KEYS_DIR)
             .expanduser()
             .absolute(),
+            envelope=(envelope or env.get("LOGINETL_ENVELOPE") or DEFAULT_ENVELOPE),  # type: ignore[arg-type]
         )
         settings.validate()
         return settings
@@ -97,6 +102,11 @@ class Settings:
                     f"the {label} name {name!r} is not a valid SQS queue name "
                     "(1-80 letters, digits, '-' or '_', ending in '.fifo' for a FIFO queue)"
                 )
+        if self.envelope not in ENVELOPE_MODES:
+            raise ConfigError(
+                f"LOGINETL_ENVELOPE (--envelope) is {self.envelope!r}; "
+                f"use one of {', '.join(ENVELOPE_MODES)}"
+            )
         if self.queue_name == self.dlq_name:
             raise ConfigError("the queue and the dead-letter queue must be different queues")
         if is_fifo_name(self.queue_name) != is_fifo_name(self.dlq_name):

@@ -199,7 +199,11 @@ def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> 
     """consume's steps for one event's records; raise when the batch could not commit."""
     trusted, forged = trust_all(messages, rt.attribute_keys)
     batch = prepare_isolating(
-        trusted, masker=rt.masker, sealer=rt.sealer, known_tokens=rt.loader.vault_cache
+        trusted,
+        masker=rt.masker,
+        sealer=rt.sealer,
+        known_tokens=rt.loader.vault_cache,
+        envelope=rt.settings.envelope,
     )
     if fifo:
         # A reject too big for the DLQ will fail: on FIFO, neither load nor dead-letter it

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start, check and stop a host-run LocalStack (SQS only) without Docker.
+"""Start, check and stop a host-run LocalStack (SQS and SNS) without Docker.
 
 Used by the Makefile and by the test fixtures, so both run the endpoint the same way.
 Standard library only: it runs under the project's Python and starts LocalStack under
@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".localstack-venv" / "bin" / "python"
+# SNS for the envelope tests (a topic subscribed to a queue): LocalStack's SNS provider is
+# native (no moto), so the slim pinned set runs it; it adds no measurable start-up time.
+SERVICES = ("sqs", "sns")
 
 
 def free_port() -> int:
@@ -37,7 +40,7 @@ def free_port() -> int:
 
 
 def is_ready(port: int) -> bool:
-    """True once LocalStack's health endpoint reports SQS available or running."""
+    """True once LocalStack's health endpoint reports every service available or running."""
     try:
         with urllib.request.urlopen(
             f"http://127.0.0.1:{port}/_localstack/health", timeout=2
@@ -45,7 +48,7 @@ def is_ready(port: int) -> bool:
             services = json.load(response).get("services", {})
     except (OSError, ValueError, urllib.error.URLError):
         return False
-    return services.get("sqs") in ("available", "running")
+    return all(services.get(name) in ("available", "running") for name in SERVICES)
 
 
 def start(port: int, state_dir: Path, timeout: float = 60.0) -> int:
@@ -57,7 +60,7 @@ def start(port: int, state_dir: Path, timeout: float = 60.0) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
-        "SERVICES": "sqs",
+        "SERVICES": ",".join(SERVICES),
         "GATEWAY_LISTEN": f"127.0.0.1:{port}",
         "GATEWAY_SERVER": "hypercorn",
         "PERSISTENCE": "0",
@@ -129,7 +132,7 @@ def main() -> None:
         started = time.monotonic()
         pid = start(args.port, args.state_dir)
         print(
-            f"LocalStack (SQS) ready on http://127.0.0.1:{args.port} "
+            f"LocalStack (SQS, SNS) ready on http://127.0.0.1:{args.port} "
             f"(pid {pid}, {time.monotonic() - started:.1f}s)"
         )
         return

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -31,7 +32,9 @@ from loginetl.actions.visibility import Heartbeat
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys
 from loginetl.core.batch import InboundMessage, PreparedBatch, RejectedMessage
+from loginetl.core.envelope import EnvelopeMode
 from loginetl.core.fifo import behind, in_group_order, without
+from loginetl.core.lag import LagSample
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
 from loginetl.core.vault_crypto import VaultSealer
@@ -108,6 +111,11 @@ class ConsumeSummary:
     busy_seconds: float  # start to the last batch handled: excludes the idle wait at the end
     stopped_because: str
     forged_attributes_ignored: int = 0  # messages whose loginetl-* attributes did not verify
+    # Send (SQS SentTimestamp, or an envelope's earlier time) to commit, over committed
+    # messages (InboundMessage.lag_from); None before the first commit.
+    lag_p50_seconds: float | None = None
+    lag_p99_seconds: float | None = None
+    lag_max_seconds: float | None = None
 
     @property
     def messages_per_second(self) -> float:
@@ -131,6 +139,7 @@ class _Tally:
     ignored_fields: int = 0
     forged_attributes_ignored: int = 0
     in_flight: int = 0
+    lag: LagSample = field(default_factory=LagSample)
 
     def add(self, **counts: int) -> None:
         with self.lock:
@@ -184,6 +193,7 @@ class Consumer:
         dlq_url: str,
         options: ConsumeOptions,
         stop: threading.Event | None = None,
+        envelope: EnvelopeMode = "auto",
     ) -> None:
         self.sqs = sqs
         self.engine = engine
@@ -194,6 +204,7 @@ class Consumer:
         self.dlq_url = dlq_url
         self.fifo = queue_url.endswith(".fifo")  # keep each message group's order
         self.options = options
+        self.envelope = envelope
         self.stop = stop or threading.Event()
         self._tally = _Tally()
         self._quota = _Quota(options.max_messages)
@@ -203,6 +214,7 @@ class Consumer:
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
         self._next_fold = 0.0
         self.on_batch: Callable[[float], None] | None = None  # batch latency, for metrics
+        self.on_lag: Callable[[float], None] | None = None  # per committed message, for metrics
         self.loader = Loader(
             engine,
             stop=self.stop,
@@ -299,6 +311,9 @@ class Consumer:
                 elapsed_seconds=time.monotonic() - self._started,
                 busy_seconds=self._last_handled - self._started,
                 stopped_because=self._stopped_because or "running",
+                lag_p50_seconds=_rounded(t.lag.percentile(50)),
+                lag_p99_seconds=_rounded(t.lag.percentile(99)),
+                lag_max_seconds=_rounded(t.lag.max if t.lag.count else None),
             )
 
     # -- worker -----------------------------------------------------------------------
@@ -495,16 +510,31 @@ class Consumer:
             sealer=self.sealer,
             known_tokens=self.loader.vault_cache,
             max_body_bytes=self.options.max_body_bytes,
+            envelope=self.envelope,
         )
 
     def _load(self, batch: PreparedBatch) -> tuple[list[InboundMessage], list[RejectedMessage]]:
         """Write the rows; return the messages now safe to delete and those refused as data."""
         loaded = self.loader.load(batch)
+        self._record_lag(loaded.messages)
         failpoints.hit("crash_after_commit")
         self._tally.add(
             loaded=loaded.inserted, duplicates_skipped=len(loaded.messages) - loaded.inserted
         )
         return loaded.messages, loaded.refused
+
+    def _record_lag(self, committed: Sequence[InboundMessage]) -> None:
+        """Send-to-commit time of each committed message (summary and histogram)."""
+        if not committed:
+            return
+        now = datetime.now(UTC)
+        lags = [max(0.0, (now - m.lag_from).total_seconds()) for m in committed]
+        with self._tally.lock:
+            for seconds in lags:
+                self._tally.lag.add(seconds)
+        if self.on_lag is not None:
+            for seconds in lags:
+                self.on_lag(seconds)
 
     def _release(self, messages: Sequence[InboundMessage]) -> None:
         """Make messages visible again at once, so another receiver can take them."""
@@ -567,6 +597,7 @@ def consume(
             dlq_url=dlq_url,
             options=options,
             stop=stop,
+            envelope=settings.envelope,
         )
         if metrics_port is not None:
             server = _start_metrics(consumer, metrics_host, metrics_port)
@@ -596,6 +627,11 @@ def _start_metrics(consumer: Consumer, host: str, port: int) -> MetricsServer:
     except OSError as error:
         raise ConfigError(f"cannot serve metrics on {host}:{port} ({error.strerror})") from None
     consumer.on_batch = server.batch_seconds.observe
+    consumer.on_lag = server.lag_seconds.observe
     server.start()
     log.info("metrics on http://%s:%d/metrics, health on /healthz", host, server.port)
     return server
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)

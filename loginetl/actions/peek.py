@@ -24,9 +24,10 @@ from loginetl.core.batch import (
     InboundMessage,
     LoginRow,
     mask_event,
+    parse_batch,
 )
+from loginetl.core.envelope import EnvelopeMode, kind_of
 from loginetl.core.masking import Masker
-from loginetl.core.messages import Rejection, parse_login
 from loginetl.errors import Refused
 from loginetl.services import keys
 from loginetl.services.sqs import QueueDepth, SqsService
@@ -63,6 +64,7 @@ class PeekedMessage:
     # False when a loginetl-* attribute did not verify: the DLQ fields above are then the
     # raw labels (shown as unverified), and the id and times are SQS's own, as consume uses.
     attributes_verified: bool = True
+    envelope: str = "none"  # "sns" or "eventbridge" when the body was unwrapped
 
 
 @dataclass(frozen=True)
@@ -83,27 +85,34 @@ def describe_message(
     *,
     attribute_keys: AttributeKeys | None,
     now: datetime,
+    envelope: EnvelopeMode = "auto",
 ) -> PeekedMessage:
-    """Validate and mask one message exactly as consume would, attributes included."""
+    """Unwrap, validate and mask one message exactly as consume would, attributes included."""
     verified = trust(message.attributes, message.body, attribute_keys, now=now)
-    trusted = replace(message, attributes=verified.attributes)
     # What did not verify is still worth seeing in a DLQ, but only as a label.
     shown = verified.attributes if not verified.dropped else message.attributes
-    outcome = parse_login(message.body)
+    parsed = parse_batch([replace(message, attributes=verified.attributes)], envelope=envelope)
+    if parsed.rejected:
+        trusted, rejection = parsed.rejected[0].message, parsed.rejected[0].rejection
+        verdict, detail, row = rejection.reason, rejection.detail, None
+    else:
+        trusted, event = parsed.events[0]
+        verdict, detail, row = "load", "", mask_event(event, trusted, masker)
     return PeekedMessage(
         message_id=message.message_id,
         idempotency_key=trusted.idempotency_key,
         receive_count=message.receive_count,
         max_receive_count=max_receive_count,
         sent_at=trusted.original_sent_at,
-        verdict=outcome.reason if isinstance(outcome, Rejection) else "load",
-        detail=outcome.detail if isinstance(outcome, Rejection) else "",
-        row=None if isinstance(outcome, Rejection) else mask_event(outcome, trusted, masker),
+        verdict=verdict,
+        detail=detail,
+        row=row,
         dlq_reason=shown.get(ATTR_REASON),
         dlq_detail=shown.get(ATTR_DETAIL),
         first_seen=shown.get(ATTR_FIRST_SEEN),
         at_threshold=max_receive_count is not None and message.receive_count >= max_receive_count,
         attributes_verified=not verified.dropped,
+        envelope=kind_of(trusted.envelope_id),
     )
 
 
@@ -144,7 +153,10 @@ def peek(
             sqs.set_visibility(source_url, received, 0)
     now = datetime.now(UTC)
     described = [
-        describe_message(m, masker, limit, attribute_keys=attribute_keys, now=now) for m in received
+        describe_message(
+            m, masker, limit, attribute_keys=attribute_keys, now=now, envelope=settings.envelope
+        )
+        for m in received
     ]
     at_threshold = [m for m in described if m.at_threshold]
     if at_threshold and not force:

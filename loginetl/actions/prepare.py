@@ -1,6 +1,6 @@
 """From received messages to a prepared batch: the one path ``consume`` and the Lambda share.
 
-verify loginetl's attributes (``trust_all``) -> parse, validate, mask, seal
+verify loginetl's attributes (``trust_all``) -> unwrap, parse, validate, mask, seal
 (``prepare_all``, the single place a body becomes a row) -> if that fails unexpectedly,
 the same one message at a time, so a bug costs only the message that trips it
 (``prepare_isolating``).
@@ -21,6 +21,7 @@ from loginetl.core.batch import (
     RejectedMessage,
     prepare_batch,
 )
+from loginetl.core.envelope import EnvelopeMode
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, Rejection
 from loginetl.core.vault_crypto import VaultSealer
@@ -50,15 +51,17 @@ def prepare_all(
     sealer: VaultSealer,
     known_tokens: set[str] | frozenset[str] = frozenset(),
     max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
 ) -> PreparedBatch:
-    """Parse, validate, mask and seal: where every body consume or the Lambda takes becomes
-    a row or a reject."""
+    """Unwrap, parse, validate, mask and seal: where every body consume or the Lambda takes
+    becomes a row or a reject."""
     return prepare_batch(
         messages,
         masker=masker,
         sealer=sealer,
         known_tokens=known_tokens,
         max_body_bytes=max_body_bytes,
+        envelope=envelope,
     )
 
 
@@ -69,6 +72,7 @@ def prepare_isolating(
     sealer: VaultSealer,
     known_tokens: set[str] | frozenset[str] = frozenset(),
     max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
 ) -> PreparedBatch:
     """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
 
@@ -79,6 +83,7 @@ def prepare_isolating(
             sealer=sealer,
             known_tokens=known_tokens,
             max_body_bytes=max_body_bytes,
+            envelope=envelope,
         )
 
     try:

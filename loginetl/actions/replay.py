@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys, sign, trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
+from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
 from loginetl.core.fifo import deduplication_id, in_group_order
-from loginetl.core.messages import Rejection, parse_login
 from loginetl.core.pacing import RampedRate
 from loginetl.errors import LoginetlError
 from loginetl.services import failpoints, keys
@@ -106,9 +106,11 @@ class _Replay:
         rate: float | None,
         hold_seconds: int,
         on_progress: Callable[[int], None] | None,
+        envelope: EnvelopeMode = "auto",
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
         self.fifo = queue_url.endswith(".fifo")
+        self.envelope = envelope
         self.attribute_keys = attribute_keys
         self.unverified = 0
         self.max_messages, self.reason, self.dry_run = max_messages, reason, dry_run
@@ -200,8 +202,12 @@ class _Replay:
     def _judge(self, entries: list[_Entry]) -> None:
         for entry in entries:
             try:
-                outcome = parse_login(entry.message.body)
-                verdict = outcome.reason if isinstance(outcome, Rejection) else "load"
+                # Unwrapped exactly as consume would (--envelope), so an SNS notification
+                # around a now-valid login is judged "load", not missing_field.
+                outcome = parse_message(entry.message.body, envelope=self.envelope)
+                verdict = (
+                    outcome.rejection.reason if isinstance(outcome, EnvelopeRejection) else "load"
+                )
             except Exception as error:  # any surprise costs this message only
                 verdict = f"{UNPREPARABLE} ({type(error).__name__})"
             self.verdicts[entry.reason][verdict] += 1
@@ -275,6 +281,7 @@ def replay_dlq(
         rate=rate,
         hold_seconds=hold_seconds,
         on_progress=on_progress,
+        envelope=settings.envelope,
     ).run()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError
@@ -35,14 +35,17 @@ class TableStats:
     distinct_users: int
     distinct_masked_ips: int
     distinct_masked_devices: int
-    vault_entries: int | None  # None where the role may not read the vault
-    rollups_pending: int  # loaded rows the distinct counts and shared tokens do not count yet
+    vault_entries: int | None  # exact, with count_vault; None where not asked or not allowed
+    vault_entries_estimate: int | None  # the planner's (pg_class); None where not allowed
+    rollups_pending: int  # loaded rows the figures below do not count yet (folded ~1/s)
     top_shared_ips: list[SharedToken]
     top_shared_devices: list[SharedToken]
     by_device_type: list[tuple[str, int]]
     by_locale: list[tuple[str | None, int]]
     by_app_version: list[tuple[str, int]]
     loads_per_hour: list[tuple[datetime, int]]
+    oldest_month: date | None  # of create_date, the partition key: what retention keeps
+    rows_per_month: list[tuple[date, int]]
 
 
 @dataclass(frozen=True)
@@ -73,11 +76,24 @@ def _scalar(engine: Engine, sql: str) -> int:
         return int(conn.execute(text(sql)).scalar_one())
 
 
-def _vault_entries(engine: Engine) -> int | None:
-    try:
-        return _scalar(engine, "SELECT count(*) FROM pii_vault")
-    except ProgrammingError:  # no grant on the vault (the analyst role): say so, not fail
-        return None
+def _vault_entries(engine: Engine, *, exact: bool) -> tuple[int | None, int | None]:
+    """(exact count or None, the planner's estimate or None) where the role may read the vault.
+
+    An exact count scans the vault (it grows with the data), so it is asked for; the
+    estimate (pg_class.reltuples, kept by autovacuum) costs nothing.
+    """
+    query = text(
+        "SELECT has_table_privilege('public.pii_vault', 'SELECT'), "
+        "(SELECT reltuples FROM pg_class WHERE oid = 'public.pii_vault'::regclass)"
+    )
+    with engine.connect() as conn:
+        allowed, reltuples = conn.execute(query).one()
+        if not allowed:  # the analyst role: say so, not fail
+            return None, None
+        estimate = int(reltuples) if reltuples is not None and reltuples >= 0 else None
+        if not exact:
+            return None, estimate
+        return int(conn.execute(text("SELECT count(*) FROM pii_vault")).scalar_one()), estimate
 
 
 def _top_shared(engine: Engine, pii_field: str, limit: int) -> list[SharedToken]:
@@ -90,65 +106,94 @@ def _top_shared(engine: Engine, pii_field: str, limit: int) -> list[SharedToken]
         return [SharedToken(r[0], r[1], r[2]) for r in rows]
 
 
-_BREAKDOWN_COLUMNS = frozenset({"device_type", "locale", "app_version_raw"})
-
-
-def _breakdown(engine: Engine, column: str, limit: int) -> list[tuple[str | None, int]]:
-    if column not in _BREAKDOWN_COLUMNS:  # interpolated below: only our own literals
-        raise ValueError(column)
+def _totals(engine: Engine) -> dict[str, int]:
+    """Rows and distinct counts: a handful of rollup rows, whatever the table's size."""
     query = text(
-        f"SELECT {column}, count(*) FROM user_logins GROUP BY {column} "
-        f"ORDER BY count(*) DESC, {column} NULLS LAST LIMIT :limit"
+        "SELECT metric, value FROM rollup_totals UNION ALL "
+        "SELECT 'rows', coalesce(sum(logins), 0) FROM rollup_months WHERE logins > 0"
     )
     with engine.connect() as conn:
-        return [(r[0], r[1]) for r in conn.execute(query, {"limit": limit})]
+        return {str(metric): int(value) for metric, value in conn.execute(query)}
+
+
+def _months(engine: Engine) -> list[tuple[date, int]]:
+    query = text("SELECT month, logins FROM rollup_months WHERE logins > 0 ORDER BY month")
+    with engine.connect() as conn:
+        return [(r[0], r[1]) for r in conn.execute(query)]
+
+
+def _breakdowns(engine: Engine, limit: int) -> dict[str, list[tuple[str | None, int]]]:
+    """The top values of device_type, locale and app_version (rollup_breakdown)."""
+    query = text(
+        "SELECT dimension, value, logins FROM ("
+        "  SELECT dimension, value, logins, row_number() OVER ("
+        "    PARTITION BY dimension ORDER BY logins DESC, value NULLS LAST) AS rank"
+        "  FROM rollup_breakdown WHERE logins > 0) ranked "
+        "WHERE rank <= :limit ORDER BY dimension, rank"
+    )
+    found: dict[str, list[tuple[str | None, int]]] = {
+        "device_type": [],
+        "locale": [],
+        "app_version": [],
+    }
+    with engine.connect() as conn:
+        for dimension, value, logins in conn.execute(query, {"limit": limit}):
+            found[str(dimension)].append((value, int(logins)))
+    return found
 
 
 def _loads_per_hour(engine: Engine, since: timedelta) -> list[tuple[datetime, int]]:
     query = text(
-        "SELECT date_trunc('hour', loaded_at) AS hour, count(*) FROM user_logins "
-        "WHERE loaded_at >= now() - :since GROUP BY hour ORDER BY hour"
+        "SELECT loaded_hour, logins FROM rollup_hourly "
+        "WHERE loaded_hour >= date_trunc('hour', now() - :since) AND logins > 0 "
+        "ORDER BY loaded_hour"
     )
     with engine.connect() as conn:
         return [(r[0], r[1]) for r in conn.execute(query, {"since": since})]
 
 
 def table_stats(
-    engine: Engine, *, top: int = 5, since: timedelta = timedelta(hours=24)
+    engine: Engine,
+    *,
+    top: int = 5,
+    since: timedelta = timedelta(hours=24),
+    count_vault: bool = False,
 ) -> TableStats:
-    """Compute the aggregates; independent queries run side by side on their own connections.
+    """Compute the aggregates from the rollups, side by side on their own connections.
 
-    Distinct counts and the most shared tokens come from the rollups (token_stats,
-    user_stats), which consume folds from the loaded rows about once a second; rows not
-    folded yet are counted in rollups_pending.
+    Every figure comes from a rollup the fold keeps (migration 0011), so the time does
+    not grow with user_logins; rows loaded but not folded yet (about a second's worth
+    while consume runs) are counted in rollups_pending. Only ``count_vault`` scans.
     """
-    count = "SELECT count(*) FROM "
     with ThreadPoolExecutor(max_workers=4) as pool:
-        rows = pool.submit(_scalar, engine, count + "user_logins")
-        users = pool.submit(_scalar, engine, count + "user_stats")
-        ips = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'ip'")
-        devices = pool.submit(_scalar, engine, count + "token_stats WHERE pii_field = 'device_id'")
-        vault = pool.submit(_vault_entries, engine)
+        totals = pool.submit(_totals, engine)
+        vault = pool.submit(_vault_entries, engine, exact=count_vault)
         pending = pool.submit(db.pending_rollups, engine)
         shared_ips = pool.submit(_top_shared, engine, "ip", top)
         shared_devices = pool.submit(_top_shared, engine, "device_id", top)
-        device_types = pool.submit(_breakdown, engine, "device_type", top)
-        locales = pool.submit(_breakdown, engine, "locale", top)
-        versions = pool.submit(_breakdown, engine, "app_version_raw", top)
+        breakdowns = pool.submit(_breakdowns, engine, top)
+        months = pool.submit(_months, engine)
         hours = pool.submit(_loads_per_hour, engine, since)
+    counted = totals.result()
+    vault_exact, vault_estimate = vault.result()
+    by = breakdowns.result()
+    held = months.result()
     return TableStats(
-        rows=rows.result(),
-        distinct_users=users.result(),
-        distinct_masked_ips=ips.result(),
-        distinct_masked_devices=devices.result(),
-        vault_entries=vault.result(),
+        rows=counted.get("rows", 0),
+        distinct_users=counted.get("users", 0),
+        distinct_masked_ips=counted.get("ip_tokens", 0),
+        distinct_masked_devices=counted.get("device_tokens", 0),
+        vault_entries=vault_exact,
+        vault_entries_estimate=vault_estimate,
         rollups_pending=pending.result(),
         top_shared_ips=shared_ips.result(),
         top_shared_devices=shared_devices.result(),
-        by_device_type=[(k or "", n) for k, n in device_types.result()],
-        by_locale=locales.result(),
-        by_app_version=[(k or "", n) for k, n in versions.result()],
+        by_device_type=[(k or "", n) for k, n in by["device_type"]],
+        by_locale=by["locale"],
+        by_app_version=[(k or "", n) for k, n in by["app_version"]],
         loads_per_hour=hours.result(),
+        oldest_month=held[0][0] if held else None,
+        rows_per_month=held,
     )
 
 
@@ -190,6 +235,7 @@ def stats(
     since: timedelta = timedelta(hours=24),
     include_queues: bool = True,
     dlq_sample: int = 100,
+    count_vault: bool = False,
 ) -> Stats:
     """Collect table, schema and (optionally) queue statistics."""
     with db.engine_for(settings.database_url, pool_size=4) as engine:
@@ -200,7 +246,7 @@ def stats(
             )
         with db.translate_errors(engine, "read statistics"):
             try:
-                table = table_stats(engine, top=top, since=since)
+                table = table_stats(engine, top=top, since=since, count_vault=count_vault)
             except ProgrammingError as error:
                 if getattr(error.orig, "pgcode", None) != db.INSUFFICIENT_PRIVILEGE:
                     raise

@@ -18,7 +18,7 @@ from rich.text import Text
 from loginetl import __version__
 from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
 from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
-from loginetl.cli.state import settings_of
+from loginetl.cli.state import EnvelopeOption, settings_with_envelope
 from loginetl.core.messages import MAX_BODY_BYTES
 
 log = logging.getLogger("loginetl.consume")
@@ -53,6 +53,11 @@ def render_summary(s: ConsumeSummary) -> Table:
     if s.forged_attributes_ignored:
         table.add_row(
             "loginetl attributes ignored (unsigned or forged)", f"{s.forged_attributes_ignored:,}"
+        )
+    if s.lag_p50_seconds is not None and s.lag_p99_seconds is not None:
+        table.add_row(
+            "lag, send to commit (p50 / p99)",
+            f"{s.lag_p50_seconds:,.1f} s / {s.lag_p99_seconds:,.1f} s",
         )
     table.add_row("elapsed", f"{s.elapsed_seconds:.1f} s")
     table.add_row("throughput", f"{s.messages_per_second:,.0f} msg/s")
@@ -150,6 +155,7 @@ def consume_command(
             "queue's settings are left alone.",
         ),
     ] = False,
+    envelope: EnvelopeOption = None,
     metrics_port: Annotated[
         int | None,
         typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz here."),
@@ -193,7 +199,7 @@ def consume_command(
     stop = threading.Event()
     run = functools.partial(
         consume,
-        settings_of(ctx),
+        settings_with_envelope(ctx, envelope),
         options,
         create_queues=create_queues,
         stop=stop,

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from loginetl.actions.peek import PeekResult, QueueHealth, peek
 from loginetl.cli.output import inert, print_json, show
-from loginetl.cli.state import settings_of
+from loginetl.cli.state import EnvelopeOption, settings_with_envelope
 from loginetl.core.batch import LoginRow
 from loginetl.core.versions import decode_app_version
 
@@ -72,6 +72,8 @@ def render_peek(result: PeekResult) -> list[RenderableType]:
         verdict = inert(m.verdict, "green" if m.verdict == "load" else "yellow")
         if m.verdict != "load":
             verdict.append_text(Text("\n") + inert(m.detail, "dim"))
+        if m.envelope != "none":
+            verdict.append_text(Text("\nunwrapped from ", style="dim") + inert(m.envelope, "dim"))
         if m.dlq_reason:
             label = "\nDLQ reason: " if m.attributes_verified else "\nDLQ reason (unverified): "
             verdict.append_text(Text(label, style="dim") + inert(m.dlq_reason, "dim"))
@@ -112,6 +114,7 @@ def peek_command(
         bool,
         typer.Option("--force", help="Show messages even at the dead-letter threshold."),
     ] = False,
+    envelope: EnvelopeOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show queue health and messages as they would be loaded (never plaintext PII).
@@ -121,7 +124,7 @@ def peek_command(
 
     Example: loginetl peek --count 5 --dlq
     """
-    result = peek(settings_of(ctx), count=count, from_dlq=dlq, force=force)
+    result = peek(settings_with_envelope(ctx, envelope), count=count, from_dlq=dlq, force=force)
     if json_output:
         print_json(result)
     else:

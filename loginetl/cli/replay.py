@@ -18,7 +18,7 @@ from loginetl.actions.replay import (
     replay_native,
 )
 from loginetl.cli.output import inert, print_json, show, stderr
-from loginetl.cli.state import settings_of
+from loginetl.cli.state import EnvelopeOption, settings_with_envelope
 from loginetl.core.messages import REASON_CODES
 
 
@@ -98,6 +98,7 @@ def replay_command(
             "before a rerun sees it).",
         ),
     ] = DEFAULT_HOLD_SECONDS,
+    envelope: EnvelopeOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Move dead-lettered messages back to the source queue (send first, then delete).
@@ -114,7 +115,7 @@ def replay_command(
             "--native moves everything: it cannot take --reason, --dry-run or --max",
             param_hint="--native",
         )
-    settings = settings_of(ctx)
+    settings = settings_with_envelope(ctx, envelope)
     if native:
         with stderr.status("StartMessageMoveTask running…") as status:
             moved = replay_native(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Annotated
 
 import typer
 
@@ -22,3 +23,24 @@ def settings_of(ctx: typer.Context) -> Settings:
     state = ctx.find_root().obj
     assert isinstance(state, State), "root callback did not run"
     return state.settings
+
+
+EnvelopeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--envelope",
+        help="auto, none, sns or eventbridge: unwrap SNS notifications / EventBridge events "
+        "before validation (env LOGINETL_ENVELOPE, default auto).",
+        show_default=False,
+    ),
+]
+
+
+def settings_with_envelope(ctx: typer.Context, envelope: str | None) -> Settings:
+    """The root settings, with a command's --envelope (validated) if given."""
+    settings = settings_of(ctx)
+    if envelope is None:
+        return settings
+    updated = replace(settings, envelope=envelope)  # type: ignore[arg-type]
+    updated.validate()
+    return updated

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from loginetl import __version__
-from loginetl.actions.stats import QueueStats, SharedToken, Stats, stats
+from loginetl.actions.stats import QueueStats, SharedToken, Stats, TableStats, stats
 from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
 from loginetl.core.durations import parse_duration
@@ -39,6 +39,14 @@ def _shared(title: str, rows: list[SharedToken]) -> Table:
     return table
 
 
+def _vault(t: TableStats) -> str:
+    if t.vault_entries is not None:
+        return f"{t.vault_entries:,}"
+    if t.vault_entries_estimate is not None:
+        return f"~{t.vault_entries_estimate:,} (estimate; --count-vault counts)"
+    return "no access"
+
+
 def _overview(result: Stats) -> Table:
     t = result.table
     overview = Table(title="user_logins", show_header=False, title_justify="left")
@@ -48,8 +56,9 @@ def _overview(result: Stats) -> Table:
     overview.add_row("distinct users", f"{t.distinct_users:,}")
     overview.add_row("distinct masked IPs", f"{t.distinct_masked_ips:,}")
     overview.add_row("distinct masked devices", f"{t.distinct_masked_devices:,}")
+    overview.add_row("vault entries", _vault(t))
     overview.add_row(
-        "vault entries", "no access" if t.vault_entries is None else f"{t.vault_entries:,}"
+        "oldest month held", "none" if t.oldest_month is None else t.oldest_month.strftime("%Y-%m")
     )
     if t.rollups_pending:
         overview.add_row(
@@ -132,6 +141,10 @@ def stats_command(
     no_queues: Annotated[
         bool, typer.Option("--no-queues", help="Skip the SQS part (database only).")
     ] = False,
+    count_vault: Annotated[
+        bool,
+        typer.Option("--count-vault", help="Count vault entries exactly (scans the vault)."),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show what has been loaded, the most shared masked IPs/devices, and the queues.
@@ -143,7 +156,12 @@ def stats_command(
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--since") from None
     result = stats(
-        settings_of(ctx), top=top, since=window, include_queues=not no_queues, dlq_sample=dlq_sample
+        settings_of(ctx),
+        top=top,
+        since=window,
+        include_queues=not no_queues,
+        dlq_sample=dlq_sample,
+        count_vault=count_vault,
     )
     if json_output:
         print_json({**asdict(result), "loginetl_version": __version__})

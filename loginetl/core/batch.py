@@ -6,8 +6,8 @@ Pure: the caller does the I/O (receive, commit, dead-letter, delete) around it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from loginetl.core.attributes import (
@@ -19,8 +19,9 @@ from loginetl.core.attributes import (
     ATTR_REPLAYS,
     original_sent_at,
 )
+from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
 from loginetl.core.masking import Masker
-from loginetl.core.messages import MAX_BODY_BYTES, LoginEvent, Rejection, parse_login
+from loginetl.core.messages import MAX_BODY_BYTES, LoginEvent, Rejection
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 
 # Message attributes loginetl sets when it moves a message (SQS gives a moved message a
@@ -39,6 +40,13 @@ __all__ = [
 PREPARATION_FAILED: Final = "preparation_failed"  # an unexpected error masking or sealing it
 REJECTED_BY_DATABASE: Final = "rejected_by_database"  # detail: SQLSTATE and constraint name
 
+# An envelope's own time (SNS Timestamp, EventBridge time) is believed only this close to
+# the time SQS (or a verified loginetl attribute) gives: SNS and EventBridge deliver within
+# seconds and retry for at most a day, so a producer forging an envelope can move its row's
+# send time by at most a day back, and can never claim to be fresher than SQS saw it.
+ENVELOPE_TIME_MAX_AGE: Final = timedelta(hours=24)
+ENVELOPE_TIME_MAX_AHEAD: Final = timedelta(minutes=1)
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
@@ -52,16 +60,43 @@ class InboundMessage:
     attributes: Mapping[str, str] = field(default_factory=dict)
     group_id: str | None = None  # a FIFO queue's MessageGroupId (set by SQS, never None there)
     sequence_number: int | None = None  # a FIFO queue's SequenceNumber: order within a group
+    # Set by parse_batch when the body was an SNS/EventBridge envelope (core/envelope.py).
+    envelope_id: str | None = None
+    envelope_time: datetime | None = None
 
     @property
     def idempotency_key(self) -> str:
-        """The id of the message as first published, surviving DLQ round trips."""
-        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id
+        """The id of the message as first published, surviving DLQ round trips.
+
+        An envelope's id comes first: it is in the body, so every copy of one published
+        event (an SNS or EventBridge redelivery, a DLQ round trip) carries it, whatever its
+        SQS MessageId. Then loginetl's verified attribute, then SQS's MessageId.
+        """
+        return self.envelope_id or self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id
 
     @property
     def original_sent_at(self) -> datetime:
-        """When the app first published it; ``create_date`` derives from this, not the move."""
-        return original_sent_at(self.attributes, self.sent_at)
+        """When the app first published it; ``create_date`` derives from this, not the move.
+
+        An envelope's time when it lies within a day before the SQS/attribute time (so a
+        redelivery of one event keeps one ``create_date``), else that time.
+        """
+        base = original_sent_at(self.attributes, self.sent_at)
+        at = self.envelope_time
+        if at is not None and base - ENVELOPE_TIME_MAX_AGE <= at <= base + ENVELOPE_TIME_MAX_AHEAD:
+            return at
+        return base
+
+    @property
+    def lag_from(self) -> datetime:
+        """Where end-to-end lag starts: never later than SQS's own SentTimestamp.
+
+        A message loginetl moved (a DLQ replay) counts from its move, so replaying old
+        rejects does not look like a stale queue.
+        """
+        if ATTR_ORIGINAL_SENT_AT in self.attributes:
+            return self.sent_at
+        return min(self.original_sent_at, self.sent_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +161,28 @@ class ParsedBatch:
 
 
 def parse_batch(
-    messages: Iterable[InboundMessage], *, max_body_bytes: int = MAX_BODY_BYTES
+    messages: Iterable[InboundMessage],
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
 ) -> ParsedBatch:
-    """Parse and validate every message; never raises."""
+    """Unwrap, parse and validate every message; never raises.
+
+    A message that came in an envelope carries the envelope's id and time from here on
+    (its idempotency key and send time), rejected or not.
+    """
     events: list[tuple[InboundMessage, LoginEvent]] = []
     rejected: list[RejectedMessage] = []
     for message in messages:
-        outcome = parse_login(message.body, max_body_bytes=max_body_bytes)
-        if isinstance(outcome, Rejection):
-            rejected.append(RejectedMessage(message, outcome))
+        outcome = parse_message(message.body, envelope=envelope, max_body_bytes=max_body_bytes)
+        if outcome.envelope_id is not None:
+            message = replace(
+                message, envelope_id=outcome.envelope_id, envelope_time=outcome.envelope_time
+            )
+        if isinstance(outcome, EnvelopeRejection):
+            rejected.append(RejectedMessage(message, outcome.rejection))
         else:
-            events.append((message, outcome))
+            events.append((message, outcome.event))
     return ParsedBatch(events, rejected)
 
 
@@ -199,10 +245,11 @@ def prepare_batch(
     sealer: VaultSealer,
     known_tokens: set[str] | frozenset[str] = frozenset(),
     max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
 ) -> PreparedBatch:
     """Parse, validate, mask and seal a batch: parse_batch, then mask_batch."""
     return mask_batch(
-        parse_batch(messages, max_body_bytes=max_body_bytes),
+        parse_batch(messages, max_body_bytes=max_body_bytes, envelope=envelope),
         masker=masker,
         sealer=sealer,
         known_tokens=known_tokens,

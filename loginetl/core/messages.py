@@ -31,6 +31,10 @@ TOO_LONG: Final = "too_long"
 INVALID_TEXT: Final = "invalid_text"
 INVALID_IP: Final = "invalid_ip"
 INVALID_APP_VERSION: Final = "invalid_app_version"
+# An SNS notification or EventBridge event (core/envelope.py) that is malformed as an
+# envelope, or whose payload is not a login at all (e.g. another event type on the topic).
+ENVELOPE_INVALID: Final = "envelope_invalid"
+ENVELOPE_NOT_LOGIN: Final = "envelope_not_login"
 
 REASON_CODES: Final = (
     TOO_LARGE,
@@ -44,6 +48,8 @@ REASON_CODES: Final = (
     INVALID_TEXT,
     INVALID_IP,
     INVALID_APP_VERSION,
+    ENVELOPE_INVALID,
+    ENVELOPE_NOT_LOGIN,
 )
 
 # field -> (max length, may be empty, may be null/missing)
@@ -141,19 +147,31 @@ def body_bytes(body: str) -> int:
 
 def parse_login(body: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> LoginEvent | Rejection:
     """Parse one message body; never raises."""
+    document = decode_body(body, max_body_bytes=max_body_bytes)
+    if isinstance(document, Rejection):
+        return document
+    return validate_document(document)
+
+
+def decode_body(body: str, *, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The body's JSON value after the size, BOM and duplicate-key rules, or a Rejection."""
     if len(body) > max_body_bytes or (
         len(body) * 4 > max_body_bytes and body_bytes(body) > max_body_bytes
     ):
         return Rejection(TOO_LARGE, f"body is larger than {max_body_bytes} bytes")
     text = body[1:] if body.startswith("\ufeff") else body
     try:
-        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except _DuplicateKey:
         return Rejection(DUPLICATE_KEY, "an object in the body repeats a key")
     except RecursionError:
         return Rejection(INVALID_JSON, "body is nested too deeply")
     except ValueError:  # JSONDecodeError, and int-too-large-to-convert
         return Rejection(INVALID_JSON, "body is not valid JSON")
+
+
+def validate_document(document: Any) -> LoginEvent | Rejection:
+    """Validate a decoded body against the contract; never raises."""
     if not isinstance(document, dict):
         return Rejection(NOT_AN_OBJECT, f"body is a JSON {_json_type(document)}, not an object")
     return _validate(document)

@@ -103,6 +103,13 @@ class MetricsServer:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.lag_seconds = Histogram(
+            "loginetl_consume_lag_seconds",
+            "End-to-end lag: from the original send (SQS SentTimestamp, or an SNS/EventBridge "
+            "envelope's earlier time) to the commit of the message's row",
+            registry=self.registry,
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
+        )
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
         self.port = self._server.server_port

@@ -152,6 +152,7 @@ def test_stats_tables_and_breakdowns(data: st.DataObject, depth: QueueDepth, fai
         distinct_masked_ips=2,
         distinct_masked_devices=2,
         vault_entries=None,
+        vault_entries_estimate=data.draw(st.none() | st.integers(0, 10**9)),
         rollups_pending=1,
         top_shared_ips=[SharedToken(h.text(), 2, 3)],
         top_shared_devices=[SharedToken(h.text(), 2, 3)],
@@ -159,6 +160,8 @@ def test_stats_tables_and_breakdowns(data: st.DataObject, depth: QueueDepth, fai
         by_locale=[(h.text(), 4), (None, 1)],
         by_app_version=[(h.text(), 5)],
         loads_per_hour=[(NOW, 10)],
+        oldest_month=NOW.date().replace(day=1),
+        rows_per_month=[(NOW.date().replace(day=1), 10)],
     )
     queues = (
         QueueStats(h.text(shown=False), h.text(shown=False), None, None, error=h.text())

@@ -306,7 +306,9 @@ def test_stats_match_counts_computed_independently(
     bodies = valid_bodies(600, 9)
     publish(bodies + INVALID_BODIES)
     consume_json(cli_env)
-    data = json.loads(invoke(cli_env, "stats", "--json", "--top", "3", "--since", "1h"))
+    data = json.loads(
+        invoke(cli_env, "stats", "--json", "--top", "3", "--since", "1h", "--count-vault")
+    )
     docs = [json.loads(b) for b in bodies]
     ips = [str(ipaddress.ip_address(d["ip"])) for d in docs]
     table = data["table"]
@@ -322,6 +324,8 @@ def test_stats_match_counts_computed_independently(
     top = sorted((len(u) for u in users_per_ip.values()), reverse=True)[:3]
     assert [t["users"] for t in table["top_shared_ips"]] == top
     assert sum(n for _, n in table["loads_per_hour"]) == len(docs)
+    assert sum(n for _, n in table["rows_per_month"]) == len(docs)
+    assert dict(table["by_locale"]) == dict(Counter(d["locale"] for d in docs).most_common(3))
     assert data["schema"]["current"] == data["schema"]["heads"]
     assert data["loginetl_version"] == __version__
     queues_part = data["queues"]

@@ -42,7 +42,7 @@ class Breakage:
 CONSUME = "loginetl/actions/consume.py"
 RECEIPT_AS_KEY = (
     "core/batch.py",
-    "        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
+    "        return self.envelope_id or self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
     "        return self.receipt_handle\n",
 )
 
@@ -182,6 +182,14 @@ BREAKAGES = [
         "loginetl/services/db.py",
         "        url = engine.url.render_as_string(hide_password=True)\n",
         "        url = engine.url.render_as_string(hide_password=False)\n",
+    ),
+    Breakage(
+        "envelope-key-ignored",
+        "an SNS/EventBridge redelivery (same envelope id, new SQS MessageId) loads once",
+        "tests/e2e/test_envelopes.py::test_an_sns_redelivery_with_a_new_sqs_message_id_loads_once",
+        "loginetl/" + RECEIPT_AS_KEY[0],
+        RECEIPT_AS_KEY[1],
+        "        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
     ),
     Breakage(
         "controls-printed-raw",

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from loginetl.core.batch import LoginRow
 from loginetl.errors import SchemaNotAtHead, ServiceUnavailable
 from loginetl.services import db, migrations
-from tests.rollups import ROLLUP_CHECK
+from tests.rollups import EXACT, ROLLUP_CHECK
 
 
 def row(key: str) -> LoginRow:
@@ -89,7 +89,7 @@ def test_rollups_count_only_new_rows_and_match_the_table(engine: Engine) -> None
     assert db.fold_rollups(engine) == 5
     assert db.pending_rollups(engine) == 0
     with engine.connect() as conn:
-        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
         top = conn.execute(
             text(
                 "SELECT users, logins FROM token_stats WHERE pii_field = 'ip' ORDER BY users DESC LIMIT 1"
@@ -114,7 +114,7 @@ def test_upgrade_backfills_rollups_from_existing_rows(engine: Engine) -> None:
             )
     migrations.upgrade(engine)
     with engine.connect() as conn:
-        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
 
 
 def partition_of(engine: Engine, key: str) -> str:
@@ -146,7 +146,7 @@ def test_rows_land_in_monthly_partitions_and_old_months_move_out_of_default(engi
     assert db.write_batch(engine, [old, recent], []) == 0  # still one row per message
     db.fold_rollups(engine)
     with engine.connect() as conn:
-        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
 
 
 def test_ensure_partitions_is_idempotent(engine: Engine) -> None:
@@ -176,7 +176,7 @@ def test_a_fold_in_chunks_counts_every_row_once(engine: Engine) -> None:
         db.write_batch(engine, rows[start : start + 10], [])
     assert db.fold_rollups(engine, limit=7) == 40
     with engine.connect() as conn:
-        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
 
 
 def test_concurrent_writers_and_folders_keep_rollups_exact(database_url: str) -> None:
@@ -221,7 +221,7 @@ def test_concurrent_writers_and_folders_keep_rollups_exact(database_url: str) ->
     db.fold_rollups(engine, wait=True)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM user_logins")).scalar_one() == 4 * 15 * 20
-        assert conn.execute(text(ROLLUP_CHECK)).one() == (0, 0, 0, 0)
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
     engine.dispose()
 
 
@@ -231,3 +231,69 @@ def test_a_second_folder_does_not_wait_unless_asked(engine: Engine) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('loginetl.rollups'))"))
         assert db.fold_rollups(engine) is None
     assert db.fold_rollups(engine) == 1
+
+
+RETRACT = """
+WITH gone AS (
+    DELETE FROM user_logins WHERE idempotency_key = ANY(:keys)
+    RETURNING user_id, masked_ip, masked_device_id, sent_at, device_type, locale,
+              app_version_raw, create_date, loaded_at
+)
+INSERT INTO rollup_pending (user_id, masked_ip, masked_device_id, sent_at, device_type,
+                            locale, app_version_raw, create_date, loaded_at, sign)
+SELECT user_id, masked_ip, masked_device_id, sent_at, device_type, locale, app_version_raw,
+       create_date, loaded_at, -1 FROM gone
+"""
+
+
+def test_removed_rows_leave_the_rollups_exact_even_when_folded_before_their_load(
+    engine: Engine,
+) -> None:
+    """What forget and retention rely on: a row removed with a -1 in rollup_pending."""
+    db.write_batch(
+        engine,
+        [
+            shared_row("a", "u1", "1", "d1"),
+            shared_row("b", "u2", "1", "d1"),
+            shared_row("c", "u1", "2", "d2"),
+        ],
+        [],
+    )
+    db.fold_rollups(engine)
+    db.write_batch(engine, [shared_row("d", "u3", "3", "d3"), shared_row("e", "u1", "1", "d1")], [])
+    with engine.begin() as conn:  # d and e are still pending (+1) when they go (-1)
+        conn.execute(text(RETRACT), {"keys": ["a", "c", "d"]})
+    with engine.begin() as conn:  # fold the -1s first, in a chunk of their own
+        minus = conn.execute(text("SELECT count(*) FROM rollup_pending WHERE sign = -1")).scalar()
+        assert minus == 3
+        conn.execute(text("CREATE TEMP TABLE plus AS SELECT * FROM rollup_pending WHERE sign = 1"))
+        conn.execute(text("DELETE FROM rollup_pending WHERE sign = 1"))
+        assert conn.execute(text("SELECT loginetl_fold_rollups(100, true)")).scalar() == 3
+        conn.execute(text("INSERT INTO rollup_pending SELECT * FROM plus"))
+        transient = conn.execute(
+            text("SELECT logins FROM token_users WHERE token = :t"), {"t": f"k1:{'3':0>64}"}
+        ).scalar()
+        assert transient == -1  # d's -1 folded before its +1: below zero, not "present"
+        totals = dict(conn.execute(text("SELECT metric, value FROM rollup_totals")).all())
+        # folded so far: b only (u1 lost a and c; e is not folded yet); u3 is below zero
+        assert totals == {"users": 1, "ip_tokens": 1, "device_tokens": 1}
+    db.fold_rollups(engine)
+    with engine.connect() as conn:
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
+        left = conn.execute(text("SELECT count(*) FROM token_users WHERE logins <= 0")).scalar()
+        assert left == 0  # pairs back at zero are deleted, not kept as zeros
+        assert conn.execute(text("SELECT sum(logins) FROM rollup_months")).scalar() == 2
+
+
+def test_downgrade_below_signed_rollups_recounts_them(engine: Engine) -> None:
+    db.write_batch(engine, [shared_row("a", "u1", "1", "d1"), shared_row("b", "u2", "1", "d2")], [])
+    with engine.begin() as conn:
+        conn.execute(text(RETRACT), {"keys": ["a"]})  # one +1 and one -1 still pending
+    migrations.downgrade(engine, "0010")
+    with engine.connect() as conn:
+        pairs = conn.execute(text("SELECT count(*) FROM token_users")).scalar()
+        users = conn.execute(text("SELECT user_id, logins FROM user_stats")).all()
+    assert (pairs, [tuple(u) for u in users]) == (2, [("u2", 1)])
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
