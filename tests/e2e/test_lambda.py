@@ -402,3 +402,29 @@ def test_the_lambda_policy_grants_the_handler_and_its_mapping_exactly_what_they_
     )
     assert all(_allows(policy, action, ARN.format(queue)) for action, queue in used | by_mapping)
     assert _grants(policy) == used | by_mapping
+
+
+def test_the_handler_unwraps_envelopes_as_consume_does(
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    lambda_env: Callable[[Settings], dict[str, str]],
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    """The same prepare path: an EventBridge event loads keyed by its own id, so the same
+    event delivered again in a new SQS message is skipped."""
+    from tests.e2e.test_envelopes import eventbridge
+
+    url, dlq_url = queues
+    lambda_env(settings)
+    event = eventbridge(json.loads(valid_bodies(1)[0]), event_id="evt-1")
+    for _ in range(2):
+        sqs.client.send_message(QueueUrl=url, MessageBody=event)
+    Mapping(sqs, url).run()
+    engine = create_engine(settings.database_url)
+    with engine.connect() as conn:
+        keys = list(conn.execute(text("SELECT idempotency_key FROM user_logins")).scalars())
+    engine.dispose()
+    assert len(keys) == 1
+    assert "evt-1" in keys[0]
+    assert drain(sqs, dlq_url) == []
