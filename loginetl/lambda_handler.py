@@ -78,6 +78,7 @@ class _Runtime:
 
 
 _runtime: _Runtime | None = None
+_retry_budget = [RETRY_SECONDS]  # this invocation's, set by handler from its context
 _lock = threading.Lock()
 
 
@@ -121,7 +122,7 @@ def _build(environ: Mapping[str, str]) -> _Runtime:
         loader=Loader(
             engine,
             stop=threading.Event(),  # never set: an invocation ends by returning
-            new_outage=lambda: Outage(RETRY_SECONDS, follow=False),
+            new_outage=lambda: Outage(_retry_budget[0], follow=False),
             wait_out=_wait_out,
         ),
         # The event source mapping deletes; this acknowledger only dead-letters.
@@ -138,7 +139,7 @@ def _build(environ: Mapping[str, str]) -> _Runtime:
 
 
 def _wait_out(outage: Outage, error: LoginetlError) -> None:
-    """Back off before retrying the write; Fatal once RETRY_SECONDS have passed."""
+    """Back off before retrying the write; Fatal once the retry budget has passed."""
     delay = outage.next_delay(error)
     log.warning("%s; retrying in %.1fs", error, delay)
     time.sleep(delay)
@@ -163,12 +164,27 @@ def reset() -> None:
         _runtime = None
 
 
+def retry_seconds(context: object) -> float:
+    """How long to retry a transient database failure: RETRY_SECONDS, or a third of the
+    invocation's remaining time if that is less, so the failure is reported (and the
+    records come back) before Lambda's timeout would kill the invocation mid-write."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if not callable(remaining):
+        return RETRY_SECONDS
+    try:
+        left = float(remaining()) / 1000
+    except (TypeError, ValueError):
+        return RETRY_SECONDS
+    return max(0.5, min(RETRY_SECONDS, left / 3))
+
+
 def handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     """Load one SQS event's records; return the partial batch response."""
     messages = messages_of(event)
     if not messages:
         return batch_response([])
     rt = runtime()
+    _retry_budget[0] = retry_seconds(context)
     _housekeeping(rt)
     outcome = process(rt, messages, fifo=is_fifo(event))
     _fold(rt)

@@ -428,3 +428,17 @@ def test_the_handler_unwraps_envelopes_as_consume_does(
     assert len(keys) == 1
     assert "evt-1" in keys[0]
     assert drain(sqs, dlq_url) == []
+
+
+def test_the_retry_budget_leaves_time_before_the_lambda_timeout() -> None:
+    class Context:
+        def __init__(self, millis: int) -> None:
+            self.millis = millis
+
+        def get_remaining_time_in_millis(self) -> int:
+            return self.millis
+
+    assert lambda_handler.retry_seconds(None) == lambda_handler.RETRY_SECONDS
+    assert lambda_handler.retry_seconds(Context(60_000)) == lambda_handler.RETRY_SECONDS
+    assert lambda_handler.retry_seconds(Context(9_000)) == 3.0
+    assert lambda_handler.retry_seconds(Context(100)) == 0.5
