@@ -40,13 +40,20 @@ def startup(rounds: int = 5, env: dict[str, str] | None = None) -> dict[str, flo
     return {name: round(seconds, 3) for name, seconds in best.items()}
 
 
-def met(figures: dict[str, float]) -> bool:
-    """True if no loginetl command starts slower than the yardstick."""
-    return all(s <= figures[YARDSTICK] for name, s in figures.items() if name != YARDSTICK)
+def startup_rows(figures: dict[str, float]) -> list[tuple[str, str, str, bool]]:
+    """bench/run.py's checks() rows: each loginetl command beside the yardstick."""
+    yardstick = figures[YARDSTICK]
+    return [
+        (
+            f"{'start-up: ' if i == 0 else '  '}`{name}` vs `{YARDSTICK}` (best of 5)",
+            f"{seconds:.3f} s vs {yardstick:.3f} s",
+            f"<= {YARDSTICK}",
+            seconds <= yardstick,
+        )
+        for i, (name, seconds) in enumerate((n, s) for n, s in figures.items() if n != YARDSTICK)
+    ]
 
 
 if __name__ == "__main__":
-    figures = startup()
-    for name, seconds in figures.items():
-        print(f"{name:<24} {seconds:.3f} s")
-    print(f"every loginetl command <= {YARDSTICK}: {'met' if met(figures) else 'NOT MET'}")
+    for name, measured, target, met in startup_rows(startup()):
+        print(f"{name:<58} {measured:<20} {target:<18} {'met' if met else 'NOT MET'}")
