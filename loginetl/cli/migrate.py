@@ -49,11 +49,12 @@ def downgrade(
 
     Example: loginetl migrate downgrade -1 --yes
     """
+    settings = settings_of(ctx)  # a bad setting fails before the question, not after
     if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):
         raise typer.Exit(code=1)
     from loginetl.actions import migrate
 
-    status = migrate.downgrade(settings_of(ctx), revision)
+    status = migrate.downgrade(settings, revision)
     stdout.print(inert(f"database is at {', '.join(status.current) or 'base'}"))
 
 

@@ -16,9 +16,10 @@ class State:
 
     The root callback holds the flags in ``load``; the first :func:`settings_of` runs
     it (``Settings.load``: read, validate, fail fast with a sentence). Every command
-    that needs settings asks for them before it does anything, so an unsafe setting
-    still fails at the start of the command; ``loginetl stats --help`` never pays for
-    validating a database URL (SQLAlchemy's parser, ~0.1 s to import).
+    that needs settings asks for them after checking its own flags and before it
+    touches a service, a key or a prompt, so an unsafe setting still fails at the start;
+    ``loginetl stats --help`` never pays for validating a database URL (SQLAlchemy's
+    parser, ~0.1 s to import).
     """
 
     load: Callable[[], Settings]
