@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import localstack as localstack_tool  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
+from startup import startup, startup_rows  # noqa: E402  (bench/ is on sys.path)
 
 from loginetl.actions.seed import send_bodies  # noqa: E402
 from loginetl.actions.stats import table_stats  # noqa: E402
@@ -458,22 +459,6 @@ def stats_cli(bench: Bench, database: str) -> float:
     return statistics.median(times)
 
 
-def cli_start(bench: Bench, database: str) -> float:
-    """Median wall seconds of ``loginetl --help``: the interpreter and imports (information)."""
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        subprocess.run(
-            [LOGINETL, "--help"],
-            env=bench.env(database, "unused", "unused"),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=120,
-        )
-        times.append(time.monotonic() - started)
-    return statistics.median(times)
-
-
 def stats_in_process(database: str) -> float:
     """Median seconds of the stats aggregates in this process, warm pool (information)."""
     engine = db.make_engine(database, pool_size=4)
@@ -539,6 +524,8 @@ def main() -> None:
         "load_rows": load_rows,
         "seeded_rows": seeded,
     }
+    log("0. start-up: loginetl --help, stats --help, --version beside alembic --help")
+    results["startup"] = startup()
     with environment() as bench:
         log(f"1. raw drain ceiling, {n:,} messages, {WORKERS} receivers, pipelined deletes")
         results["raw_drain_msg_s"] = round(raw_drain(bench, bodies), 1)
@@ -566,7 +553,6 @@ def main() -> None:
         log(f"5. stats over those {total:,} rows: the CLI, a fresh process each time")
         results["stats_cli_seconds"] = round(stats_cli(bench, database), 3)
         results["stats_in_process_seconds"] = round(stats_in_process(database), 3)
-        results["cli_start_seconds"] = round(cli_start(bench, database), 3)
         log(f"6. peak memory at {big:,} messages")
         big_bodies = list(generate_bodies(big, seed=8, malformed_share=0.01))
         queue, dlq, _ = bench.fresh_queue(big_bodies)
@@ -584,6 +570,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(measure, figure, target, met); met None marks a figure shown for information."""
     rows = f"{r['stats_rows']:,} rows, {r['stats_vault_entries']:,} vault entries"
     result: list[tuple[str, str, str, bool | None]] = [
+        *startup_rows(r["startup"]),
         (
             "consume vs raw drain ceiling (same client, gathering, pipelined deletes)",
             f"{r['consume_msg_s'] / r['raw_drain_msg_s']:.0%} "
@@ -636,7 +623,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         ),
         (
             "  of which the CLI's start, `loginetl --help` (information)",
-            f"{r['cli_start_seconds']:.3f} s",
+            f"{r['startup']['loginetl --help']:.3f} s",
             "-",
             None,
         ),

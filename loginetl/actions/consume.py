@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -40,8 +41,10 @@ from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
-from loginetl.services.metrics import MetricsServer
 from loginetl.services.sqs import MAX_BATCH, SqsService
+
+if TYPE_CHECKING:  # prometheus_client is imported by _start_metrics, with --metrics-port
+    from loginetl.services.metrics import MetricsServer
 
 log = logging.getLogger("loginetl.consume")
 
@@ -621,6 +624,8 @@ def _start_metrics(consumer: Consumer, host: str, port: int) -> MetricsServer:
             except LoginetlError as error:
                 services[name] = type(error).__name__
         return services
+
+    from loginetl.services.metrics import MetricsServer  # prometheus_client: only when asked
 
     try:
         server = MetricsServer(host=host, port=port, snapshot=consumer.snapshot, check=check)

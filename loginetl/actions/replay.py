@@ -21,12 +21,11 @@ from loginetl.core.attributes import AttributeKeys, sign, trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
 from loginetl.core.fifo import deduplication_id, in_group_order
-from loginetl.core.pacing import RampedRate
+from loginetl.core.pacing import DEFAULT_HOLD_SECONDS, RampedRate
 from loginetl.errors import LoginetlError
 from loginetl.services import failpoints, keys
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
-DEFAULT_HOLD_SECONDS = 120  # what a run skips stays hidden this long, so it sees each once
 _STALE_RECEIVES = 3  # receives bringing only messages already seen before we call it done
 UNKNOWN_REASON = "unknown"  # dead-lettered by SQS's RedrivePolicy, not by loginetl
 

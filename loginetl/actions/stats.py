@@ -6,6 +6,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import ProgrammingError
@@ -15,7 +16,9 @@ from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
 from loginetl.errors import LoginetlError, Refused, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
-from loginetl.services.sqs import QueueDepth, SqsService
+
+if TYPE_CHECKING:  # boto3 is imported by queue_stats: `stats --no-queues` never loads it
+    from loginetl.services.sqs import QueueDepth
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,8 @@ def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
     Only the DLQ is sampled: receiving from the main queue would raise receive counts
     toward its dead-letter threshold. The DLQ has no such threshold.
     """
+    from loginetl.services.sqs import SqsService
+
     sqs = SqsService.for_settings(settings)
     try:
         main = sqs.depth(sqs.queue_url(settings.queue_name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,6 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
-from loginetl import __version__
 from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
 from loginetl.cli.output import LOG_FORMATS, inert, setup_logging, stderr, stdout
 from loginetl.cli.state import State
@@ -65,6 +65,8 @@ app = typer.Typer(
 
 def _print_version(requested: bool) -> None:
     if requested:
+        from loginetl import __version__  # read from the metadata only when asked
+
         stdout.print(f"loginetl {__version__}", markup=False, highlight=False)
         raise typer.Exit()
 
@@ -137,7 +139,9 @@ def root(
             f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
         )
     setup_logging(verbose=verbose, debug=debug, log_format=log_format)
-    settings = Settings.load(
+    # Built when the command first asks (settings_of), so `loginetl CMD --help` skips it.
+    load = functools.partial(
+        Settings.load,
         database_url=database_url,
         queue_name=queue,
         dlq_name=dlq,
@@ -145,7 +149,7 @@ def root(
         region=region,
         keys_dir=keys_dir,
     )
-    ctx.obj = State(settings=settings, debug=debug)
+    ctx.obj = State(load=load, debug=debug)
 
 
 app.command("consume")(consume.consume_command)

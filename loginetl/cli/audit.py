@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from loginetl.actions.audit import list_entries, verify_chain
 from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
-from loginetl.core.audit_chain import AuditRow, ChainReport
 from loginetl.core.durations import parse_duration
+
+if TYPE_CHECKING:  # the action (SQLAlchemy, cryptography) is imported by the command that runs
+    from loginetl.core.audit_chain import AuditRow, ChainReport
 
 app = typer.Typer(help="The unmask audit log.", no_args_is_help=True)
 
@@ -96,6 +97,8 @@ def list_command(
         window = parse_duration(since) if since else None
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--since") from None
+    from loginetl.actions.audit import list_entries
+
     entries = list_entries(settings_of(ctx), since=window)
     if json_output:
         print_json({"entries": entries})
@@ -144,6 +147,8 @@ def verify_command(
                 "expected SEQ:HASH, e.g. 17:9f2c…(64 hex)", param_hint="--expect-head"
             )
         head = (int(match.group(1)), match.group(2))
+    from loginetl.actions.audit import verify_chain
+
     report = verify_chain(
         settings_of(ctx),
         expect_head=head,

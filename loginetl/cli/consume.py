@@ -8,18 +8,19 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loginetl import __version__
-from loginetl.actions.consume import ConsumeOptions, ConsumeSummary, consume
 from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import EnvelopeOption, settings_with_envelope
 from loginetl.core.messages import MAX_BODY_BYTES
+
+if TYPE_CHECKING:  # the action (boto3, SQLAlchemy, prometheus_client) loads when it runs
+    from loginetl.actions.consume import ConsumeSummary
 
 log = logging.getLogger("loginetl.consume")
 
@@ -175,6 +176,8 @@ def consume_command(
     """
     if follow and idle_exit is not None:
         raise typer.BadParameter("--idle-exit does nothing with --follow; drop one of them")
+    from loginetl.actions.consume import ConsumeOptions, consume
+
     options = ConsumeOptions(
         max_messages=max_messages,
         idle_exit_seconds=idle_exit if idle_exit is not None else 5.0,
@@ -219,6 +222,8 @@ def consume_command(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if json_output:
+        from loginetl import __version__
+
         print_json(
             {
                 **summary.__dict__,

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
 
-from loginetl.actions.rederive import RederiveResult
-from loginetl.actions.rederive import rederive as rederive_action
 from loginetl.cli.output import inert, show, stdout
 from loginetl.cli.state import settings_of
-from loginetl.services import keys
+
+if TYPE_CHECKING:  # services.keys and the action (cryptography, SQLAlchemy) load on use
+    from loginetl.actions.rederive import RederiveResult
 
 app = typer.Typer(help="Masking and vault keys.", no_args_is_help=True)
 
@@ -33,6 +33,8 @@ def init(
     Example: loginetl keys init --dir /etc/loginetl/keys
     """
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    from loginetl.services import keys
+
     result = keys.init_keys(target)
     if result.already_present:
         stdout.print(inert(f"keys already present in {target}; nothing changed"))
@@ -61,6 +63,8 @@ def rotate(
     Example: loginetl keys rotate
     """
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    from loginetl.services import keys
+
     result = keys.rotate_hmac_key(target)
     stdout.print(
         inert(
@@ -90,6 +94,8 @@ def export_consumer(
     Example: loginetl keys export-consumer --to ./consumer-keys
     """
     source = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    from loginetl.services import keys
+
     result = keys.export_consumer_keys(source, to.expanduser().absolute())
     stdout.print(
         inert(
@@ -115,6 +121,8 @@ def rotate_attributes(
     Example: loginetl keys rotate-attributes
     """
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
+    from loginetl.services import keys
+
     result = keys.rotate_attribute_key(target)
     stdout.print(
         inert(
@@ -145,6 +153,8 @@ def rederive(
 
     Example: loginetl keys rederive --reason "CHG-88 rotation to k2"
     """
+    from loginetl.actions.rederive import rederive as rederive_action
+
     result = rederive_action(
         settings_of(ctx), reason=reason, to_key_id=to, private_key_path=private_key
     )

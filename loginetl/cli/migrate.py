@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from loginetl.actions import migrate
 from loginetl.cli.output import inert, stdout
 from loginetl.cli.state import settings_of
 
@@ -23,6 +22,8 @@ def upgrade(
 
     Example: loginetl migrate upgrade
     """
+    from loginetl.actions import migrate  # Alembic and SQLAlchemy: only when a command runs
+
     settings = settings_of(ctx)
     result = migrate.upgrade(settings, revision)
     if result.created_database:
@@ -48,9 +49,12 @@ def downgrade(
 
     Example: loginetl migrate downgrade -1 --yes
     """
+    settings = settings_of(ctx)  # a bad setting fails before the question, not after
     if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):
         raise typer.Exit(code=1)
-    status = migrate.downgrade(settings_of(ctx), revision)
+    from loginetl.actions import migrate
+
+    status = migrate.downgrade(settings, revision)
     stdout.print(inert(f"database is at {', '.join(status.current) or 'base'}"))
 
 
@@ -60,6 +64,8 @@ def current(ctx: typer.Context) -> None:
 
     Example: loginetl migrate current
     """
+    from loginetl.actions import migrate
+
     status = migrate.status(settings_of(ctx))
     label = ", ".join(status.current) or "base (empty)"
     stdout.print(inert(f"{label}{' (head)' if status.at_head else ''}"))
@@ -71,6 +77,8 @@ def history() -> None:
 
     Example: loginetl migrate history
     """
+    from loginetl.actions import migrate
+
     table = Table()
     for column in ("revision", "down", "description"):
         table.add_column(column)
@@ -89,6 +97,8 @@ def check(ctx: typer.Context) -> None:
 
     Example: loginetl migrate check || loginetl migrate upgrade
     """
+    from loginetl.actions import migrate
+
     status = migrate.status(settings_of(ctx))
     if status.at_head:
         stdout.print(inert(f"up to date at {', '.join(status.current)}"))

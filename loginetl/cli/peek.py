@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from loginetl.actions.peek import PeekResult, QueueHealth, peek
 from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import EnvelopeOption, settings_with_envelope
-from loginetl.core.batch import LoginRow
 from loginetl.core.versions import decode_app_version
+
+if TYPE_CHECKING:  # the action (boto3, cryptography) is imported when the command runs
+    from loginetl.actions.peek import PeekResult, QueueHealth
+    from loginetl.core.batch import LoginRow
 
 
 def _age(sent_at: datetime | None) -> str:
@@ -124,6 +126,8 @@ def peek_command(
 
     Example: loginetl peek --count 5 --dlq
     """
+    from loginetl.actions.peek import peek
+
     result = peek(settings_with_envelope(ctx, envelope), count=count, from_dlq=dlq, force=force)
     if json_output:
         print_json(result)

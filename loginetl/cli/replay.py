@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
@@ -10,16 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from loginetl.actions.replay import (
-    DEFAULT_HOLD_SECONDS,
-    NativeMoveResult,
-    ReplayResult,
-    replay_dlq,
-    replay_native,
-)
 from loginetl.cli.output import inert, print_json, show, stderr
 from loginetl.cli.state import EnvelopeOption, settings_with_envelope
 from loginetl.core.messages import REASON_CODES
+from loginetl.core.pacing import DEFAULT_HOLD_SECONDS
+
+if TYPE_CHECKING:  # the action (boto3, cryptography) is imported when the command runs
+    from loginetl.actions.replay import NativeMoveResult, ReplayResult
 
 
 def render_replay(result: ReplayResult) -> list[RenderableType]:
@@ -115,6 +112,8 @@ def replay_command(
             "--native moves everything: it cannot take --reason, --dry-run or --max",
             param_hint="--native",
         )
+    from loginetl.actions.replay import replay_dlq, replay_native
+
     settings = settings_with_envelope(ctx, envelope)
     if native:
         with stderr.status("StartMessageMoveTask running…") as status:

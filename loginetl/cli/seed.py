@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from loginetl.actions.seed import bodies_from_file, seed
 from loginetl.cli.output import inert, print_json, stdout
 from loginetl.cli.state import settings_of
 from loginetl.core.demo import generate_bodies
@@ -38,6 +37,8 @@ def seed_command(
 
     Example: loginetl seed --count 5000 --create-queues
     """
+    from loginetl.actions.seed import bodies_from_file, seed
+
     bodies = (
         bodies_from_file(from_file)
         if from_file is not None

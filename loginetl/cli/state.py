@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Annotated
 
 import typer
@@ -12,14 +13,30 @@ from loginetl.config import Settings
 
 @dataclass(frozen=True)
 class State:
-    """Settings plus global flags."""
+    """Global flags, and the settings built from them once, when a command first asks.
 
-    settings: Settings
+    The root callback holds the flags in ``load``; the first :func:`settings_of` runs
+    it (``Settings.load``: read, validate, fail fast with a sentence). Every command
+    that needs settings asks for them after checking its own flags and before it
+    touches a service, a key or a prompt, so an unsafe setting still fails at the start;
+    ``loginetl stats --help`` never pays for validating a database URL (SQLAlchemy's
+    parser, ~0.1 s to import).
+    """
+
+    load: Callable[[], Settings]
     debug: bool
+    _built: list[Settings] = field(default_factory=list, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, built on first use and then reused."""
+        if not self._built:
+            self._built.append(self.load())
+        return self._built[0]
 
 
 def settings_of(ctx: typer.Context) -> Settings:
-    """The settings built by the root callback."""
+    """The settings built from the root callback's flags."""
     state = ctx.find_root().obj
     assert isinstance(state, State), "root callback did not run"
     return state.settings

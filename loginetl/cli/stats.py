@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from loginetl import __version__
-from loginetl.actions.stats import QueueStats, SharedToken, Stats, TableStats, stats
 from loginetl.cli.output import inert, print_json, show
 from loginetl.cli.state import settings_of
 from loginetl.core.durations import parse_duration
+
+if TYPE_CHECKING:  # the action (SQLAlchemy, boto3) is imported when the command runs
+    from loginetl.actions.stats import QueueStats, SharedToken, Stats, TableStats
 
 
 def _counts(title: str, rows: list[tuple[str | None, int]]) -> Table:
@@ -155,6 +156,8 @@ def stats_command(
         window = parse_duration(since)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--since") from None
+    from loginetl.actions.stats import stats
+
     result = stats(
         settings_of(ctx),
         top=top,
@@ -164,6 +167,8 @@ def stats_command(
         count_vault=count_vault,
     )
     if json_output:
+        from loginetl import __version__
+
         print_json({**asdict(result), "loginetl_version": __version__})
     else:
         show(render_stats(result))

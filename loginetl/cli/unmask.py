@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.text import Text
 
-from loginetl.actions.unmask import TokenNotRecovered, UnmaskResult, unmask
 from loginetl.cli.output import inert, inert_str, stderr
 from loginetl.cli.state import settings_of
 from loginetl.core import unmask_policy as policy
 from loginetl.errors import ConfigError
+
+if TYPE_CHECKING:  # the action (SQLAlchemy, cryptography) is imported when the command runs
+    from loginetl.actions.unmask import UnmaskResult
 
 _MESSAGES = {
     policy.MALFORMED_TOKEN: "is not a token (expected k<N>:<64 hex>)",
@@ -116,6 +118,8 @@ def unmask_command(
     if not reason:
         raise typer.BadParameter("a reason is required for every unmask", param_hint="--reason")
     tokens = [token] if token is not None else _read_tokens(from_file)  # type: ignore[arg-type]
+    from loginetl.actions.unmask import TokenNotRecovered, unmask
+
     results = unmask(
         settings_of(ctx),
         tokens,

@@ -1,8 +1,13 @@
-"""A send-rate limit that ramps up, so a replay does not hit a recovering system at full rate."""
+"""A replay's pacing: a send-rate limit that ramps up, so a replay does not hit a recovering
+system at full rate, and how long it keeps what it skips hidden."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+# What a replay run skips stays hidden this long, so the run sees each message once
+# (replay-dlq --hold-seconds; here, not in actions/replay, so --help need not import boto3).
+DEFAULT_HOLD_SECONDS = 120
 
 
 @dataclass

@@ -43,6 +43,19 @@ def test_invalid_setting_fails_at_start() -> None:
     assert "must point at PostgreSQL" in result.output
 
 
+def test_invalid_setting_fails_before_a_prompt() -> None:
+    """Settings are built when a command first asks (start-up, issue 18): before any question."""
+    result = runner.invoke(
+        app,
+        ["migrate", "downgrade", "base"],
+        env={"LOGINETL_DATABASE_URL": "mysql://x@y/z"},
+        input="y\n",
+    )
+    assert result.exit_code == 2
+    assert "must point at PostgreSQL" in result.output
+    assert "Downgrade to" not in result.output
+
+
 def test_missing_keys_are_one_sentence_and_exit_2(cli_env: dict[str, str], tmp_path: Path) -> None:
     result = runner.invoke(app, ["consume"], env={**cli_env, "LOGINETL_KEYS_DIR": str(tmp_path)})
     assert result.exit_code == 2

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from rich.console import Console, RenderableType
 from rich.logging import RichHandler
 
+from loginetl.actions.consume import ConsumeSummary
 from loginetl.actions.peek import PeekedMessage, PeekResult, QueueHealth
 from loginetl.actions.rederive import RederiveResult
 from loginetl.actions.replay import DryRunVerdicts, NativeMoveResult, ReplayResult
@@ -278,7 +279,7 @@ def test_audit_list_and_verify(data: st.DataObject) -> None:
 @given(st.data())
 def test_consume_summary_rederive_and_error_lines(data: st.DataObject) -> None:
     h = Hostile(data)
-    summary = consume.ConsumeSummary(
+    summary = ConsumeSummary(
         received=3,
         loaded=1,
         duplicates_skipped=0,
@@ -440,7 +441,7 @@ def test_commands_that_print_one_line(data: st.DataObject) -> None:
         ),
         (
             ["seed", "--count", "1"],
-            {"loginetl.cli.seed.seed": lambda *_a, **_k: SeedResult(queue, 1, 0)},
+            {"loginetl.actions.seed.seed": lambda *_a, **_k: SeedResult(queue, 1, 0)},
         ),
         (
             ["keys", "init", "--dir", "/nonexistent"],
@@ -450,7 +451,7 @@ def test_commands_that_print_one_line(data: st.DataObject) -> None:
             ["keys", "rotate", "--dir", "/nonexistent"],
             {"loginetl.services.keys.rotate_hmac_key": lambda d: Rotated("k1", current, d)},
         ),
-        (["stats"], {"loginetl.cli.stats.stats": fail}),
+        (["stats"], {"loginetl.actions.stats.stats": fail}),
     ]
     outputs = [invoke(args, patches) for args, patches in runs]
     for output in outputs:
