@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 import uuid
 from collections import defaultdict
@@ -21,7 +22,7 @@ from loginetl.core.batch import InboundMessage
 from loginetl.errors import ConfigError
 from loginetl.services.keys import load_attribute_keys
 from loginetl.services.sqs import SqsService
-from tests.conftest import env_for
+from tests.conftest import consume_process, env_for, finish
 from tests.e2e.conftest import consume_json, count_rows, drain
 
 runner = CliRunner()
@@ -239,3 +240,32 @@ def test_a_reject_the_fifo_dlq_cannot_take_holds_its_group_back(
         assert list(users) == ["a-00", "b-00", "b-01"]
     engine.dispose()
     assert sqs.depth(dlq_url).visible == 0
+
+
+def test_a_dead_letter_resent_after_a_crash_is_dropped_by_the_fifo_dlq(
+    fifo_settings: Settings,
+    sqs: SqsService,
+    valid_bodies: Callable[..., list[str]],
+) -> None:
+    """kill -9 right after the FIFO DLQ accepted a batch's rejects (before the load and the
+    delete): the rerun sends them again with the same deduplication ids, and SQS keeps one
+    copy of each; the valid messages load once."""
+    url, dlq_url = sqs.create_queues(fifo_settings.queue_name, fifo_settings.dlq_name)
+    sqs.client.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "2"})
+    bodies = [*valid_bodies(3), "not json", json.dumps(["a", "list"])]
+    for i, text_body in enumerate(bodies):
+        sqs.client.send_message(
+            QueueUrl=url, MessageBody=text_body, MessageGroupId="g", MessageDeduplicationId=str(i)
+        )
+    env = env_for(fifo_settings)
+    crashed = consume_process(
+        {**env, "LOGINETL_FAILPOINT": "crash_after_dead_letter:1"}, "--idle-exit", "1"
+    )
+    code, _, _ = finish(crashed)
+    assert code == -signal.SIGKILL
+    assert count_rows(fifo_settings.database_url) == 0  # FIFO: rejects go first, then the load
+    summary = consume_json(env)
+    assert (summary["received"], summary["loaded"], summary["dead_lettered"]) == (5, 3, 2)
+    assert count_rows(fifo_settings.database_url) == 3
+    dead = drain(sqs, dlq_url)
+    assert sorted(m.body for m in dead) == sorted(bodies[3:])  # one copy each, not two
