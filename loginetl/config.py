@@ -27,7 +27,13 @@ DEFAULT_REGION = "us-east-1"
 DEFAULT_KEYS_DIR = Path("~/.config/loginetl/keys")
 DEFAULT_ENVELOPE: EnvelopeMode = "auto"
 
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+# SQS: 1-80 characters, a FIFO queue's name being one that ends in ".fifo".
+_QUEUE_NAME = re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$")
+
+
+def is_fifo_name(name: str) -> bool:
+    """Whether a queue name names a FIFO queue (SQS requires the suffix on every FIFO queue)."""
+    return name.endswith(".fifo")
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class Settings:
             if not _QUEUE_NAME.match(name):
                 raise ConfigError(
                     f"the {label} name {name!r} is not a valid SQS queue name "
-                    "(1-80 letters, digits, '-' or '_')"
+                    "(1-80 letters, digits, '-' or '_', ending in '.fifo' for a FIFO queue)"
                 )
         if self.envelope not in ENVELOPE_MODES:
             raise ConfigError(
@@ -103,12 +109,22 @@ class Settings:
             )
         if self.queue_name == self.dlq_name:
             raise ConfigError("the queue and the dead-letter queue must be different queues")
+        if is_fifo_name(self.queue_name) != is_fifo_name(self.dlq_name):
+            raise ConfigError(
+                "a FIFO queue needs a FIFO dead-letter queue and a standard queue a standard one; "
+                "name both *.fifo or neither (LOGINETL_QUEUE, LOGINETL_DLQ)"
+            )
         if self.endpoint_url is not None:
             parts = urlsplit(self.endpoint_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(
                     "AWS_ENDPOINT_URL must be an http(s) URL such as http://127.0.0.1:4566"
                 )
+
+    @property
+    def fifo(self) -> bool:
+        """Whether the queue (and so its dead-letter queue) is a FIFO queue."""
+        return is_fifo_name(self.queue_name)
 
     @property
     def safe_database_url(self) -> str:

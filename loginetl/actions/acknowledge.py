@@ -4,7 +4,8 @@ A message is deleted only after its row is committed or its DLQ copy accepted; t
 copy carries signed loginetl attributes (core/attributes.py), so its identity survives
 the round trip and cannot be forged on the way. Deletes run on a small pool beside the
 next receive: they follow a commit already made, and a failed one is harmless
-(the redelivery is skipped as a duplicate).
+(the redelivery is skipped as a duplicate). A FIFO dead-letter queue gets each copy in the
+original's message group, with a deduplication id derived from the original message id.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from loginetl.actions.visibility import Hold
 from loginetl.core.attributes import AttributeKeys, sign
 from loginetl.core.batch import InboundMessage, RejectedMessage, dead_letter_attributes
+from loginetl.core.fifo import deduplication_id
 from loginetl.core.messages import body_bytes
 from loginetl.errors import ConfigError, LoginetlError
 from loginetl.services import failpoints
@@ -45,6 +47,7 @@ class DeadLettered:
     accepted: list[InboundMessage]
     by_reason: Counter[str]
     failed: int
+    unsent: list[InboundMessage] = field(default_factory=list)  # the ``failed`` ones
 
 
 class Acknowledger:
@@ -62,6 +65,7 @@ class Acknowledger:
         on_fatal: Callable[[LoginetlError], None],
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.fifo = dlq_url.endswith(".fifo")
         self.attribute_keys = attribute_keys
         self.on_delete_failures = on_delete_failures
         self.on_fatal = on_fatal
@@ -73,15 +77,7 @@ class Acknowledger:
         if not rejected:
             return DeadLettered([], Counter(), 0)
         now = datetime.now(UTC)
-        outbound = [
-            OutboundMessage(
-                r.message.body,
-                sign(
-                    dead_letter_attributes(r, first_seen=now), r.message.body, self.attribute_keys
-                ),
-            )
-            for r in rejected
-        ]
+        outbound = [self._outbound(r, now) for r in rejected]
         # SQS refuses a message over 1 MiB (body and attributes): do not even try, it would
         # only cost a copy of the body in memory and a failed call. It stays in the queue
         # until the RedrivePolicy moves it.
@@ -102,6 +98,32 @@ class Acknowledger:
             [r.message for r in accepted],
             Counter(r.rejection.reason for r in accepted),
             len(failed),
+            [r.message for i, r in enumerate(rejected) if i in failed],
+        )
+
+    def undeliverable(self, rejected: Sequence[RejectedMessage]) -> list[InboundMessage]:
+        """The rejects whose DLQ copy (body and signed attributes) SQS would refuse as too
+        big: they can only reach the DLQ through the queue's RedrivePolicy."""
+        now = datetime.now(UTC)
+        return [
+            r.message for r in rejected if _size(self._outbound(r, now)) > SQS_MAX_MESSAGE_BYTES
+        ]
+
+    def _outbound(self, rejected: RejectedMessage, now: datetime) -> OutboundMessage:
+        """The DLQ copy: signed reason and identity; on a FIFO DLQ, the original's group,
+        and a deduplication id so a resend of this delivery's copy is dropped."""
+        message = rejected.message
+        attributes = sign(
+            dead_letter_attributes(rejected, first_seen=now), message.body, self.attribute_keys
+        )
+        if not self.fifo:
+            return OutboundMessage(message.body, attributes)
+        return OutboundMessage(
+            message.body,
+            attributes,
+            # SQS gives every message on a FIFO queue a group; "loginetl" only if it did not.
+            group_id=message.group_id or "loginetl",
+            deduplication_id=deduplication_id("dead-letter", message),
         )
 
     def delete_later(self, messages: Sequence[InboundMessage], hold: Hold) -> None:

@@ -25,23 +25,19 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from loginetl.actions.acknowledge import Acknowledger
+from loginetl.actions.acknowledge import Acknowledger, DeadLettered
 from loginetl.actions.load import Loader
+from loginetl.actions.prepare import prepare_isolating, trust_all
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, trust
-from loginetl.core.batch import (
-    PREPARATION_FAILED,
-    InboundMessage,
-    PreparedBatch,
-    RejectedMessage,
-    prepare_batch,
-)
+from loginetl.core.attributes import AttributeKeys
+from loginetl.core.batch import InboundMessage, PreparedBatch, RejectedMessage
 from loginetl.core.envelope import EnvelopeMode
+from loginetl.core.fifo import behind, in_group_order, without
 from loginetl.core.lag import LagSample
 from loginetl.core.masking import Masker
-from loginetl.core.messages import MAX_BODY_BYTES, Rejection, body_bytes
+from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
@@ -209,6 +205,7 @@ class Consumer:
         self.attribute_keys = attribute_keys
         self.queue_url = queue_url
         self.dlq_url = dlq_url
+        self.fifo = queue_url.endswith(".fifo")  # keep each message group's order
         self.options = options
         self.envelope = envelope
         self.stop = stop or threading.Event()
@@ -458,9 +455,22 @@ class Consumer:
 
     def _handle(self, messages: Sequence[InboundMessage], received_at: float) -> None:
         hold = self.heartbeat.hold(messages, received_at)
+        held_back: list[InboundMessage] = []
         try:
             trusted = self._trust(messages)
+            if self.fifo:
+                trusted = in_group_order(trusted)
             batch = self._prepare(trusted)
+            early = DeadLettered([], Counter(), 0)
+            if self.fifo:
+                # A group's reject goes to the DLQ before its later messages commit; one the
+                # DLQ did not take holds the rest of its group back: uncommitted, and left
+                # hidden with it, so they come back together and in order (released at
+                # once, some endpoints hand them out again while the stuck one is away).
+                early = self.acknowledger.dead_letter(batch.rejected)
+                taken = {m.message_id for m in early.accepted}
+                held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]
+                batch = replace(without(batch, held_back), rejected=[])
             loaded, refused = self._load(batch)
             dead = self.acknowledger.dead_letter([*batch.rejected, *refused])
         except Fatal:
@@ -475,12 +485,14 @@ class Consumer:
             hold.release()
             raise
         with self._tally.lock:
-            self._tally.dead_lettered.update(dead.by_reason)
-            # Left hidden until their visibility times out: a natural back-off for the DLQ.
-            self._tally.dead_letter_failures += dead.failed
-            self._tally.unfinished += dead.failed
+            for outcome in (early, dead):
+                self._tally.dead_lettered.update(outcome.by_reason)
+                # Left hidden until their visibility times out: a natural back-off for the DLQ.
+                self._tally.dead_letter_failures += outcome.failed
+                self._tally.unfinished += outcome.failed
             self._tally.ignored_fields += batch.ignored_fields
-        done = [*loaded, *dead.accepted]
+            self._tally.unfinished += len(held_back)
+        done = [*loaded, *early.accepted, *dead.accepted]
         if done:
             self.acknowledger.delete_later(done, hold)
         else:
@@ -488,38 +500,14 @@ class Consumer:
 
     def _trust(self, messages: Sequence[InboundMessage]) -> list[InboundMessage]:
         """Keep only the loginetl-* attributes whose signature verifies and values are sane."""
-        now = datetime.now(UTC)
-        trusted: list[InboundMessage] = []
-        forged = 0
-        for message in messages:
-            verified = trust(message.attributes, message.body, self.attribute_keys, now=now)
-            forged += verified.dropped
-            trusted.append(replace(message, attributes=verified.attributes))
+        trusted, forged = trust_all(messages, self.attribute_keys)
         if forged:
             self._tally.add(forged_attributes_ignored=forged)
         return trusted
 
     def _prepare(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
-        """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
-        try:
-            return self._prepare_all(messages)
-        except Exception:
-            log.exception("preparing a batch failed; preparing its messages one at a time")
-        good: list[InboundMessage] = []
-        broken: list[RejectedMessage] = []
-        for message in messages:
-            try:
-                self._prepare_all([message])
-                good.append(message)
-            except Exception as error:
-                broken.append(
-                    RejectedMessage(message, Rejection(PREPARATION_FAILED, type(error).__name__))
-                )
-        batch = self._prepare_all(good)
-        return replace(batch, rejected=[*batch.rejected, *broken])
-
-    def _prepare_all(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
-        return prepare_batch(
+        """Prepare the batch (actions/prepare.py: the path the Lambda handler shares)."""
+        return prepare_isolating(
             messages,
             masker=self.masker,
             sealer=self.sealer,

@@ -2,7 +2,10 @@
 
 Send to the source first, then delete from the DLQ: a crash in between leaves a copy in
 both, never in neither, and the copy carries the original message id, so the consumer's
-idempotent insert absorbs it.
+idempotent insert absorbs it. From a FIFO DLQ, each message goes back in its original
+message group, in SequenceNumber order, with a deduplication id (a rerun after a crash
+between the send and the delete is dropped by SQS); a group whose message stays behind in
+the DLQ is not received further in the same run, so its order survives.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys, sign, trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
+from loginetl.core.fifo import deduplication_id, in_group_order
 from loginetl.core.pacing import DEFAULT_HOLD_SECONDS, RampedRate
 from loginetl.errors import LoginetlError
 from loginetl.services import failpoints, keys
@@ -104,6 +108,7 @@ class _Replay:
         envelope: EnvelopeMode = "auto",
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
+        self.fifo = queue_url.endswith(".fifo")
         self.envelope = envelope
         self.attribute_keys = attribute_keys
         self.unverified = 0
@@ -136,7 +141,7 @@ class _Replay:
                 )
                 if not batch:
                     break
-                fresh = [m for m in batch if m.message_id not in self.seen]
+                fresh = [m for m in in_group_order(batch) if m.message_id not in self.seen]
                 # Seen before: its hold ran out during a long run. Hold it again, skip it.
                 self.held += [m for m in batch if m.message_id in self.seen]
                 stale = 0 if fresh else stale + 1
@@ -210,7 +215,7 @@ class _Replay:
         ready: list[tuple[InboundMessage, OutboundMessage]] = []
         for entry in entries:
             try:
-                ready.append((entry.message, self._outbound(entry.trusted)))
+                ready.append((entry.message, self._outbound(entry.message, entry.trusted)))
             except Exception as error:  # any surprise costs this message only
                 self._fail(entry.message, f"{UNPREPARABLE} ({type(error).__name__})")
         if not ready:
@@ -230,10 +235,17 @@ class _Replay:
             # Harmless if it fails: the copy in the source queue is absorbed on load.
             self.delete_failures += len(self.sqs.delete(self.dlq_url, sent))
 
-    def _outbound(self, trusted: InboundMessage) -> OutboundMessage:
-        """The copy for the source queue: verified identity only, signed again."""
+    def _outbound(self, message: InboundMessage, trusted: InboundMessage) -> OutboundMessage:
+        """The copy for the source queue: verified identity only, signed again; to a FIFO
+        queue in the DLQ copy's group (the original's), deduplicated per DLQ delivery."""
+        attributes = sign(replay_attributes(trusted), trusted.body, self.attribute_keys)
+        if not self.fifo:
+            return OutboundMessage(trusted.body, attributes)
         return OutboundMessage(
-            trusted.body, sign(replay_attributes(trusted), trusted.body, self.attribute_keys)
+            trusted.body,
+            attributes,
+            group_id=message.group_id or "loginetl",
+            deduplication_id=deduplication_id("replay", trusted),
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,18 @@ def bodies_from_file(path: Path) -> list[str]:
     return [json.dumps(item) for item in document]
 
 
+def _outbound(body: str, fifo: bool) -> OutboundMessage:
+    """A demo message; to a FIFO queue in a group per user (hashed), never deduplicated."""
+    if not fifo:
+        return OutboundMessage(body)
+    try:
+        user = json.loads(body).get("user_id")
+    except (ValueError, AttributeError, RecursionError):
+        user = None
+    group = hashlib.sha256(str(user).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return OutboundMessage(body, group_id=group, deduplication_id=uuid.uuid4().hex)
+
+
 def send_bodies(
     sqs: SqsService,
     queue_url: str,
@@ -47,6 +61,7 @@ def send_bodies(
 ) -> tuple[int, int]:
     """Send bodies in batches of 10 from several threads; return (sent, failed)."""
     source: Iterator[str] = iter(bodies)
+    fifo = queue_url.endswith(".fifo")
     lock = threading.Lock()
     counts = {"sent": 0, "failed": 0}
     errors: list[BaseException] = []
@@ -58,7 +73,7 @@ def send_bodies(
     def work() -> None:
         try:
             while chunk := next_chunk():
-                failed = len(sqs.send(queue_url, [OutboundMessage(b) for b in chunk]))
+                failed = len(sqs.send(queue_url, [_outbound(b, fifo) for b in chunk]))
                 with lock:
                     counts["sent"] += len(chunk) - failed
                     counts["failed"] += failed

@@ -58,6 +58,8 @@ class InboundMessage:
     sent_at: datetime
     receive_count: int = 1
     attributes: Mapping[str, str] = field(default_factory=dict)
+    group_id: str | None = None  # a FIFO queue's MessageGroupId (set by SQS, never None there)
+    sequence_number: int | None = None  # a FIFO queue's SequenceNumber: order within a group
     # Set by parse_batch when the body was an SNS/EventBridge envelope (core/envelope.py).
     envelope_id: str | None = None
     envelope_time: datetime | None = None

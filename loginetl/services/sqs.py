@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 10  # SQS's limit for receive, send, delete and visibility batches
 _NON_EXISTENT = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+_FIFO_FIELDS = ("MessageGroupId", "MessageDeduplicationId")
 _BATCH_TOO_LONG = {"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong"}
 
 
@@ -40,6 +41,17 @@ class OutboundMessage:
 
     body: str = field(repr=False)
     attributes: dict[str, str] = field(default_factory=dict)
+    group_id: str | None = None  # MessageGroupId: required by a FIFO queue, refused by others
+    deduplication_id: str | None = None  # MessageDeduplicationId (FIFO only)
+
+    def fifo_fields(self) -> dict[str, str]:
+        """The FIFO parameters of SendMessage(Batch), when this message has them."""
+        fields: dict[str, str] = {}
+        if self.group_id is not None:
+            fields["MessageGroupId"] = self.group_id
+        if self.deduplication_id is not None:
+            fields["MessageDeduplicationId"] = self.deduplication_id
+        return fields
 
 
 @dataclass(frozen=True)
@@ -183,15 +195,22 @@ class SqsService:
 
         A new queue gets loginetl's recommended settings (a RedrivePolicy to the DLQ, the
         visibility timeout; 14 days' retention for the DLQ). An existing queue is left as
-        its operator set it; how it differs from the recommendation is returned.
+        its operator set it; how it differs from the recommendation is returned. A name
+        ending in ``.fifo`` makes a FIFO pair (deduplication ids are loginetl's, derived
+        from the original message id, so content-based deduplication stays off).
         """
+        fifo: dict[Any, str] = (
+            {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
+            if name.endswith(".fifo")
+            else {}
+        )
         created: list[str] = []
         differences: list[str] = []
         with self._errors("create queues", "sqs:CreateQueue"):
             dlq_url = self._existing(dlq_name)
             if dlq_url is None:
                 dlq_url = self.client.create_queue(
-                    QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600"}
+                    QueueName=dlq_name, Attributes={"MessageRetentionPeriod": "1209600", **fifo}
                 )["QueueUrl"]
                 created.append(dlq_name)
             dlq_arn = self.client.get_queue_attributes(
@@ -205,6 +224,7 @@ class SqsService:
                     Attributes={
                         "RedrivePolicy": json.dumps(redrive),
                         "VisibilityTimeout": str(visibility_timeout),
+                        **fifo,
                     },
                 )["QueueUrl"]
                 created.append(name)
@@ -262,7 +282,12 @@ class SqsService:
                 QueueUrl=queue_url,
                 MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
                 WaitTimeSeconds=wait_seconds,
-                MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+                MessageSystemAttributeNames=[
+                    "SentTimestamp",
+                    "ApproximateReceiveCount",
+                    "MessageGroupId",
+                    "SequenceNumber",
+                ],
                 MessageAttributeNames=["All"],
                 **extra,
             )
@@ -318,6 +343,7 @@ class SqsService:
                         name: {"DataType": "String", "StringValue": value}
                         for name, value in m.attributes.items()
                     },
+                    **m.fifo_fields(),
                 }
                 for i, m in enumerate(chunk)
             ]
@@ -340,6 +366,7 @@ class SqsService:
                         QueueUrl=queue_url,
                         MessageBody=entry["MessageBody"],
                         MessageAttributes=entry["MessageAttributes"],
+                        **{k: entry[k] for k in _FIFO_FIELDS if k in entry},
                     )
             except (ClientError, ServiceUnavailable, ConfigError):
                 # One message at a time, a refusal is this message's (e.g. body and
@@ -473,4 +500,11 @@ def _to_inbound(raw: Any) -> InboundMessage:
         sent_at=datetime.fromtimestamp(sent_ms / 1000, tz=UTC),
         receive_count=int(system.get("ApproximateReceiveCount", "1") or 1),
         attributes=attributes,
+        group_id=system.get("MessageGroupId"),
+        sequence_number=_sequence_number(system.get("SequenceNumber")),
     )
+
+
+def _sequence_number(raw: str | None) -> int | None:
+    """SQS's SequenceNumber (a decimal string of up to 128 bits), or None."""
+    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None

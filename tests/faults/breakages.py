@@ -199,6 +199,30 @@ BREAKAGES = [
         "        elif unicodedata.category(char) in _HOSTILE_CATEGORIES:\n",
         "        elif False:\n",
     ),
+    Breakage(
+        "fifo-commits-behind-stuck",
+        "a FIFO group's later message is never committed while an earlier one is retried",
+        "tests/e2e/test_fifo.py::test_a_reject_the_fifo_dlq_cannot_take_holds_its_group_back",
+        CONSUME,
+        "                held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]\n",
+        "                held_back = []\n",
+    ),
+    Breakage(
+        "lambda-fifo-loads-past-a-failure",
+        "a FIFO Lambda stops at the first failure: nothing after it is loaded",
+        "tests/e2e/test_lambda.py::test_on_fifo_the_handler_stops_at_the_first_failure",
+        "loginetl/lambda_handler.py",
+        "        cut = first_failure_onwards(trusted, rt.acknowledger.undeliverable(batch.rejected))\n",
+        "        cut: list[InboundMessage] = []\n",
+    ),
+    Breakage(
+        "fifo-dedup-per-send",
+        "a FIFO DLQ copy resent after a crash is dropped (deduplication id from the original)",
+        "tests/e2e/test_fifo.py::test_a_dead_letter_resent_after_a_crash_is_dropped_by_the_fifo_dlq",
+        "loginetl/actions/acknowledge.py",
+        '            deduplication_id=deduplication_id("dead-letter", message),\n',
+        "            deduplication_id=deduplication_id(str(now), message),\n",
+    ),
 ]
 
 

@@ -1,0 +1,104 @@
+"""From received messages to a prepared batch: the one path ``consume`` and the Lambda share.
+
+verify loginetl's attributes (``trust_all``) -> unwrap, parse, validate, mask, seal
+(``prepare_all``, the single place a body becomes a row) -> if that fails unexpectedly,
+the same one message at a time, so a bug costs only the message that trips it
+(``prepare_isolating``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from loginetl.core.attributes import AttributeKeys, trust
+from loginetl.core.batch import (
+    PREPARATION_FAILED,
+    InboundMessage,
+    PreparedBatch,
+    RejectedMessage,
+    prepare_batch,
+)
+from loginetl.core.envelope import EnvelopeMode
+from loginetl.core.masking import Masker
+from loginetl.core.messages import MAX_BODY_BYTES, Rejection
+from loginetl.core.vault_crypto import VaultSealer
+
+log = logging.getLogger("loginetl.consume")
+
+
+def trust_all(
+    messages: Sequence[InboundMessage], attribute_keys: AttributeKeys
+) -> tuple[list[InboundMessage], int]:
+    """Keep only the loginetl-* attributes whose signature verifies and values are sane;
+    return the messages and how many carried attributes that did not verify."""
+    now = datetime.now(UTC)
+    trusted: list[InboundMessage] = []
+    forged = 0
+    for message in messages:
+        verified = trust(message.attributes, message.body, attribute_keys, now=now)
+        forged += verified.dropped
+        trusted.append(replace(message, attributes=verified.attributes))
+    return trusted, forged
+
+
+def prepare_all(
+    messages: Sequence[InboundMessage],
+    *,
+    masker: Masker,
+    sealer: VaultSealer,
+    known_tokens: set[str] | frozenset[str] = frozenset(),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
+) -> PreparedBatch:
+    """Unwrap, parse, validate, mask and seal: where every body consume or the Lambda takes
+    becomes a row or a reject."""
+    return prepare_batch(
+        messages,
+        masker=masker,
+        sealer=sealer,
+        known_tokens=known_tokens,
+        max_body_bytes=max_body_bytes,
+        envelope=envelope,
+    )
+
+
+def prepare_isolating(
+    messages: Sequence[InboundMessage],
+    *,
+    masker: Masker,
+    sealer: VaultSealer,
+    known_tokens: set[str] | frozenset[str] = frozenset(),
+    max_body_bytes: int = MAX_BODY_BYTES,
+    envelope: EnvelopeMode = "auto",
+) -> PreparedBatch:
+    """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
+
+    def prepare(some: Sequence[InboundMessage]) -> PreparedBatch:
+        return prepare_all(
+            some,
+            masker=masker,
+            sealer=sealer,
+            known_tokens=known_tokens,
+            max_body_bytes=max_body_bytes,
+            envelope=envelope,
+        )
+
+    try:
+        return prepare(messages)
+    except Exception:
+        log.exception("preparing a batch failed; preparing its messages one at a time")
+    good: list[InboundMessage] = []
+    broken: list[RejectedMessage] = []
+    for message in messages:
+        try:
+            prepare([message])
+            good.append(message)
+        except Exception as error:
+            broken.append(
+                RejectedMessage(message, Rejection(PREPARATION_FAILED, type(error).__name__))
+            )
+    batch = prepare(good)
+    return replace(batch, rejected=[*batch.rejected, *broken])
