@@ -264,7 +264,8 @@ def test_a_dead_letter_resent_after_a_crash_is_dropped_by_the_fifo_dlq(
     code, _, _ = finish(crashed)
     assert code == -signal.SIGKILL
     assert count_rows(fifo_settings.database_url) == 0  # FIFO: rejects go first, then the load
-    summary = consume_json(env)
+    # Idle longer than the 2 s visibility, so the crashed run's messages are back in time.
+    summary = consume_json(env, "--idle-exit", "4")
     assert (summary["received"], summary["loaded"], summary["dead_lettered"]) == (5, 3, 2)
     assert count_rows(fifo_settings.database_url) == 3
     dead = drain(sqs, dlq_url)
