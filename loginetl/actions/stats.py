@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from loginetl.config import Settings
-from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
+from loginetl.core.attributes import ATTR_FIRST_SEEN, ATTR_REASON
 from loginetl.errors import LoginetlError, Refused, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
