@@ -12,8 +12,9 @@ rollup rebuilt from the table as migration 0011 does. Then times ``stats``:
   samples), each a fresh process, best of 5.
 
 A database is reused only if its marker (a comment on the database, written last) says it
-is complete, of this layout and size, at this code's schema head and built today (the
-data is laid out backwards from today); otherwise it is dropped and rebuilt.
+is complete, of this layout and size, at this code's schema head, migrated by these very
+revision files (a digest: a re-chained migration keeps the head's name) and built today
+(the data is laid out backwards from today); otherwise it is dropped and rebuilt.
 
   python bench/stats_scale.py [--quick] [--rebuild]
 """
@@ -21,6 +22,7 @@ data is laid out backwards from today); otherwise it is dropped and rebuilt.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -55,9 +57,25 @@ def _head() -> str:
     return ",".join(sorted(_scripts().get_heads()))
 
 
+def _migrations_digest() -> str:
+    """Of every revision file: a re-chained or edited migration keeps the head's name."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "migrations" / "versions").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _marker(rows: int) -> str:
     today = datetime.now(UTC).date().isoformat()
-    return json.dumps({"rows": rows, "layout": LAYOUT, "head": _head(), "built": today})
+    return json.dumps(
+        {
+            "rows": rows,
+            "layout": LAYOUT,
+            "head": _head(),
+            "migrations": _migrations_digest(),
+            "built": today,
+        }
+    )
 
 
 def _shape(rows: int) -> dict[str, int]:
