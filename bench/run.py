@@ -18,7 +18,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,6 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from startup import startup, startup_rows  # noqa: E402  (bench/ is on sys.path)
 
 from loginetl.actions.seed import send_bodies  # noqa: E402
-from loginetl.actions.stats import table_stats  # noqa: E402
 from loginetl.core.batch import InboundMessage, mask_batch, parse_batch  # noqa: E402
 from loginetl.core.demo import generate_bodies  # noqa: E402
 from loginetl.core.messages import LoginEvent, parse_login  # noqa: E402
@@ -287,8 +285,9 @@ def _rollup_rebuild() -> str:
 def populate(database: str, rows: int) -> None:
     """Give a fresh database ``rows`` existing logins, their vault entries and rollups.
 
-    Built in bulk by SQL (the rollups as migration 0011 rebuilds them), so the load and
-    stats stages meet indexes and a vault of a realistic size, not an empty table.
+    Built in bulk by SQL (the rollups as migration 0011 rebuilds them), so the load stage
+    meets indexes and a vault of a realistic size, not an empty table (the stats stage
+    builds its own year of data: bench/stats_scale.py).
     Tokens have the shape of real ones and never collide with those the load makes.
     """
     engine = create_engine(database, isolation_level="AUTOCOMMIT")
@@ -441,37 +440,6 @@ def scale_out(bench: Bench, bodies: list[str], processes: int) -> dict[str, Any]
     }
 
 
-def stats_cli(bench: Bench, database: str) -> float:
-    """Median wall seconds of ``loginetl stats`` as the operator runs it.
-
-    A fresh process each time (interpreter, imports, a new connection pool, the queue
-    and DLQ depths from SQS), on the populated database with its vault.
-    """
-    queue, dlq, _ = bench.fresh_queue([])
-    env = bench.env(database, queue, dlq)
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        subprocess.run(
-            [LOGINETL, "stats"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=300
-        )
-        times.append(time.monotonic() - started)
-    return statistics.median(times)
-
-
-def stats_in_process(database: str) -> float:
-    """Median seconds of the stats aggregates in this process, warm pool (information)."""
-    engine = db.make_engine(database, pool_size=4)
-    table_stats(engine)  # warm the pool and the cache
-    times = []
-    for _ in range(3):
-        started = time.monotonic()
-        table_stats(engine)
-        times.append(time.monotonic() - started)
-    engine.dispose()
-    return statistics.median(times)
-
-
 def large_bodies_stage(bench: Bench, messages: int) -> dict[str, Any] | None:
     """Peak RSS over a backlog of maximum-size bodies (bench/large_bodies.py)."""
     from large_bodies import large_bodies
@@ -547,12 +515,10 @@ def main() -> None:
         results["load_rows_s"] = round(load["rows_s"], 1)
         results["load_writers_rows_s"] = round(load["writers_rows_s"], 1)
         results["load_final_fold_seconds"] = round(load["final_fold_seconds"], 2)
-        total = count(database, "SELECT count(*) FROM user_logins")
-        results["stats_rows"] = total
-        results["stats_vault_entries"] = count(database, "SELECT count(*) FROM pii_vault")
-        log(f"5. stats over those {total:,} rows: the CLI, a fresh process each time")
-        results["stats_cli_seconds"] = round(stats_cli(bench, database), 3)
-        results["stats_in_process_seconds"] = round(stats_in_process(database), 3)
+        log("5. stats on a year of logins, 1M and 10M rows (bench/stats_scale.py)")
+        from stats_scale import stats_scale
+
+        results["stats_scale"] = stats_scale(bench, quick=args.quick)
         log(f"6. peak memory at {big:,} messages")
         big_bodies = list(generate_bodies(big, seed=8, malformed_share=0.01))
         queue, dlq, _ = bench.fresh_queue(big_bodies)
@@ -568,7 +534,8 @@ def main() -> None:
 
 def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(measure, figure, target, met); met None marks a figure shown for information."""
-    rows = f"{r['stats_rows']:,} rows, {r['stats_vault_entries']:,} vault entries"
+    from stats_scale import checks as stats_scale_checks
+
     result: list[tuple[str, str, str, bool | None]] = [
         *startup_rows(r["startup"]),
         (
@@ -609,24 +576,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             "-",
             None,
         ),
-        (
-            f"loginetl stats, the CLI in a fresh process ({rows})",
-            f"{r['stats_cli_seconds']:.3f} s",
-            "< 1 s",
-            r["stats_cli_seconds"] < 1,
-        ),
-        (
-            "  the same aggregates in-process, warm pool (information)",
-            f"{r['stats_in_process_seconds']:.3f} s",
-            "-",
-            None,
-        ),
-        (
-            "  of which the CLI's start, `loginetl --help` (information)",
-            f"{r['startup']['loginetl --help']:.3f} s",
-            "-",
-            None,
-        ),
+        *stats_scale_checks(r["stats_scale"]),
         (
             "peak RSS, big vs small backlog",
             f"{r['rss_mb_big']:.0f} MB vs {r['rss_mb_small']:.0f} MB",

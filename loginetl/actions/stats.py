@@ -5,20 +5,21 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from loginetl.config import Settings
-from loginetl.core.batch import ATTR_FIRST_SEEN, ATTR_REASON
+from loginetl.core.attributes import ATTR_FIRST_SEEN, ATTR_REASON
 from loginetl.errors import LoginetlError, Refused, SchemaNotAtHead
 from loginetl.services import db, migrations
 from loginetl.services.migrations import SchemaStatus
 
-if TYPE_CHECKING:  # boto3 is imported by queue_stats: `stats --no-queues` never loads it
-    from loginetl.services.sqs import QueueDepth
+if TYPE_CHECKING:
+    from loginetl.core.batch import InboundMessage
+    from loginetl.services.sqs import QueueDepth, SqsService
 
 
 @dataclass(frozen=True)
@@ -74,85 +75,94 @@ class Stats:
     queues: QueueStats | None
 
 
-def _scalar(engine: Engine, sql: str) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text(sql)).scalar_one())
+# Every figure in one statement, so one connection and one round trip answer `stats`
+# (a pool of four connections cost four connection set-ups, each several round trips,
+# which against a remote server outweigh these reads). Each part reads a rollup the fold
+# keeps (migration 0011) or a small catalogue row, so the time does not grow with
+# user_logins: top shared tokens are an index-only scan of n entries (0013), the hours a
+# range of rollup_hourly's key; rollup_pending holds only what is not folded yet.
+_TABLE_STATS = """
+SELECT
+  (SELECT coalesce(json_object_agg(metric, value), '{}') FROM rollup_totals) AS totals,
+  (SELECT coalesce(sum(logins), 0) FROM rollup_months WHERE logins > 0) AS rows,
+  (SELECT count(*) FROM rollup_pending) AS pending,
+  (SELECT coalesce(json_agg(json_build_array(token, users, logins)), '[]') FROM (
+     SELECT token, users, logins FROM token_stats WHERE pii_field = 'ip' AND users > 1
+     ORDER BY users DESC, logins DESC, token LIMIT :top) t) AS shared_ips,
+  (SELECT coalesce(json_agg(json_build_array(token, users, logins)), '[]') FROM (
+     SELECT token, users, logins FROM token_stats WHERE pii_field = 'device_id' AND users > 1
+     ORDER BY users DESC, logins DESC, token LIMIT :top) t) AS shared_devices,
+  (SELECT coalesce(json_agg(json_build_array(dimension, value, logins)
+                            ORDER BY dimension, rank), '[]') FROM (
+     SELECT dimension, value, logins, row_number() OVER (
+       PARTITION BY dimension ORDER BY logins DESC, value NULLS LAST) AS rank
+     FROM rollup_breakdown WHERE logins > 0) ranked WHERE rank <= :top) AS breakdowns,
+  (SELECT coalesce(json_agg(json_build_array(month, logins) ORDER BY month), '[]')
+     FROM rollup_months WHERE logins > 0) AS months,
+  (SELECT coalesce(json_agg(json_build_array(
+            extract(epoch FROM loaded_hour)::bigint, logins) ORDER BY loaded_hour), '[]')
+     FROM rollup_hourly
+     WHERE loaded_hour >= date_trunc('hour', now() - :since) AND logins > 0) AS hours,
+  has_table_privilege('public.pii_vault', 'SELECT') AS vault_allowed,
+  (SELECT reltuples FROM pg_class WHERE oid = 'public.pii_vault'::regclass) AS vault_estimate
+"""
 
 
-def _vault_entries(engine: Engine, *, exact: bool) -> tuple[int | None, int | None]:
-    """(exact count or None, the planner's estimate or None) where the role may read the vault.
+def _shared(found: list[list[object]]) -> list[SharedToken]:
+    return [SharedToken(str(t), int(str(users)), int(str(n))) for t, users, n in found]
 
-    An exact count scans the vault (it grows with the data), so it is asked for; the
-    estimate (pg_class.reltuples, kept by autovacuum) costs nothing.
+
+def table_stats_on(
+    conn: Connection,
+    *,
+    top: int = 5,
+    since: timedelta = timedelta(hours=24),
+    count_vault: bool = False,
+) -> TableStats:
+    """The aggregates, on a connection the caller holds: one statement, one more with
+    ``count_vault``.
+
+    Rows loaded but not folded yet (about a second's worth while consume runs) are
+    counted in rollups_pending. Only ``count_vault`` scans (the vault, which grows with
+    the data); otherwise the vault's size is the planner's estimate (pg_class.reltuples,
+    kept by autovacuum), and None where the role may not read the vault (the analyst).
     """
-    query = text(
-        "SELECT has_table_privilege('public.pii_vault', 'SELECT'), "
-        "(SELECT reltuples FROM pg_class WHERE oid = 'public.pii_vault'::regclass)"
-    )
-    with engine.connect() as conn:
-        allowed, reltuples = conn.execute(query).one()
-        if not allowed:  # the analyst role: say so, not fail
-            return None, None
-        estimate = int(reltuples) if reltuples is not None and reltuples >= 0 else None
-        if not exact:
-            return None, estimate
-        return int(conn.execute(text("SELECT count(*) FROM pii_vault")).scalar_one()), estimate
-
-
-def _top_shared(engine: Engine, pii_field: str, limit: int) -> list[SharedToken]:
-    query = text(
-        "SELECT token, users, logins FROM token_stats WHERE pii_field = :field AND users > 1 "
-        "ORDER BY users DESC, logins DESC, token LIMIT :limit"
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query, {"field": pii_field, "limit": limit})
-        return [SharedToken(r[0], r[1], r[2]) for r in rows]
-
-
-def _totals(engine: Engine) -> dict[str, int]:
-    """Rows and distinct counts: a handful of rollup rows, whatever the table's size."""
-    query = text(
-        "SELECT metric, value FROM rollup_totals UNION ALL "
-        "SELECT 'rows', coalesce(sum(logins), 0) FROM rollup_months WHERE logins > 0"
-    )
-    with engine.connect() as conn:
-        return {str(metric): int(value) for metric, value in conn.execute(query)}
-
-
-def _months(engine: Engine) -> list[tuple[date, int]]:
-    query = text("SELECT month, logins FROM rollup_months WHERE logins > 0 ORDER BY month")
-    with engine.connect() as conn:
-        return [(r[0], r[1]) for r in conn.execute(query)]
-
-
-def _breakdowns(engine: Engine, limit: int) -> dict[str, list[tuple[str | None, int]]]:
-    """The top values of device_type, locale and app_version (rollup_breakdown)."""
-    query = text(
-        "SELECT dimension, value, logins FROM ("
-        "  SELECT dimension, value, logins, row_number() OVER ("
-        "    PARTITION BY dimension ORDER BY logins DESC, value NULLS LAST) AS rank"
-        "  FROM rollup_breakdown WHERE logins > 0) ranked "
-        "WHERE rank <= :limit ORDER BY dimension, rank"
-    )
-    found: dict[str, list[tuple[str | None, int]]] = {
+    r = conn.execute(text(_TABLE_STATS), {"top": top, "since": since}).one()
+    counted = {str(metric): int(value) for metric, value in r.totals.items()}
+    by: dict[str, list[tuple[str | None, int]]] = {
         "device_type": [],
         "locale": [],
         "app_version": [],
     }
-    with engine.connect() as conn:
-        for dimension, value, logins in conn.execute(query, {"limit": limit}):
-            found[str(dimension)].append((value, int(logins)))
-    return found
-
-
-def _loads_per_hour(engine: Engine, since: timedelta) -> list[tuple[datetime, int]]:
-    query = text(
-        "SELECT loaded_hour, logins FROM rollup_hourly "
-        "WHERE loaded_hour >= date_trunc('hour', now() - :since) AND logins > 0 "
-        "ORDER BY loaded_hour"
+    for dimension, value, logins in r.breakdowns:
+        by[str(dimension)].append((value, int(logins)))
+    held = [(date.fromisoformat(month), int(logins)) for month, logins in r.months]
+    estimate = None
+    vault_exact = None
+    if r.vault_allowed:
+        reltuples = r.vault_estimate
+        estimate = int(reltuples) if reltuples is not None and reltuples >= 0 else None
+        if count_vault:
+            vault_exact = int(conn.execute(text("SELECT count(*) FROM pii_vault")).scalar_one())
+    return TableStats(
+        rows=int(r.rows),
+        distinct_users=counted.get("users", 0),
+        distinct_masked_ips=counted.get("ip_tokens", 0),
+        distinct_masked_devices=counted.get("device_tokens", 0),
+        vault_entries=vault_exact,
+        vault_entries_estimate=estimate,
+        rollups_pending=int(r.pending),
+        top_shared_ips=_shared(r.shared_ips),
+        top_shared_devices=_shared(r.shared_devices),
+        by_device_type=[(k or "", n) for k, n in by["device_type"]],
+        by_locale=by["locale"],
+        by_app_version=[(k or "", n) for k, n in by["app_version"]],
+        loads_per_hour=[
+            (datetime.fromtimestamp(epoch, UTC), int(logins)) for epoch, logins in r.hours
+        ],
+        oldest_month=held[0][0] if held else None,
+        rows_per_month=held,
     )
-    with engine.connect() as conn:
-        return [(r[0], r[1]) for r in conn.execute(query, {"since": since})]
 
 
 def table_stats(
@@ -162,42 +172,32 @@ def table_stats(
     since: timedelta = timedelta(hours=24),
     count_vault: bool = False,
 ) -> TableStats:
-    """Compute the aggregates from the rollups, side by side on their own connections.
+    """:func:`table_stats_on` on a connection of ``engine``."""
+    with engine.connect() as conn:
+        return table_stats_on(conn, top=top, since=since, count_vault=count_vault)
 
-    Every figure comes from a rollup the fold keeps (migration 0011), so the time does
-    not grow with user_logins; rows loaded but not folded yet (about a second's worth
-    while consume runs) are counted in rollups_pending. Only ``count_vault`` scans.
-    """
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        totals = pool.submit(_totals, engine)
-        vault = pool.submit(_vault_entries, engine, exact=count_vault)
-        pending = pool.submit(db.pending_rollups, engine)
-        shared_ips = pool.submit(_top_shared, engine, "ip", top)
-        shared_devices = pool.submit(_top_shared, engine, "device_id", top)
-        breakdowns = pool.submit(_breakdowns, engine, top)
-        months = pool.submit(_months, engine)
-        hours = pool.submit(_loads_per_hour, engine, since)
-    counted = totals.result()
-    vault_exact, vault_estimate = vault.result()
-    by = breakdowns.result()
-    held = months.result()
-    return TableStats(
-        rows=counted.get("rows", 0),
-        distinct_users=counted.get("users", 0),
-        distinct_masked_ips=counted.get("ip_tokens", 0),
-        distinct_masked_devices=counted.get("device_tokens", 0),
-        vault_entries=vault_exact,
-        vault_entries_estimate=vault_estimate,
-        rollups_pending=pending.result(),
-        top_shared_ips=shared_ips.result(),
-        top_shared_devices=shared_devices.result(),
-        by_device_type=[(k or "", n) for k, n in by["device_type"]],
-        by_locale=by["locale"],
-        by_app_version=[(k or "", n) for k, n in by["app_version"]],
-        loads_per_hour=hours.result(),
-        oldest_month=held[0][0] if held else None,
-        rows_per_month=held,
-    )
+
+_BATCH = 10  # SQS's most messages a receive or a visibility batch
+_SQS_CALLS_AT_ONCE = 10  # make_client's default connection pool
+
+
+def _sample(
+    sqs: SqsService, pool: ThreadPoolExecutor, url: str, wanted: int
+) -> list[InboundMessage]:
+    """Up to ``wanted`` distinct DLQ messages, hidden for 20 s: the receives at once first,
+    then one at a time for what they missed (SQS may return fewer than asked)."""
+    if wanted <= 0:
+        return []
+    asks = [min(_BATCH, wanted - i) for i in range(0, wanted, _BATCH)]
+    waves = [
+        pool.submit(sqs.receive, url, max_messages=n, wait_seconds=1, visibility_timeout=20)
+        for n in asks
+    ]
+    seen = {m.message_id: m for wave in waves for m in wave.result()}
+    if 0 < len(seen) < wanted:
+        more = sqs.sample(url, count=wanted - len(seen), visibility_timeout=20)
+        seen.update((m.message_id, m) for m in more)
+    return list(seen.values())
 
 
 def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
@@ -206,21 +206,29 @@ def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
     Only the DLQ is sampled: receiving from the main queue would raise receive counts
     toward its dead-letter threshold. The DLQ has no such threshold.
     """
-    from loginetl.services.sqs import SqsService
+    from loginetl.services.sqs import SqsService  # boto3: only when the queues are asked for
 
     sqs = SqsService.for_settings(settings)
-    try:
-        main = sqs.depth(sqs.queue_url(settings.queue_name))
-        dlq_url = sqs.queue_url(settings.dlq_name)
-        dead = sqs.depth(dlq_url)
-        # No more than SQS says is there: an empty DLQ, or the poll after the last message,
-        # would cost a whole long poll (1 s) of every stats run (measured by make bench).
-        wanted = min(dlq_sample, dead.visible)
-        sample = sqs.sample(dlq_url, count=wanted, visibility_timeout=20) if wanted else []
-        if sample:
-            sqs.set_visibility(dlq_url, sample, 0)
-    except LoginetlError as error:
-        return QueueStats(settings.queue_name, settings.dlq_name, None, None, str(error))
+    # The queue's chain and the DLQ's run side by side, and the DLQ's receives and
+    # releases go out together: against a real endpoint every call is a round trip
+    # (~20 ms), and one after another the sample of 100 alone was ~20 of them.
+    with ThreadPoolExecutor(max_workers=_SQS_CALLS_AT_ONCE) as pool:
+        try:
+            main_depth = pool.submit(lambda: sqs.depth(sqs.queue_url(settings.queue_name)))
+            dlq_url = sqs.queue_url(settings.dlq_name)
+            dead = sqs.depth(dlq_url)
+            # No more than SQS says is there: an empty DLQ, or the poll after the last
+            # message, would cost a whole long poll (1 s) of every stats run.
+            sample = _sample(sqs, pool, dlq_url, min(dlq_sample, dead.visible))
+            releases = [
+                pool.submit(sqs.set_visibility, dlq_url, sample[i : i + _BATCH], 0)
+                for i in range(0, len(sample), _BATCH)
+            ]
+            for release in releases:
+                release.result()
+            main = main_depth.result()
+        except LoginetlError as error:
+            return QueueStats(settings.queue_name, settings.dlq_name, None, None, str(error))
     first_seen = [m.attributes[ATTR_FIRST_SEEN] for m in sample if ATTR_FIRST_SEEN in m.attributes]
     return QueueStats(
         settings.queue_name,
@@ -243,22 +251,26 @@ def stats(
     count_vault: bool = False,
 ) -> Stats:
     """Collect table, schema and (optionally) queue statistics."""
-    with db.engine_for(settings.database_url, pool_size=4) as engine:
-        schema = migrations.status(engine)
+    # One connection for the schema check and every figure (see _TABLE_STATS).
+    with (
+        db.engine_for(settings.database_url, pool_size=1) as engine,
+        db.translate_errors(engine, "read statistics"),
+        engine.connect() as conn,
+    ):
+        schema = migrations.status_on(conn)
         if not schema.current:
             raise SchemaNotAtHead(
                 "the database has no loginetl schema; run: loginetl migrate upgrade"
             )
-        with db.translate_errors(engine, "read statistics"):
-            try:
-                table = table_stats(engine, top=top, since=since, count_vault=count_vault)
-            except ProgrammingError as error:
-                if getattr(error.orig, "pgcode", None) != db.INSUFFICIENT_PRIVILEGE:
-                    raise
-                raise Refused(  # e.g. the writer role, which may not read tokens back
-                    "this database role may not read the rollups; run stats as a login "
-                    "role in loginetl_analyst"
-                ) from None
+        try:
+            table = table_stats_on(conn, top=top, since=since, count_vault=count_vault)
+        except ProgrammingError as error:
+            if getattr(error.orig, "pgcode", None) != db.INSUFFICIENT_PRIVILEGE:
+                raise
+            raise Refused(  # e.g. the writer role, which may not read tokens back
+                "this database role may not read the rollups; run stats as a login "
+                "role in loginetl_analyst"
+            ) from None
     return Stats(
         schema=schema,
         table=table,

@@ -5,17 +5,20 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import psycopg2
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
-from loginetl.core.batch import LoginRow
 from loginetl.core.error_classes import ErrorClass, classify_sqlstate
-from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.errors import ConfigError, ServiceUnavailable
 from loginetl.services import failpoints
+
+if TYPE_CHECKING:  # annotations only: a read-only command need not import the crypto
+    from loginetl.core.batch import LoginRow
+    from loginetl.core.vault_crypto import SealedVaultEntry
 
 _NO_SUCH_DATABASE = "3D000"
 INSUFFICIENT_PRIVILEGE = "42501"

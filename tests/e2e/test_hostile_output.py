@@ -73,6 +73,11 @@ def test_every_command_prints_hostile_data_inert(
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:  # our own test database: a row an older writer could leave
         conn.execute(text("UPDATE user_logins SET app_version_raw = :v"), {"v": APP_VERSION_RAW})
+        # stats reads the breakdown from its rollup (0011): keep it equal to the table
+        conn.execute(
+            text("UPDATE rollup_breakdown SET value = :v WHERE dimension = 'app_version'"),
+            {"v": APP_VERSION_RAW},
+        )
     engine.dispose()
     hostile_body = json.dumps({**body, "user_id": "in the dlq"})
     reason = {ATTR_REASON: DLQ_REASON}

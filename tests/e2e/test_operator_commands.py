@@ -335,6 +335,24 @@ def test_stats_match_counts_computed_independently(
     assert sqs.depth(queues[1]).in_flight == 0  # the sample was released
 
 
+def test_stats_samples_the_dlq_across_receives_and_releases_every_message(
+    cli_env: dict[str, str], sqs: SqsService, queues: tuple[str, str]
+) -> None:
+    """The sample's receives and releases go out side by side: distinct messages, as many
+    as asked (or as there are), and none left hidden."""
+    to_dlq(sqs, queues[1], [f'{{"n": {i}}}' for i in range(25)], "invalid_json")
+    to_dlq(sqs, queues[1], [f'{{"m": {i}}}' for i in range(12)], "schema")
+    for asked, expected in ((23, 23), (100, 37)):
+        data = json.loads(invoke(cli_env, "stats", "--json", "--dlq-sample", str(asked)))
+        sampled = data["queues"]["dlq_reasons_sampled"]
+        assert data["queues"]["dlq_sample_size"] == expected
+        assert sum(sampled.values()) == expected
+        assert set(sampled) <= {"invalid_json", "schema"}
+        depth = sqs.depth(queues[1])
+        assert (depth.visible, depth.in_flight) == (37, 0)  # every sampled message released
+    assert set(sampled.items()) == {("invalid_json", 25), ("schema", 12)}
+
+
 def test_stats_rejects_a_bad_window(cli_env: dict[str, str]) -> None:
     assert "e.g. 90m" in invoke(cli_env, "stats", "--since", "yesterday", code=2)
 
