@@ -95,6 +95,7 @@ def sweep(
     workers: Sequence[int] = (1, 2, 4, 8, 16),
     delays_ms: Sequence[int] = (0, 20, 50),
     seconds: float = 8.0,
+    extra: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """consume's msg/s per process for each --workers and delay (0: straight to LocalStack).
 
@@ -117,13 +118,14 @@ def sweep(
             if proxy is not None:
                 env["AWS_ENDPOINT_URL"] = proxy.url
             try:
-                summary, wall, rss = run_consume(env, "--max", str(n), "--workers", str(w))
+                summary, wall, rss = run_consume(env, "--max", str(n), "--workers", str(w), *extra)
             finally:
                 if proxy is not None:
                     proxy.pause()
             row = {
                 "delay_ms": delay_ms,
                 "workers": w,
+                "extra": " ".join(extra),
                 "messages": n,
                 "steady_msg_s": round(summary["received"] / summary["busy_seconds"], 1),
                 "wall_msg_s": round(n / wall, 1),
@@ -140,6 +142,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", default="1,2,4,8,16")
     parser.add_argument("--delays", default="0,20,50")
+    parser.add_argument("--no-prefetch", action="store_true", help="sweep consume --no-prefetch")
     args = parser.parse_args()
     import run  # bench/run.py: its environment (LocalStack, PostgreSQL, keys) and runner
 
@@ -151,8 +154,10 @@ def main() -> None:
                 workers=[int(w) for w in args.workers.split(",")],
                 delays_ms=[int(d) for d in args.delays.split(",")],
                 seconds=2 if args.quick else 8,
+                extra=["--no-prefetch"] if args.no_prefetch else [],
             )
-            (Path(__file__).parent / "latency_sweep.json").write_text(json.dumps(rows, indent=2))
+            name = "latency_sweep_no_prefetch.json" if args.no_prefetch else "latency_sweep.json"
+            (Path(__file__).parent / name).write_text(json.dumps(rows, indent=2) + "\n")
         else:
             from loginetl.core.demo import generate_bodies
 

@@ -171,10 +171,12 @@ def valid_count(bodies: list[str]) -> int:
 def raw_drain(bench: Bench, bodies: list[str], endpoint: str | None = None) -> float:
     """The endpoint's ceiling for consume's own pattern, with nothing else to do.
 
-    Same as consume: WORKERS receivers on a client built like consume's (keep-alive,
-    WORKERS * 2 + 2 connections), receives gathered while they come back full up to
-    BATCH messages, and each batch deleted by a pool of WORKERS threads (at most
-    WORKERS * 2 batches pending) while its receiver goes on to the next receive. Timed
+    Same as consume: WORKERS receivers (consume's are one per worker, receiving the next
+    batch while the worker loads the last: never more than WORKERS receives in flight) on
+    a client built like consume's (keep-alive, a pooled connection per thread), receives
+    gathered while they come back full up to BATCH messages, and each batch deleted by a
+    pool of WORKERS * 2 threads (at most WORKERS * 2 batches pending) while its receiver
+    goes on to the next receive. Timed
     from the first receive to the last delete, so the final empty poll is not counted.
     ``endpoint``: drain through another endpoint (bench/latency.py's delaying proxy).
     """
@@ -183,11 +185,11 @@ def raw_drain(bench: Bench, bodies: list[str], endpoint: str | None = None) -> f
         make_client(
             region="us-east-1",
             endpoint_url=endpoint or bench.endpoint,
-            max_connections=WORKERS * 2 + 2,
+            max_connections=WORKERS * 4 + 4,
             read_timeout=22,
         )
     )
-    deleter = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="delete")
+    deleter = ThreadPoolExecutor(max_workers=WORKERS * 2, thread_name_prefix="delete")
     pending = threading.BoundedSemaphore(WORKERS * 2)
     lock = threading.Lock()
     deleted = [0]

@@ -61,7 +61,7 @@ class ConsumeOptions:
     max_messages: int | None = None
     idle_exit_seconds: float = 5.0
     follow: bool = False
-    workers: int = 4
+    workers: int = 4  # docs/performance.md#sizing-under-latency: why 4, when to raise it
     batch_messages: int = 300  # per transaction, gathered only while receives come back full
     wait_seconds: int = 2
     visibility_timeout: int | None = None
@@ -620,9 +620,9 @@ def consume(
         migrations.require_compatible(engine)
         sqs = SqsService.for_settings(
             settings,
-            # Per worker a receiver (the prefetch), a loader's DLQ sends and a deleter,
+            # Per worker a receiver (the prefetch), a loader's DLQ sends and two deleters,
             # plus the heartbeat: a connection each, so every call reuses a kept-alive one.
-            max_connections=options.workers * 3 + 4,
+            max_connections=options.workers * 4 + 4,
             read_timeout=options.wait_seconds + 20,
         )
         if create_queues:
