@@ -43,7 +43,8 @@ def latency_stage(
     valid: int,
     delays_ms: Sequence[int] = (20, 50),
 ) -> list[dict[str, Any]]:
-    """For each delay: the raw drain's msg/s and consume's (wall time, as on loopback)."""
+    """For each delay: the raw drain's msg/s and consume's, both from the first receive to
+    the last delete (consume's process start shown apart, as wall-time msg/s)."""
     results = []
     for delay_ms in delays_ms:
         with LatencyProxy(_port(bench.endpoint), delay_ms / 1000) as proxy:
@@ -57,7 +58,12 @@ def latency_stage(
             {
                 "delay_ms": delay_ms,
                 "raw_drain_msg_s": round(raw, 1),
-                "consume_msg_s": round(len(bodies) / wall, 1),
+                # Timed as the raw drain is: from the workers' start (the first receive) to
+                # the last delete, and consume's final fold besides. Its process start
+                # (interpreter, imports, schema and queue checks, ~1-1.5 s here) is a fixed
+                # cost the loopback comparison already carries: shown apart.
+                "consume_msg_s": round(summary["received"] / summary["elapsed_seconds"], 1),
+                "consume_wall_msg_s": round(len(bodies) / wall, 1),
                 "consume_steady_msg_s": round(summary["received"] / summary["busy_seconds"], 1),
                 # wall = start (interpreter, imports, checks) + elapsed; elapsed = busy + tail
                 "consume_start_seconds": round(wall - summary["elapsed_seconds"], 2),
@@ -83,6 +89,15 @@ def latency_checks(stages: list[dict[str, Any]]) -> list[tuple[str, str, str, bo
                 f"{'' if s['exact'] else ', ROWS NOT EXACT'}",
                 ">= 90%",
                 ratio >= 0.9 and s["exact"],
+            )
+        )
+        rows.append(
+            (
+                "  the same, consume by wall time: its process start included (information)",
+                f"{s['consume_wall_msg_s'] / s['raw_drain_msg_s']:.0%} "
+                f"({s['consume_wall_msg_s']:,.0f} msg/s, start {s['consume_start_seconds']:.1f} s)",
+                "-",
+                None,
             )
         )
     return rows
