@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT))
 
 import localstack as localstack_tool  # noqa: E402
+from latency import latency_checks, latency_stage  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from startup import startup, startup_rows  # noqa: E402  (bench/ is on sys.path)
 
@@ -167,25 +168,28 @@ def valid_count(bodies: list[str]) -> int:
 # -- the measurements --------------------------------------------------------------------
 
 
-def raw_drain(bench: Bench, bodies: list[str]) -> float:
+def raw_drain(bench: Bench, bodies: list[str], endpoint: str | None = None) -> float:
     """The endpoint's ceiling for consume's own pattern, with nothing else to do.
 
-    Same as consume: WORKERS receivers on a client built like consume's (keep-alive,
-    WORKERS * 2 + 2 connections), receives gathered while they come back full up to
-    BATCH messages, and each batch deleted by a pool of WORKERS threads (at most
-    WORKERS * 2 batches pending) while its receiver goes on to the next receive. Timed
+    Same as consume: WORKERS receivers (consume's are one per worker, receiving the next
+    batch while the worker loads the last: never more than WORKERS receives in flight) on
+    a client built like consume's (keep-alive, a pooled connection per thread), receives
+    gathered while they come back full up to BATCH messages, and each batch deleted by a
+    pool of WORKERS * 2 threads (at most WORKERS * 2 batches pending) while its receiver
+    goes on to the next receive. Timed
     from the first receive to the last delete, so the final empty poll is not counted.
+    ``endpoint``: drain through another endpoint (bench/latency.py's delaying proxy).
     """
     _, _, url = bench.fresh_queue(bodies)
     sqs = SqsService(
         make_client(
             region="us-east-1",
-            endpoint_url=bench.endpoint,
-            max_connections=WORKERS * 2 + 2,
+            endpoint_url=endpoint or bench.endpoint,
+            max_connections=WORKERS * 4 + 4,
             read_timeout=22,
         )
     )
-    deleter = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="delete")
+    deleter = ThreadPoolExecutor(max_workers=WORKERS * 2, thread_name_prefix="delete")
     pending = threading.BoundedSemaphore(WORKERS * 2)
     lock = threading.Lock()
     deleted = [0]
@@ -529,6 +533,11 @@ def main() -> None:
         results["scale_out"] = [scale_out(bench, bodies, p) for p in (1, 2, 4)]
         log("8. maximum-size bodies (256 KiB, the default --max-body-bytes)")
         results["large_bodies"] = large_bodies_stage(bench, big_bodies_n)
+        log(f"9. under latency: raw drain and consume, {n:,} messages, 20 and 50 ms a call")
+        results["latency"] = latency_stage(
+            bench, bodies, run_consume=run_consume, raw_drain=raw_drain, count=count,
+            valid=valid_count(bodies),
+        )  # fmt: skip
     sys.exit(0 if report(results) else 1)
 
 
@@ -605,7 +614,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             big["peak_rss_mb"] <= 1.5 * r["rss_mb_small"] and big["loaded"] == big["messages"],
         )
     )
-    return result
+    return result + latency_checks(r["latency"])
 
 
 def report(r: dict[str, Any]) -> bool:

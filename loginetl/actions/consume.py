@@ -21,15 +21,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from loginetl.actions.acknowledge import Acknowledger, DeadLettered
 from loginetl.actions.load import Loader
+from loginetl.actions.prefetch import Inline, Prefetcher
 from loginetl.actions.prepare import prepare_isolating, trust_all
 from loginetl.actions.retry_policy import Fatal, Outage
-from loginetl.actions.visibility import Heartbeat
+from loginetl.actions.visibility import Heartbeat, Hold
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys
 from loginetl.core.batch import InboundMessage, PreparedBatch, RejectedMessage
@@ -60,7 +62,7 @@ class ConsumeOptions:
     max_messages: int | None = None
     idle_exit_seconds: float = 5.0
     follow: bool = False
-    workers: int = 4
+    workers: int = 4  # docs/performance.md#sizing-under-latency: why 4, when to raise it
     batch_messages: int = 300  # per transaction, gathered only while receives come back full
     wait_seconds: int = 2
     visibility_timeout: int | None = None
@@ -68,6 +70,7 @@ class ConsumeOptions:
     max_body_bytes: int = MAX_BODY_BYTES  # larger bodies are dead-lettered as too_large
     batch_bytes: int | None = None  # body bytes a worker gathers; default below
     statement_timeout_seconds: float = 60.0  # per statement; a timeout is retried (transient)
+    prefetch: bool = True  # receive a worker's next batch while it loads the last (prefetch.py)
 
     def __post_init__(self) -> None:
         if self.max_messages is not None and self.max_messages < 1:
@@ -89,7 +92,10 @@ class ConsumeOptions:
 
     @property
     def gather_bytes(self) -> int:
-        """Most body bytes one worker holds (4 MiB unless batch_bytes says otherwise)."""
+        """Most body bytes one batch gathers (4 MiB unless batch_bytes says otherwise).
+
+        A worker holds one batch, or with the prefetch at most one and a half: the next
+        is received ahead only while the batch being loaded is at most half of this."""
         return self.batch_bytes if self.batch_bytes is not None else 4 * 1024 * 1024
 
 
@@ -148,6 +154,23 @@ class _Tally:
         with self.lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class _Gathering:
+    """One worker's receive state: its last receive's largest body sizes the next."""
+
+    largest: int = 0
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A batch received and gathered, under the heartbeat until it is acknowledged."""
+
+    messages: list[InboundMessage]
+    received_at: float  # monotonic, before the receive
+    hold: Hold
+    body_bytes: int
 
 
 class _Quota:
@@ -332,8 +355,13 @@ class Consumer:
         self.stop.set()
 
     def _worker(self) -> None:
+        batches = self._batches()
         try:
-            self._receive_loop()
+            while (batch := batches.take()) is not None:
+                try:
+                    self._handle_received(batch)
+                finally:
+                    batches.done()
         except Fatal as fatal:
             self._fail(fatal.error)
         except Exception as error:  # a bug: stop everything rather than spin
@@ -348,15 +376,32 @@ class Consumer:
                     f"consume stopped on an unexpected {type(error).__name__}; rerun with --debug"
                 )
             )
+        finally:
+            batches.close()  # after _fail set the stop flag: the receiver ends promptly
 
-    def _receive_loop(self) -> None:
+    def _batches(self) -> Prefetcher[_Received] | Inline[_Received]:
+        """This worker's batches: received ahead on their own thread unless --no-prefetch."""
+        fetch = partial(self._next_batch, _Gathering())
+        if not self.options.prefetch:
+            return Inline(fetch)
+        return Prefetcher(
+            fetch,
+            # Only a batch of at most half of gather_bytes lets the next be received ahead,
+            # so one worker holds at most 1.5 x gather_bytes of bodies.
+            ahead=lambda batch: batch.body_bytes <= self.options.gather_bytes // 2,
+            discard=self._give_back_unhandled,
+            name=f"{threading.current_thread().name}-receive",
+        )
+
+    def _next_batch(self, gathering: _Gathering) -> _Received | None:
+        """Receive and gather the next batch and put it under the heartbeat; None when
+        this worker is done (--max reached, idle, or a stop requested)."""
         outage: Outage | None = None
-        largest = 0  # the largest body of the last receive: it sizes the next one
         while not self.stop.is_set():
-            wanted = self._quota.take(self._receive_size(largest))
+            wanted = self._quota.take(self._receive_size(gathering.largest))
             if wanted == 0:
                 self._finish("max_reached")
-                return
+                return None
             received_at = time.monotonic()  # before the receive: visibility counts from it
             try:
                 messages = self._receive(wanted, wait_seconds=self.options.wait_seconds)
@@ -369,33 +414,54 @@ class Consumer:
                 raise Fatal(error) from None
             outage = None
             self._quota.give_back(wanted - len(messages))
-            largest = max((body_bytes(m.body) for m in messages), default=largest)
+            gathering.largest = max(
+                (body_bytes(m.body) for m in messages), default=gathering.largest
+            )
             if len(messages) == MAX_BATCH:
                 messages += self._receive_more(self.options.batch_messages - MAX_BATCH, messages)
             if not messages:
                 if self._idle_for() >= self.options.idle_exit_seconds and not self.options.follow:
                     self._finish("idle")
-                    return
+                    return None
                 continue
             self._last_activity = time.monotonic()
             self._tally.add(received=len(messages), in_flight=len(messages))
             failpoints.hit("hold_after_receive")
-            try:
-                if self.stop.is_set():
-                    # Received after the stop request: not ours to finish; hand them back now.
-                    self._release(messages)
-                    break
-                # A frozen worker (the fault suite's stall) cannot heartbeat: stall before the hold.
-                failpoints.hit(
-                    "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
-                )
-                self._handle(messages, received_at)
-            finally:
+            if self.stop.is_set():
+                # Received after the stop request: not ours to finish; hand them back now.
+                self._release(messages)
                 self._tally.add(in_flight=-len(messages))
-            self._last_handled = time.monotonic()
-            if self.on_batch is not None:
-                self.on_batch(self._last_handled - received_at)
+                break
+            # A frozen worker (the fault suite's stall) cannot heartbeat: stall before the hold.
+            failpoints.hit(
+                "sleep_on_first_delivery", when=any(m.receive_count == 1 for m in messages)
+            )
+            return _Received(
+                messages,
+                received_at,
+                self.heartbeat.hold(messages, received_at),
+                sum(body_bytes(m.body) for m in messages),
+            )
         self._finish("stop_requested")
+        return None
+
+    def _handle_received(self, batch: _Received) -> None:
+        """Load and acknowledge one batch, or hand it back if a stop came meanwhile."""
+        if self.stop.is_set():  # received ahead, before the stop request: not ours to finish
+            self._give_back_unhandled(batch)
+            return
+        try:
+            self._handle(batch.messages, batch.hold)
+        finally:
+            self._tally.add(in_flight=-len(batch.messages))
+        self._last_handled = time.monotonic()
+        if self.on_batch is not None:
+            self.on_batch(self._last_handled - batch.received_at)
+
+    def _give_back_unhandled(self, batch: _Received) -> None:
+        batch.hold.release()
+        self._release(batch.messages)
+        self._tally.add(in_flight=-len(batch.messages))
 
     def _receive_size(self, largest_body: int) -> int:
         """Ask for fewer than 10 messages while bodies are large, so one receive of them
@@ -453,8 +519,7 @@ class Consumer:
 
     # -- one batch --------------------------------------------------------------------
 
-    def _handle(self, messages: Sequence[InboundMessage], received_at: float) -> None:
-        hold = self.heartbeat.hold(messages, received_at)
+    def _handle(self, messages: Sequence[InboundMessage], hold: Hold) -> None:
         held_back: list[InboundMessage] = []
         try:
             trusted = self._trust(messages)
@@ -575,7 +640,9 @@ def consume(
         migrations.require_compatible(engine)
         sqs = SqsService.for_settings(
             settings,
-            max_connections=options.workers * 2 + 4,
+            # Per worker a receiver (the prefetch), a loader's DLQ sends and two deleters,
+            # plus the heartbeat: a connection each, so every call reuses a kept-alive one.
+            max_connections=options.workers * 4 + 4,
             read_timeout=options.wait_seconds + 20,
         )
         if create_queues:

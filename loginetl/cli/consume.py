@@ -148,6 +148,14 @@ def consume_command(
             help="Seconds one SQL statement may run (or wait for a lock); then it is retried.",
         ),
     ] = 60.0,
+    prefetch: Annotated[
+        bool,
+        typer.Option(
+            "--prefetch/--no-prefetch",
+            hidden=True,
+            help="Receive a worker's next batch while it loads the last (for measurements).",
+        ),
+    ] = True,
     create_queues: Annotated[
         bool,
         typer.Option(
@@ -189,6 +197,7 @@ def consume_command(
         retry_seconds=retry_seconds,
         max_body_bytes=max_body_bytes,
         statement_timeout_seconds=statement_timeout,
+        prefetch=prefetch,
     )
     if log_format is not None:
         if log_format not in LOG_FORMATS:

@@ -355,8 +355,9 @@ def test_sigterm_with_a_batch_open_and_a_receive_in_flight(
     bodies, users = fault_bodies("sigterm", 600)
     publish(sqs, fault_queues[0], bodies)
     gate = tmp_path / "gate"
-    # Worker 1 holds its batch in an open transaction; worker 2's receive comes back and is
-    # held before consume looks at its stop flag: the answer reaches it after the signal.
+    # The worker holds its batch in an open transaction; its receiver's next receive (the
+    # prefetch) comes back and is held before consume looks at its stop flag: the answer
+    # reaches it after the signal.
     # Visibility 120 s: only an explicit release makes a message visible again in this test.
     worker = consume_process(
         env_for(
@@ -366,7 +367,7 @@ def test_sigterm_with_a_batch_open_and_a_receive_in_flight(
         ),
         "--follow",
         "--workers",
-        "2",
+        "1",
         "--batch-size",
         "10",
         "--visibility-timeout",
