@@ -326,7 +326,9 @@ BEGIN
     {_CUTOFF}
     RETURN QUERY
     SELECT o.partition, o.month,
-           coalesce((SELECT m.logins FROM public.rollup_months m WHERE m.month = o.month), 0),
+           coalesce((SELECT m.logins FROM public.rollup_months m WHERE m.month = o.month), 0)
+           + coalesce((SELECT pg_catalog.sum(p.sign) FROM public.rollup_pending p
+                       WHERE p.create_date >= o.month AND p.create_date < o.upper_bound), 0),
            v_cutoff
     FROM public.loginetl_old_partitions(v_cutoff) o
     UNION ALL
