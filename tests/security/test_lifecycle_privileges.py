@@ -88,7 +88,8 @@ def test_new_definer_functions_pin_search_path() -> None:
 
     path = Path(__file__).parents[2] / "migrations/versions/0012_privacy_lifecycle.py"
     spec = importlib.util.spec_from_file_location("m0012", path)
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for signature, (definition, _) in module.FUNCTIONS.items():
@@ -117,12 +118,14 @@ def test_forget_acts_only_after_a_committed_request_of_the_same_user(
     with attack("eraser: forget without any audit row", "refused"):
         _refused(eraser, "SELECT * FROM loginetl_forget(424242, 'user-w-0')")
     with attack("eraser: request and forget in one transaction (request not committed)"):
-        with session(eraser) as conn, pytest.raises(DBAPIError) as caught:
+        with session(eraser) as conn:
             seq = conn.execute(
                 text("SELECT audit_seq FROM loginetl_forget_request('user-w-0', :r, NULL, NULL)"),
                 {"r": REASON},
             ).scalar_one()
-            conn.execute(text("SELECT * FROM loginetl_forget(:s, 'user-w-0')"), {"s": seq})
+            forget = text("SELECT * FROM loginetl_forget(:s, 'user-w-0')")
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(forget, {"s": seq})
         assert getattr(caught.value.orig, "pgcode", None) == "42501"
     seq = sql(
         eraser,
@@ -141,10 +144,12 @@ def test_forget_acts_only_after_a_committed_request_of_the_same_user(
     assert _rows(world) == before
     # The committed request works, and the audit row of what it did follows it in the chain.
     done = sql(eraser, f"SELECT logins, audit_seq FROM loginetl_forget({seq}, 'user-w-0')")
-    assert done[0][0] == 1 and done[0][1] > seq
+    assert done[0][0] == 1
+    assert done[0][1] > seq
     chain = sql(world.owner, "SELECT seq, outcome, token FROM unmask_audit ORDER BY seq")
     outcomes = {s: o for s, o, _ in chain}
-    assert outcomes[seq] == "forget_requested" and outcomes[done[0][1]] == "forgotten"
+    assert outcomes[seq] == "forget_requested"
+    assert outcomes[done[0][1]] == "forgotten"
     assert all("user-w-0" not in t for _, _, t in chain)  # a keyed hash, never the id
     assert _rows(world) == before - 1
 
