@@ -21,7 +21,7 @@ from loginetl.errors import ConfigError, ServiceUnavailable
 from loginetl.services import db, failpoints, lifecycle, migrations
 
 TRIM_CHUNK = 50_000
-PURGE_CHUNK = 100_000
+PURGE_CHUNK = 10_000  # tokens a locked purge transaction judges: loads wait for it
 LOCK_ATTEMPTS = 40
 _KEEP = re.compile(r"^\s*(\d{1,4})\s*(mo|m|months?|y|years?)\s*$")
 

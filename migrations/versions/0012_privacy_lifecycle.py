@@ -138,8 +138,8 @@ BEGIN
     -- Judged into arrays, not a temporary table: a caller may have planted one.
     WITH batch AS (
         DELETE FROM public.vault_purge_candidates c
-        WHERE (c.pii_field, c.token) IN (SELECT k.pii_field, k.token
-                                         FROM public.vault_purge_candidates k LIMIT p_max)
+        WHERE c.ctid = ANY (ARRAY(SELECT k.ctid FROM public.vault_purge_candidates k
+                                  LIMIT p_max))
         RETURNING c.pii_field, c.token
     )
     SELECT coalesce(pg_catalog.array_agg(b.pii_field::text), '{{}}'),
@@ -174,7 +174,8 @@ BEGIN
            pg_catalog.count(*) FILTER (WHERE j.pii_field = 'device_id' AND j.referenced),
            (SELECT pg_catalog.count(*) FROM vault),
            (SELECT pg_catalog.count(*) FROM aliases),
-           (SELECT pg_catalog.count(*) FROM public.vault_purge_candidates)
+           (SELECT pg_catalog.count(*) FROM (SELECT 1 FROM public.vault_purge_candidates
+                                             LIMIT 1) more)  -- 1 while more remain
     FROM j;
 END $$
 """
