@@ -1,4 +1,4 @@
-"""Fault scenario 10: forget and retention apply killed with -9 mid-way, then rerun.
+"""The lifecycle fault scenario: forget and retention apply killed with -9 mid-way, then rerun.
 
 Each is killed inside a transaction that already removed rows (before its COMMIT):
 afterwards the rows, the vault and the rollups must agree, and a rerun must finish the
@@ -165,7 +165,7 @@ def test_kill_9_inside_forget_and_retention_then_rerun(
     assert outcomes_list.count("forgotten") == 1
     assert outcomes_list.count("retention_dropped") == 2
     result = account(
-        "10. kill -9 inside forget and inside retention apply, then rerun",
+        "lifecycle. kill -9 inside forget and inside retention apply, rerun",
         url,
         sqs,
         fault_queues,
