@@ -278,3 +278,39 @@ def test_retention_drops_exactly_the_old_months_while_consume_follows(
     assert "retention_purged" in audit
     unmasker = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker")}
     assert run(unmasker, "audit", "verify").exit_code == 0
+
+
+def test_lifecycle_commands_refuse_other_roles_bad_windows_and_a_missing_signing_key(
+    cli_env: dict[str, str],
+    settings: Settings,
+    login_role: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    url = settings.database_url
+    analyst = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_analyst")}
+    refused = run(analyst, "forget", "--user-id", "u1", "--reason", REASON, "--no-queues")
+    assert refused.exit_code == 3, refused.output
+    assert "loginetl_eraser" in refused.output
+    writer = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_writer")}
+    refused = run(writer, "retention", "apply", "--keep", "13mo")
+    assert refused.exit_code == 3, refused.output
+    assert "loginetl_maintainer" in refused.output
+    maintainer = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_maintainer")}
+    for keep in ("0mo", "13", "-1mo"):
+        bad = run(maintainer, "retention", "apply", "--keep", keep, "--dry-run")
+        assert bad.exit_code == 2, (keep, bad.output)
+    weak = run(maintainer, "retention", "apply", "--keep", "13mo", "--reason", "policy")
+    assert weak.exit_code == 2, weak.output
+    # Without the audit-signing key nothing is written: no audit row, no erasure.
+    unsigned = tmp_path / "no-signing-key"
+    unsigned.mkdir()
+    for name in (keys.HMAC_FILE, keys.PUBLIC_FILE, keys.PRIVATE_FILE):
+        (unsigned / name).write_bytes((settings.keys_dir / name).read_bytes())
+    eraser = {
+        **cli_env,
+        "LOGINETL_DATABASE_URL": login_role("loginetl_eraser"),
+        "LOGINETL_KEYS_DIR": str(unsigned),
+    }
+    missing = run(eraser, "forget", "--user-id", "u1", "--reason", REASON, "--no-queues")
+    assert missing.exit_code == 2, missing.output
+    assert owner_rows(url, "SELECT count(*) FROM unmask_audit")[0][0] == 0
