@@ -11,7 +11,19 @@ import typer
 from rich.text import Text
 from typer.core import TyperGroup
 
-from loginetl.cli import audit, consume, keys, migrate, peek, replay, seed, stats, unmask
+from loginetl.cli import (
+    audit,
+    consume,
+    forget,
+    keys,
+    migrate,
+    peek,
+    replay,
+    retention,
+    seed,
+    stats,
+    unmask,
+)
 from loginetl.cli.output import LOG_FORMATS, inert, setup_logging, stderr, stdout
 from loginetl.cli.state import State
 from loginetl.config import Settings
@@ -158,6 +170,8 @@ app.command("stats")(stats.stats_command)
 app.command("peek")(peek.peek_command)
 app.command("replay-dlq")(replay.replay_command)
 app.command("unmask")(unmask.unmask_command)
+app.command("forget")(forget.forget_command)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
+app.add_typer(retention.app, name="retention")

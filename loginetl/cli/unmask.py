@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # the action (SQLAlchemy, cryptography) is imported when the 
 _MESSAGES = {
     policy.MALFORMED_TOKEN: "is not a token (expected k<N>:<64 hex>)",
     policy.UNKNOWN_TOKEN: "is not in the vault",
+    policy.ERASED: "was erased (forget or retention purged its vault entry): it cannot be "
+    "recovered any more",
     policy.UNKNOWN_KEY_ID: "names an HMAC key id that never produced a stored token",
     policy.DECRYPT_FAILED: "would not decrypt with this private key (wrong key, or tampered)",
     policy.REFUSED_TOKEN_MISMATCH: "was refused: the vault's value does not hash to this token "

@@ -34,6 +34,7 @@ REVEALED: Final = "revealed"
 UNKNOWN_TOKEN: Final = "unknown_token"  # noqa: S105 - an outcome name, not a secret
 UNKNOWN_KEY_ID: Final = "unknown_key_id"
 MALFORMED_TOKEN: Final = "malformed_token"  # noqa: S105 - an outcome name
+ERASED: Final = "erased"  # forget or retention purged its vault entry (migration 0012)
 DECRYPT_FAILED: Final = "decrypt_failed"
 REFUSED_NO_VAULT_GRANT: Final = "refused_no_vault_grant"
 REFUSED_NO_PRIVATE_KEY: Final = "refused_no_private_key"

@@ -10,6 +10,9 @@
   crash_mid_delete:N         SIGKILL it after the Nth DeleteMessageBatch call, while the rest
                              of that batch is still in the queue
   crash_after_replay_send:N  SIGKILL replay-dlq after its Nth send, before the DLQ delete
+  crash_in_forget:N          SIGKILL forget inside its Nth erasure transaction, before COMMIT
+  crash_in_retention:N       SIGKILL retention apply inside its Nth partition, default-trim or
+                             purge transaction, before COMMIT
   sleep_before_commit:S      hold every batch's transaction open S seconds before COMMIT
   sleep_on_first_delivery:S  stall S seconds before loading a batch received for the first
                              time (past a short visibility timeout, it is redelivered meanwhile)

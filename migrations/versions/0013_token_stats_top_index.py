@@ -13,7 +13,7 @@ The build locks token_stats against writes (the fold waits; loads do not) for ab
 second per million tokens here.
 
 Revision ID: 0013
-Revises: 0011 (the integrator re-chains it after 0012)
+Revises: 0012
 Create Date: 2026-11-25
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 from loginetl.services.migrations import COMPAT_TABLE, declare_compatible
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,78 @@
+"""What forget and retention share: the reason check, the signer, audited transactions.
+
+Every audit row they write carries its signed head in the row's own transaction (as
+unmask's do), so ``audit verify`` finds no unsigned rows after signing began.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from loginetl.actions.unmask import operator_identity
+from loginetl.core import audit_chain
+from loginetl.core import unmask_policy as policy
+from loginetl.errors import ConfigError, Refused
+from loginetl.services import audit, db, keys
+
+_INSUFFICIENT_PRIVILEGE = "42501"
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+class LockBusy(Exception):
+    """A lock was not granted within the function's lock_timeout (retry later)."""
+
+
+def check_reason(reason: str) -> None:
+    """The same bar as unmask: a reason an auditor can find the case by."""
+    problem = policy.reason_problem(reason)
+    if problem:
+        raise ConfigError(f"--reason: {problem}")
+
+
+@dataclass
+class SignedAudit:
+    """Opens transactions whose audit rows get their signed heads before COMMIT."""
+
+    engine: Engine
+    signer: Ed25519PrivateKey
+    operator: audit.Operator
+
+    @classmethod
+    def for_run(cls, engine: Engine, keys_dir: Path, reason: str) -> SignedAudit:
+        operator = audit.Operator(reason, *operator_identity())
+        return cls(engine, keys.load_audit_signer(keys_dir), operator)
+
+    def sign(self, conn: Connection, row: audit.Appended | None) -> None:
+        if row is not None:
+            audit.add_signed_head(conn, audit_chain.sign_head(self.signer, row.seq, row.row_hash))
+
+    @contextlib.contextmanager
+    def transaction(self, what: str) -> Iterator[Connection]:
+        """One transaction; a refusal by the database becomes Refused (exit 3)."""
+        with db.translate_errors(self.engine, what):
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except DBAPIError as error:
+                code = getattr(error.orig, "pgcode", None)
+                if code == _INSUFFICIENT_PRIVILEGE:
+                    raise Refused(f"the database refused: {db.describe(error)}") from None
+                if code == _LOCK_NOT_AVAILABLE:
+                    raise LockBusy(db.describe(error)) from None
+                raise
+
+
+def require_grant(engine: Engine, functions: tuple[str, ...], group: str) -> None:
+    """Refuse (exit 3) before any audit row if the role may not call the functions."""
+    with db.translate_errors(engine, "check grants"), engine.connect() as conn:
+        role = audit.current_role(conn)
+        allowed = all(audit.may_call(conn, f) for f in functions)
+    if not allowed:
+        raise Refused(f"database role {role!r} may not do this; ask for membership of {group}")
