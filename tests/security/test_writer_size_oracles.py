@@ -12,6 +12,7 @@ HMAC key on the consumer host, whether a guessed ip was ever seen.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg2
@@ -76,6 +77,55 @@ def test_wal_position_does_not_tell_the_writer_a_token_is_stored(
             return  # refused: the oracle is closed
         # The oracle: a stored token writes (next to) nothing, a new one a heap + index record.
         assert not (seen < 64 <= unseen), f"stored token: {seen} B of WAL, new token: {unseen} B"
+
+
+def _move(cur: psycopg2.extensions.cursor, world: World, tokens: list[str]) -> int:
+    """Move vault entries for ``tokens``; return the vault heap's size after, in bytes."""
+    sealer = VaultSealer(keys.load_public_key(world.keys_dir))
+    # Plaintexts as long as the stored ones, so every tuple is the same size.
+    entry = sealer.seal([PlainVaultEntry(t, "ip", "198.51.100.9") for t in tokens])
+    cur.copy_expert("COPY pg_temp.loginetl_staged_vault FROM STDIN", db._copy_vault(entry))
+    cur.execute("SELECT loginetl_move_staged(), pg_relation_size('public.pii_vault')")
+    return int(cur.fetchone()[1])  # type: ignore[index]
+
+
+def _fresh() -> str:
+    return "k1:" + uuid.uuid4().hex * 2  # a token of the stored length that no one wrote
+
+
+def _size_probe(conn: psycopg2.extensions.connection, world: World, guess: str) -> bool:
+    """The attack, page by page: True when ``guess`` is already in the vault.
+
+    Fill the heap's last page with fresh tokens until one slot is left, then move the
+    guess and one more fresh token: a new page appears only if both were inserted. All
+    in one transaction, rolled back after, so nothing the probe wrote stays.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT loginetl_prepare_staging()")
+        cur.execute("SELECT pg_relation_size('public.pii_vault')")
+        size = int(cur.fetchone()[0])  # type: ignore[index]
+        while (grown := _move(cur, world, [_fresh()])) == size:  # to a page's first tuple
+            pass
+        size, per_page = grown, 1
+        while (grown := _move(cur, world, [_fresh()])) == size:  # count a page's tuples
+            per_page += 1
+        for _ in range(per_page - 2):  # the new page: its first tuple, plus these
+            size = _move(cur, world, [_fresh()])
+        stored = _move(cur, world, [guess, _fresh()]) == size
+    conn.rollback()
+    return stored
+
+
+@pytest.mark.xfail(strict=True, reason=REASON)
+def test_file_size_does_not_tell_the_writer_a_token_is_stored(
+    world: World, writer_conn: psycopg2.extensions.connection
+) -> None:
+    with attack("writer: pii_vault's size around loginetl_move_staged, last page filled"):
+        try:
+            answers = [_size_probe(writer_conn, world, t) for t in (world.ip_tokens[0], _fresh())]
+        except psycopg2.errors.InsufficientPrivilege:
+            return  # refused: the oracle is closed
+        assert answers != [True, False], "the page fill told a stored token from a new one"
 
 
 @pytest.mark.xfail(strict=True, reason=REASON)
