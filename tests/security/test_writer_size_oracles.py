@@ -29,7 +29,7 @@ REASON = (
     "pg_current_wal_*lsn and the pg_*_size functions from PUBLIC in a new migration "
     "(as 0010 did for pg_stat_get_*), and no migration number was allotted to this review"
 )
-TRIALS = 15
+TRIALS = 30
 
 
 @pytest.fixture
@@ -75,8 +75,9 @@ def test_wal_position_does_not_tell_the_writer_a_token_is_stored(
             unseen = min(_wal_delta(writer_conn, world, fresh) for _ in range(TRIALS))
         except psycopg2.errors.InsufficientPrivilege:
             return  # refused: the oracle is closed
-        # The oracle: a stored token writes (next to) nothing, a new one a heap + index record.
-        assert not (seen < 64 <= unseen), f"stored token: {seen} B of WAL, new token: {unseen} B"
+        # The oracle: a stored token writes nothing, a new one a heap and an index record
+        # (~400 B here); the least of several tries leaves out other sessions' WAL.
+        assert not seen < unseen, f"stored token: {seen} B of WAL, new token: {unseen} B"
 
 
 def _move(cur: psycopg2.extensions.cursor, world: World, tokens: list[str]) -> int:
