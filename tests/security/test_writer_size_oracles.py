@@ -24,11 +24,6 @@ from loginetl.core.vault_crypto import PlainVaultEntry, VaultSealer
 from loginetl.services import db, keys
 from tests.security.conftest import World, attack
 
-REASON = (
-    "a presence oracle the 0010 revoke does not cover: closing it means revoking "
-    "pg_current_wal_*lsn and the pg_*_size functions from PUBLIC in a new migration "
-    "(as 0010 did for pg_stat_get_*), and no migration number was allotted to this review"
-)
 TRIALS = 30
 
 
@@ -62,7 +57,6 @@ def _wal_delta(conn: psycopg2.extensions.connection, world: World, token: str) -
     return delta
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_wal_position_does_not_tell_the_writer_a_token_is_stored(
     world: World, writer_conn: psycopg2.extensions.connection
 ) -> None:
@@ -117,7 +111,6 @@ def _size_probe(conn: psycopg2.extensions.connection, world: World, guess: str) 
     return stored
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 def test_file_size_does_not_tell_the_writer_a_token_is_stored(
     world: World, writer_conn: psycopg2.extensions.connection
 ) -> None:
@@ -129,7 +122,6 @@ def test_file_size_does_not_tell_the_writer_a_token_is_stored(
         assert answers != [True, False], "the page fill told a stored token from a new one"
 
 
-@pytest.mark.xfail(strict=True, reason=REASON)
 @pytest.mark.parametrize(
     "function",
     [
