@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -277,13 +276,8 @@ def seed_style_baseline(bench: Bench, bodies: list[str]) -> float:
 
 def _rollup_rebuild() -> str:
     """Migration 0011's rebuild of every rollup from user_logins (the bench's backfill)."""
-    path = ROOT / "migrations" / "versions" / "0011_signed_rollups.py"
-    spec = importlib.util.spec_from_file_location("loginetl_migration_0011", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.REBUILD)
+    revision = migrations.load_revision(ROOT / "migrations" / "versions" / "0011_signed_rollups.py")
+    return str(revision.REBUILD)
 
 
 def populate(database: str, rows: int) -> None:

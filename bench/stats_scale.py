@@ -171,15 +171,9 @@ def _autovacuum(conn: Connection, enabled: bool) -> None:
 
 def _rollup_rebuild() -> str:
     """Migration 0011's rebuild of every rollup from user_logins."""
-    import importlib.util
+    from loginetl.services.migrations import load_revision
 
-    path = ROOT / "migrations" / "versions" / "0011_signed_rollups.py"
-    spec = importlib.util.spec_from_file_location("loginetl_migration_0011", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return str(module.REBUILD)
+    return str(load_revision(ROOT / "migrations" / "versions" / "0011_signed_rollups.py").REBUILD)
 
 
 def populate(url: str, rows: int) -> dict[str, float]:

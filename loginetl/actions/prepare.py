@@ -1,7 +1,7 @@
 """From received messages to a prepared batch: the one path ``consume`` and the Lambda share.
 
 verify loginetl's attributes (``trust_all``) -> unwrap, parse, validate, mask, seal
-(``prepare_all``, the single place a body becomes a row) -> if that fails unexpectedly,
+(``core.batch.prepare_batch``, the one place a body becomes a row) -> if that fails unexpectedly,
 the same one message at a time, so a bug costs only the message that trips it
 (``prepare_isolating``).
 """
@@ -44,27 +44,6 @@ def trust_all(
     return trusted, forged
 
 
-def prepare_all(
-    messages: Sequence[InboundMessage],
-    *,
-    masker: Masker,
-    sealer: VaultSealer,
-    known_tokens: set[str] | frozenset[str] = frozenset(),
-    max_body_bytes: int = MAX_BODY_BYTES,
-    envelope: EnvelopeMode = "auto",
-) -> PreparedBatch:
-    """Unwrap, parse, validate, mask and seal: where every body consume or the Lambda takes
-    becomes a row or a reject."""
-    return prepare_batch(
-        messages,
-        masker=masker,
-        sealer=sealer,
-        known_tokens=known_tokens,
-        max_body_bytes=max_body_bytes,
-        envelope=envelope,
-    )
-
-
 def prepare_isolating(
     messages: Sequence[InboundMessage],
     *,
@@ -77,7 +56,7 @@ def prepare_isolating(
     """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
 
     def prepare(some: Sequence[InboundMessage]) -> PreparedBatch:
-        return prepare_all(
+        return prepare_batch(
             some,
             masker=masker,
             sealer=sealer,
@@ -88,8 +67,11 @@ def prepare_isolating(
 
     try:
         return prepare(messages)
-    except Exception:
-        log.exception("preparing a batch failed; preparing its messages one at a time")
+    except Exception as error:  # its text may quote a value: the type only, never the message
+        log.error(
+            "preparing a batch failed (%s); preparing its messages one at a time",
+            type(error).__name__,
+        )
     good: list[InboundMessage] = []
     broken: list[RejectedMessage] = []
     for message in messages:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib.util
 import re
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, text
@@ -154,6 +157,16 @@ def require_head(engine: Engine) -> SchemaStatus:
             "run: loginetl migrate upgrade"
         )
     return current
+
+
+def load_revision(path: Path) -> ModuleType:
+    """An earlier revision's module, for SQL a later one restores or reuses (frozen text)."""
+    spec = importlib.util.spec_from_file_location(f"loginetl_revision_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def declare_compatible(revision: str, compatible_with: str) -> None:

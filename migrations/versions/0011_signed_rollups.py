@@ -34,13 +34,12 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 from alembic import op
 
-from loginetl.services.migrations import COMPAT_TABLE, declare_compatible
+from loginetl.services.migrations import COMPAT_TABLE, declare_compatible, load_revision
 
 revision = "0011"
 down_revision = "0010"
@@ -294,13 +293,7 @@ def upgrade() -> None:
 
 def _revision_0008() -> ModuleType:
     """0008's module, for the function definitions the downgrade restores."""
-    path = Path(__file__).with_name("0008_writer_least_privilege.py")
-    spec = importlib.util.spec_from_file_location("loginetl_migration_0008", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_revision(Path(__file__).with_name("0008_writer_least_privilege.py"))
 
 
 def downgrade() -> None:

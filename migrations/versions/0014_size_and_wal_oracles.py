@@ -24,7 +24,6 @@ Create Date: 2026-11-25
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from types import ModuleType
@@ -32,7 +31,7 @@ from types import ModuleType
 from alembic import op
 from sqlalchemy import text
 
-from loginetl.services.migrations import COMPAT_TABLE, declare_compatible
+from loginetl.services.migrations import COMPAT_TABLE, declare_compatible, load_revision
 
 revision = "0014"
 down_revision = "0013"
@@ -63,13 +62,7 @@ log = logging.getLogger(__name__)
 
 def _revision_0010() -> ModuleType:
     """0010's module: who keeps the functions, and the superuser check, as it decided them."""
-    path = Path(__file__).with_name("0010_rederiver_and_side_channels.py")
-    spec = importlib.util.spec_from_file_location("loginetl_migration_0010", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_revision(Path(__file__).with_name("0010_rederiver_and_side_channels.py"))
 
 
 def dba_statement(granted: str) -> str:
