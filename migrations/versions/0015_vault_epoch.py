@@ -8,11 +8,12 @@ a value again loaded a row whose token had no vault entry (joinable, not recover
 - ``vault_epoch`` is a sequence the purge advances (nextval) before it deletes a vault
   entry. Sequences are not transactional: every session sees the new value at once,
   whatever its isolation level or snapshot.
-- The purge takes the advisory lock ``loginetl.vault_epoch`` exclusive (forget takes it
-  before it deletes the user's rows); ``loginetl_move_staged()`` takes it shared before it
-  writes anything. A move and a purge never overlap: a move that started first commits
-  first and its rows count as references when the purge judges; a move that waited reads
-  the advanced epoch.
+- The purge (``loginetl_purge_candidates``, which forget and retention call) takes the
+  advisory lock ``loginetl.vault_epoch`` exclusive before it judges which tokens are
+  unreferenced; ``loginetl_move_staged()`` takes it shared before it writes anything. A
+  move and a purge never overlap: a move that started first commits first and its rows
+  count as references when the purge judges; a move that waited reads the advanced epoch.
+  Forget's delete of the user's rows (a scan of the table) does not hold it: loads go on.
 - A consumer reads the epoch (``loginetl_vault_epoch()``) when it (re)fills its cache and
   sets ``loginetl.vault_epoch`` (``set_config(..., true)``) in each batch transaction. If a
   purge has happened since, the move raises SQLSTATE LE001 and writes nothing; the
@@ -109,11 +110,9 @@ def definitions() -> dict[str, tuple[str, str]]:
     move = _patched(move, "    WITH vault AS (\n", _CHECK, before=True)
     purge = _patched(r0012.PURGE, _ROLLUPS_LOCK, _EXCLUSIVE)
     purge = _patched(purge, "    RETURN QUERY\n    WITH j AS (\n", _BUMP, before=True)
-    forget = _patched(r0012.FORGET, _ROLLUPS_LOCK, _EXCLUSIVE)
     return {
         "loginetl_move_staged()": (move, r0011.MOVE_STAGED),
         "loginetl_purge_candidates(integer, bigint)": (_or_replace(purge), r0012.PURGE),
-        "loginetl_forget(bigint, text)": (_or_replace(forget), r0012.FORGET),
     }
 
 
