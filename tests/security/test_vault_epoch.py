@@ -6,6 +6,8 @@ Played as an attacker holding a loginetl_writer login and talking SQL directly.
 from __future__ import annotations
 
 import io
+import threading
+import time
 from collections.abc import Callable
 
 import psycopg2
@@ -155,3 +157,45 @@ def test_a_move_holds_the_epoch_lock_shared_until_it_commits(
             cursor.execute("COMMIT")
     finally:
         conn.close()
+
+
+def test_a_move_that_waited_behind_a_purge_is_refused_when_the_purge_commits(
+    writer: str, database_url: str
+) -> None:
+    """Interleaving: the writer read the epoch, a purge began, the writer's move came.
+    The move waits for the purge (the lock), then sees the epoch it advanced: refused."""
+    conn = connect(writer)
+    epoch = epoch_of(conn)
+    purger = sqlalchemy.create_engine(database_url).connect()
+    outcome: list[tuple[str | None, object]] = []
+    try:
+        purging = purger.begin()
+        purger.exec_driver_sql(
+            "INSERT INTO pii_vault (token, pii_field, recipient, ephemeral_public_key, "
+            f"nonce, ciphertext) VALUES ('{ERASED}', 'ip', 'r', '\\x00', '\\x00', '\\x00')"
+        )
+        purger.exec_driver_sql(f"INSERT INTO vault_purge_candidates VALUES ('ip', '{ERASED}')")
+        assert (
+            purger.exec_driver_sql(
+                "SELECT ip_purged FROM loginetl_purge_candidates(10, 0)"
+            ).scalar_one()
+            == 1
+        )
+        # The writer's batch, prepared with ERASED cached (no vault entry staged for it).
+        mover = threading.Thread(
+            target=lambda: outcome.append(move(conn, epoch, login("w", ERASED)))
+        )
+        mover.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        deadline = time.monotonic() + 10
+        while owner_scalar(database_url, waiting) == 0:
+            assert time.monotonic() < deadline, "the move did not wait for the purge"
+            time.sleep(0.05)
+        assert not outcome
+        purging.commit()
+        mover.join(10)
+    finally:
+        purger.close()
+        conn.close()
+    assert outcome == [(STALE, None)]
+    assert owner_scalar(database_url, "SELECT count(*) FROM user_logins") == 0
