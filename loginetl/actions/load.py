@@ -127,8 +127,9 @@ class Loader:
         """
         if not batch.rows:
             return Loaded(0, [], [])
+        committed: list[int] = []  # rows new in each committed part (bisection)
         try:
-            return self._load(batch, cache)
+            return self._load(batch, cache, committed)
         except _VaultEpochStale:
             with self._cache_lock:
                 if self._cache is cache:
@@ -139,12 +140,15 @@ class Loader:
                 ) from None
         log.info("vault entries were purged since the token cache was filled; sealing again")
         fresh = reseal(batch.loadable)  # the same messages: the same rows, every value sealed
-        return self._load(replace(batch, vault_entries=fresh.vault_entries), None)
+        # Unchecked: every value is staged. Parts committed before the refusal (a bisection
+        # half) come back as duplicates; they were new when they committed.
+        again = self._load(replace(batch, vault_entries=fresh.vault_entries), None, [])
+        return replace(again, inserted=again.inserted + sum(committed))
 
-    def _load(self, batch: PreparedBatch, cache: VaultCache | None) -> Loaded:
+    def _load(self, batch: PreparedBatch, cache: VaultCache | None, committed: list[int]) -> Loaded:
         vault = {e.token: e for e in batch.vault_entries}
         refused: dict[str, Rejection] = {}
-        inserted = self._write_isolating(batch.rows, vault, refused, cache)
+        inserted = self._write_isolating(batch.rows, vault, refused, cache, committed)
         return Loaded(
             inserted,
             [m for m in batch.loadable if m.idempotency_key not in refused],
@@ -161,18 +165,21 @@ class Loader:
         vault: dict[str, SealedVaultEntry],
         refused: dict[str, Rejection],
         cache: VaultCache | None,
+        committed: list[int],
     ) -> int:
         """Write rows; when they are refused as data, bisect until the offenders are alone."""
         try:
-            return self._write(rows, vault, cache)
+            inserted = self._write(rows, vault, cache)
+            committed.append(inserted)
+            return inserted
         except _RowsRejected as rejected:
             if len(rows) == 1:
                 refused[rows[0].idempotency_key] = rejected.rejection
                 return 0
         middle = len(rows) // 2
-        return self._write_isolating(rows[:middle], vault, refused, cache) + self._write_isolating(
-            rows[middle:], vault, refused, cache
-        )
+        return self._write_isolating(
+            rows[:middle], vault, refused, cache, committed
+        ) + self._write_isolating(rows[middle:], vault, refused, cache, committed)
 
     def _write(
         self,
