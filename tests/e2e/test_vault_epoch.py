@@ -77,7 +77,7 @@ def test_a_following_consumer_seals_a_value_again_after_forget_purged_it(
         code, summary, err = finish(follow)
     assert code == 0, err
     assert summary["loaded"] == 3  # nothing lost, nothing dead-lettered
-    assert summary.get("dead_lettered", {}) in ({}, 0)
+    assert summary["dead_lettered"] == 0
     assert in_vault(url, token) == set(token.values())  # sealed again: recoverable
     unmasker = {**cli_env, "LOGINETL_DATABASE_URL": login_role("loginetl_unmasker")}
     shown = run(unmasker, "unmask", token[IP], "--reason", "INC-90 check the reseal")
