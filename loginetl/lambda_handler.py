@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -214,13 +215,11 @@ class Outcome:
 def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> Outcome:
     """consume's steps for one event's records; raise when the batch could not commit."""
     trusted, forged = trust_all(messages, rt.attribute_keys)
-    batch = prepare_isolating(
-        trusted,
-        masker=rt.masker,
-        sealer=rt.sealer,
-        known_tokens=rt.loader.vault_cache,
-        envelope=rt.settings.envelope,
+    cache = rt.loader.cache()  # a purge since it was filled: the load seals again
+    prepare = partial(
+        prepare_isolating, masker=rt.masker, sealer=rt.sealer, envelope=rt.settings.envelope
     )
+    batch = prepare(trusted, known_tokens=cache.tokens)
     if fifo:
         # A reject too big for the DLQ will fail: on FIFO, neither load nor dead-letter it
         # or anything after it (those are reported as failed, as AWS requires).
@@ -231,7 +230,7 @@ def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> 
             rejected=[r for r in batch.rejected if r.message.message_id not in out],
         )
     try:
-        loaded = rt.loader.load(batch)
+        loaded = rt.loader.load(batch, cache=cache, reseal=prepare)
     except Fatal as fatal:  # nothing was dead-lettered yet: the whole batch is retried
         raise fatal.error from None
     failpoints.hit("crash_after_commit")

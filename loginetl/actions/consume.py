@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from loginetl.actions.acknowledge import Acknowledger, DeadLettered
-from loginetl.actions.load import Loader
+from loginetl.actions.load import Loader, VaultCache
 from loginetl.actions.prefetch import Inline, Prefetcher
 from loginetl.actions.prepare import prepare_isolating, trust_all
 from loginetl.actions.retry_policy import Fatal, Outage
@@ -525,7 +525,8 @@ class Consumer:
             trusted = self._trust(messages)
             if self.fifo:
                 trusted = in_group_order(trusted)
-            batch = self._prepare(trusted)
+            cache = self.loader.cache()
+            batch = self._prepare(trusted, cache.tokens)
             early = DeadLettered([], Counter(), 0)
             if self.fifo:
                 # A group's reject goes to the DLQ before its later messages commit; one the
@@ -536,7 +537,7 @@ class Consumer:
                 taken = {m.message_id for m in early.accepted}
                 held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]
                 batch = replace(without(batch, held_back), rejected=[])
-            loaded, refused = self._load(batch)
+            loaded, refused = self._load(batch, cache)
             dead = self.acknowledger.dead_letter([*batch.rejected, *refused])
         except Fatal:
             hold.release()
@@ -570,20 +571,26 @@ class Consumer:
             self._tally.add(forged_attributes_ignored=forged)
         return trusted
 
-    def _prepare(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
+    def _prepare(
+        self,
+        messages: Sequence[InboundMessage],
+        known_tokens: set[str] | frozenset[str] = frozenset(),
+    ) -> PreparedBatch:
         """Prepare the batch (actions/prepare.py: the path the Lambda handler shares)."""
         return prepare_isolating(
             messages,
             masker=self.masker,
             sealer=self.sealer,
-            known_tokens=self.loader.vault_cache,
+            known_tokens=known_tokens,
             max_body_bytes=self.options.max_body_bytes,
             envelope=self.envelope,
         )
 
-    def _load(self, batch: PreparedBatch) -> tuple[list[InboundMessage], list[RejectedMessage]]:
+    def _load(
+        self, batch: PreparedBatch, cache: VaultCache
+    ) -> tuple[list[InboundMessage], list[RejectedMessage]]:
         """Write the rows; return the messages now safe to delete and those refused as data."""
-        loaded = self.loader.load(batch)
+        loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)
         self._record_lag(loaded.messages)
         failpoints.hit("crash_after_commit")
         self._tally.add(

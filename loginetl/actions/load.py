@@ -7,6 +7,12 @@ they come back as rejects (``rejected_by_database``, detail: SQLSTATE and constr
 never a value) and everything else loads. k bad rows in n cost about k * log2(n) extra
 transactions. An error that is not the database's (a bug tripped by one row) is isolated
 the same way and rejected ``preparation_failed``, so it cannot loop on innocent messages.
+
+The vault cache: tokens whose vault entries this process saw committed are not sealed
+again. ``forget`` and ``retention apply`` delete vault entries, so a cache is tied to the
+vault epoch read when it was empty (migration 0015); the database refuses a batch whose
+epoch a purge has advanced since. The batch is then sealed again from its messages (every
+value, none cached) and written once more, and the cache starts afresh.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 
@@ -45,6 +51,22 @@ class _RowsRejected(Exception):
         self.rejection = rejection
 
 
+class _VaultEpochStale(Exception):
+    """A purge of vault entries happened since the batch's cache was filled."""
+
+
+@dataclass(frozen=True, eq=False)
+class VaultCache:
+    """Tokens whose vault entries were committed after ``epoch`` was read.
+
+    ``epoch`` None: it could not be read; such a cache stays empty and checks nothing.
+    Compared by identity: a batch prepared with one cache is remembered only into it.
+    """
+
+    tokens: set[str]
+    epoch: int | None
+
+
 @dataclass(frozen=True)
 class Loaded:
     """What a batch's write came to."""
@@ -69,15 +91,64 @@ class Loader:
         self.stop = stop
         self.new_outage = new_outage
         self.wait_out = wait_out
-        self.vault_cache: set[str] = set()  # tokens whose vault entry is committed
+        self._cache_lock = threading.Lock()
+        self._cache: VaultCache | None = None  # None: read the epoch before the next batch
 
-    def load(self, batch: PreparedBatch) -> Loaded:
-        """Write the batch's rows; raise Fatal only for what no retry or split can cure."""
+    @property
+    def vault_cache(self) -> set[str]:
+        """The current cache's tokens (prepare with cache() to have them checked)."""
+        return self.cache().tokens
+
+    def cache(self) -> VaultCache:
+        """The cache to prepare a batch with; pass it to load() with the batch."""
+        with self._cache_lock:
+            if self._cache is None:
+                try:
+                    epoch: int | None = db.vault_epoch(self.engine)
+                except Exception as error:
+                    if not db.is_database_error(error):
+                        raise
+                    log.warning("reading the vault epoch failed (%s)", db.describe(error))
+                    return VaultCache(set(), None)  # everything sealed, nothing checked
+                self._cache = VaultCache(set(), epoch)
+            return self._cache
+
+    def load(
+        self,
+        batch: PreparedBatch,
+        *,
+        cache: VaultCache | None = None,
+        reseal: Callable[[Sequence[InboundMessage]], PreparedBatch] | None = None,
+    ) -> Loaded:
+        """Write the batch's rows; raise Fatal only for what no retry or split can cure.
+
+        ``cache`` is the one the batch was prepared with (its epoch is checked);
+        ``reseal`` prepares messages again with nothing cached, for when it is stale.
+        """
         if not batch.rows:
             return Loaded(0, [], [])
+        committed: list[int] = []  # rows new in each committed part (bisection)
+        try:
+            return self._load(batch, cache, committed)
+        except _VaultEpochStale:
+            with self._cache_lock:
+                if self._cache is cache:
+                    self._cache = None
+            if reseal is None:
+                raise Fatal(
+                    LoginetlError("a stale vault cache and nothing to reseal with")
+                ) from None
+        log.info("vault entries were purged since the token cache was filled; sealing again")
+        fresh = reseal(batch.loadable)  # the same messages: the same rows, every value sealed
+        # Unchecked: every value is staged. Parts committed before the refusal (a bisection
+        # half) come back as duplicates; they were new when they committed.
+        again = self._load(replace(batch, vault_entries=fresh.vault_entries), None, [])
+        return replace(again, inserted=again.inserted + sum(committed))
+
+    def _load(self, batch: PreparedBatch, cache: VaultCache | None, committed: list[int]) -> Loaded:
         vault = {e.token: e for e in batch.vault_entries}
         refused: dict[str, Rejection] = {}
-        inserted = self._write_isolating(batch.rows, vault, refused)
+        inserted = self._write_isolating(batch.rows, vault, refused, cache, committed)
         return Loaded(
             inserted,
             [m for m in batch.loadable if m.idempotency_key not in refused],
@@ -93,21 +164,33 @@ class Loader:
         rows: Sequence[LoginRow],
         vault: dict[str, SealedVaultEntry],
         refused: dict[str, Rejection],
+        cache: VaultCache | None,
+        committed: list[int],
     ) -> int:
         """Write rows; when they are refused as data, bisect until the offenders are alone."""
         try:
-            return self._write(rows, vault)
+            inserted = self._write(rows, vault, cache)
+            committed.append(inserted)
+            return inserted
         except _RowsRejected as rejected:
             if len(rows) == 1:
                 refused[rows[0].idempotency_key] = rejected.rejection
                 return 0
         middle = len(rows) // 2
-        return self._write_isolating(rows[:middle], vault, refused) + self._write_isolating(
-            rows[middle:], vault, refused
-        )
+        return self._write_isolating(
+            rows[:middle], vault, refused, cache, committed
+        ) + self._write_isolating(rows[middle:], vault, refused, cache, committed)
 
-    def _write(self, rows: Sequence[LoginRow], vault: dict[str, SealedVaultEntry]) -> int:
+    def _write(
+        self,
+        rows: Sequence[LoginRow],
+        vault: dict[str, SealedVaultEntry],
+        cache: VaultCache | None,
+    ) -> int:
         """One transaction, retried with back-off while transient (the heartbeat hides it)."""
+        # Remembered only into a cache whose epoch was read before this write: any purge
+        # after that read makes the cache stale, whatever it holds.
+        target = cache or self._cache
         entries = [
             vault[token]
             for token in dict.fromkeys(t for r in rows for t in (r.masked_ip, r.masked_device_id))
@@ -116,8 +199,12 @@ class Loader:
         outage: Outage | None = None
         while True:
             try:
-                inserted = db.write_batch(self.engine, rows, entries)
+                inserted = db.write_batch(
+                    self.engine, rows, entries, vault_epoch=cache.epoch if cache else None
+                )
             except Exception as error:
+                if db.is_vault_epoch_stale(error):
+                    raise _VaultEpochStale from None
                 kind = db.classify(error) if db.is_database_error(error) else "row"
                 if kind == "data":
                     raise _RowsRejected(
@@ -142,10 +229,13 @@ class Loader:
                 outage = outage or self.new_outage()
                 self.wait_out(outage, wrapped)
                 continue
-            self._remember(entries)
+            self._remember(entries, target)
             return inserted
 
-    def _remember(self, entries: Sequence[SealedVaultEntry]) -> None:
-        if len(self.vault_cache) > VAULT_CACHE_LIMIT:
-            self.vault_cache.clear()
-        self.vault_cache.update(e.token for e in entries)
+    def _remember(self, entries: Sequence[SealedVaultEntry], cache: VaultCache | None) -> None:
+        with self._cache_lock:
+            if cache is None or cache is not self._cache or cache.epoch is None:
+                return  # emptied (or replaced) meanwhile: its epoch may postdate this write
+            if len(cache.tokens) > VAULT_CACHE_LIMIT:
+                cache.tokens.clear()
+            cache.tokens.update(e.token for e in entries)

@@ -209,6 +209,11 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
 # between is fine.
 _PREPARE_STAGING = "SELECT public.loginetl_prepare_staging()"
 _MOVE_STAGED = "SELECT public.loginetl_move_staged()"
+# Migration 0015: the vault epoch a batch's token cache was filled at; a move whose
+# epoch a purge has since advanced fails with VAULT_EPOCH_STALE and writes nothing.
+_SET_EPOCH = "SELECT pg_catalog.set_config('loginetl.vault_epoch', %s, true)"
+_EPOCH = "SELECT public.loginetl_vault_epoch()"
+VAULT_EPOCH_STALE = "LE001"
 # The fold (migration 0008's SECURITY DEFINER function, so the writer needs no right on
 # the rollups): take up to :limit pending rows, deleting them, and add them to the
 # rollups, under an advisory lock; NULL when another session holds it and :wait is false.
@@ -256,11 +261,18 @@ def _copy_vault(entries: Sequence[SealedVaultEntry]) -> io.StringIO:
 
 
 def write_batch(
-    engine: Engine, rows: Sequence[LoginRow], vault_entries: Sequence[SealedVaultEntry]
+    engine: Engine,
+    rows: Sequence[LoginRow],
+    vault_entries: Sequence[SealedVaultEntry],
+    *,
+    vault_epoch: int | None = None,
 ) -> int:
     """Insert rows and vault entries in one transaction; return how many rows were new.
 
     New rows are also queued in rollup_pending in the same transaction, for fold_rollups.
+    With ``vault_epoch`` (read by vault_epoch() when the caller's token cache was empty),
+    the database refuses the batch (SQLSTATE VAULT_EPOCH_STALE, see is_vault_epoch_stale)
+    if a purge of vault entries has happened since: some cached token may have lost its.
     """
     if not rows and not vault_entries:
         return 0
@@ -272,6 +284,8 @@ def write_batch(
                 "COPY pg_temp.loginetl_staged_vault FROM STDIN", _copy_vault(vault_entries)
             )
             cursor.copy_expert("COPY pg_temp.loginetl_staged_logins FROM STDIN", _copy_rows(rows))
+            if vault_epoch is not None:
+                cursor.execute(_SET_EPOCH, (str(vault_epoch),))
             cursor.execute(_MOVE_STAGED)
             inserted = cursor.fetchone()[0]  # type: ignore[index]  # count(*): always a row
             failpoints.hit("crash_before_commit")
@@ -280,6 +294,17 @@ def write_batch(
         finally:
             cursor.close()
     return int(inserted)
+
+
+def vault_epoch(engine: Engine) -> int:
+    """The vault epoch: advanced by every purge of vault entries (forget, retention)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(_EPOCH)).scalar_one())
+
+
+def is_vault_epoch_stale(error: BaseException) -> bool:
+    """True if a batch was refused because a purge happened since its cache was filled."""
+    return sqlstate(error) == VAULT_EPOCH_STALE
 
 
 def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> int | None:

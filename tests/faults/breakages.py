@@ -52,8 +52,9 @@ BREAKAGES = [
         "deleted only after its row is committed",
         FAULTS + "test_kill_9_mid_batch_then_rerun[crash_before_commit]",
         CONSUME,
-        "        loaded = self.loader.load(batch)\n",
-        "        self.sqs.delete(self.queue_url, batch.loadable); loaded = self.loader.load(batch)\n",
+        "        loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)\n",
+        "        self.sqs.delete(self.queue_url, batch.loadable); "
+        "loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)\n",
     ),
     Breakage(
         "key-per-delivery:after-commit",
