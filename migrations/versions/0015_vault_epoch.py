@@ -25,22 +25,21 @@ Consumers at 0009 and later run unchanged: a move without the setting is not che
 (it waits behind a purge as before; such a consumer still needs a restart after a purge).
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-11-25
 """
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 from alembic import op
 
-from loginetl.services.migrations import COMPAT_TABLE, declare_compatible
+from loginetl.services.migrations import COMPAT_TABLE, declare_compatible, load_revision
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -52,13 +51,7 @@ EPOCH_FUNCTION = "public.loginetl_vault_epoch()"
 
 def _revision(file: str) -> ModuleType:
     """An earlier migration's module, for the function definitions redefined here."""
-    path = Path(__file__).with_name(file)
-    spec = importlib.util.spec_from_file_location(f"loginetl_migration_{file[:4]}", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_revision(Path(__file__).with_name(file))
 
 
 def _patched(definition: str, anchor: str, addition: str, *, before: bool = False) -> str:

@@ -123,6 +123,7 @@ def test_every_migration_from_0009_declares_itself(engine: Engine) -> None:
         "0012": "0009",
         "0013": "0009",
         "0014": "0009",
+        "0015": "0009",
     }
 
 
