@@ -134,9 +134,10 @@ BREAKAGES = [
         "fold-keeps-pending",
         "a crash inside the fold counts every row once (the fold deletes what it folds)",
         FAULTS + "test_kill_9_inside_the_rollup_fold",
-        "migrations/versions/0008_writer_least_privilege.py",
-        "        DELETE FROM public.rollup_pending\n        WHERE ctid = ANY (ARRAY(SELECT ctid FROM public.rollup_pending LIMIT max_rows))\n        RETURNING user_id, masked_ip, masked_device_id, sent_at\n",
-        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM public.rollup_pending LIMIT max_rows\n",
+        # 0011 redefines the fold (and 0015 builds on 0011's move): break the live text.
+        "migrations/versions/0011_signed_rollups.py",
+        "        DELETE FROM public.rollup_pending\n        WHERE ctid = ANY",
+        "        UPDATE public.rollup_pending SET sign = sign\n        WHERE ctid = ANY",
     ),
     Breakage(
         "key-per-delivery:mid-delete",
@@ -150,9 +151,9 @@ BREAKAGES = [
         "fold-counts-skipped-rows",
         "the rollups count every loaded row once (never a skipped redelivery)",
         FAULTS + "test_kill_9_mid_batch_then_rerun[crash_after_commit]",
-        "migrations/versions/0008_writer_least_privilege.py",
-        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM new\n    )",
-        "        SELECT user_id, masked_ip, masked_device_id, sent_at FROM pg_temp.loginetl_staged_logins\n    )",
+        "migrations/versions/0011_signed_rollups.py",
+        "               app_version_raw, create_date, loaded_at, 1 FROM new\n    )",
+        "               app_version_raw, create_date, pg_catalog.now(), 1\n        FROM pg_temp.loginetl_staged_logins\n    )",
     ),
     Breakage(
         "nul-stored",
