@@ -40,6 +40,7 @@ class Breakage:
 
 
 CONSUME = "loginetl/actions/consume.py"
+LIFECYCLE = "migrations/versions/0012_privacy_lifecycle.py"
 RECEIPT_AS_KEY = (
     "core/batch.py",
     "        return self.envelope_id or self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
@@ -226,6 +227,22 @@ BREAKAGES = [
         "loginetl/actions/acknowledge.py",
         '            deduplication_id=deduplication_id("dead-letter", message),\n',
         "            deduplication_id=deduplication_id(str(now), message),\n",
+    ),
+    Breakage(
+        "forget-without-minus",
+        "forget leaves the rollups exact: removed rows leave the counts, killed or not",
+        "tests/faults/test_lifecycle_faults.py::test_kill_9_inside_forget_and_retention_then_rerun",
+        LIFECYCLE,
+        "               g.locale, g.app_version_raw, g.create_date, g.loaded_at, -1 FROM gone g\n",
+        "               g.locale, g.app_version_raw, g.create_date, g.loaded_at, -1 FROM gone g WHERE false\n",
+    ),
+    Breakage(
+        "retention-without-minus",
+        "retention leaves the rollups exact: a dropped month leaves the counts",
+        "tests/faults/test_lifecycle_faults.py::test_kill_9_inside_forget_and_retention_then_rerun",
+        LIFECYCLE,
+        "        'SELECT *, -1 FROM gone), '\n",
+        "        'SELECT *, -1 FROM gone WHERE false), '\n",
     ),
 ]
 
