@@ -1,0 +1,138 @@
+"""An attacker's second look at forget and retention (0012): ids, reasons, detached months."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from loginetl.services import db
+from tests.security.conftest import REASON, World, _masked, attack, run, sql
+
+pytestmark = pytest.mark.security
+
+# Ids that are not user-w-0 but look like it, match it as a pattern, or are degenerate.
+NOT_THE_USER = (
+    "%",
+    "user-w-%",
+    "user-w-_",
+    "user-w-0 ",
+    " user-w-0",
+    "USER-W-0",
+    "us\u0435r-w-0",  # Cyrillic small ie
+    "user\u2011w\u20110",  # non-breaking hyphens
+    "user-w-0\u200b",  # zero-width space
+    ".*",
+    "user-w-0' OR '1'='1",
+)
+
+
+@pytest.fixture
+def eraser(login_role: Callable[[str], str]) -> str:
+    return login_role("loginetl_eraser")
+
+
+@pytest.fixture
+def maintainer(login_role: Callable[[str], str]) -> str:
+    return login_role("loginetl_maintainer")
+
+
+def _logins(world: World) -> dict[str, int]:
+    rows = sql(world.owner, "SELECT user_id, count(*) FROM user_logins GROUP BY 1")
+    return {u: int(n) for u, n in rows}
+
+
+def _forget(url: str, user_id: str) -> int:
+    seq = sql(
+        url,
+        "SELECT audit_seq FROM loginetl_forget_request(:u, :r, NULL, NULL)",
+        {"u": user_id, "r": REASON},
+    )[0][0]
+    return int(
+        sql(url, "SELECT logins FROM loginetl_forget(:s, :u)", {"s": seq, "u": user_id})[0][0]
+    )
+
+
+def test_eraser_removes_exactly_one_user_id_never_a_pattern_or_lookalike(
+    world: World, eraser: str
+) -> None:
+    before = _logins(world)
+    assert before["user-w-0"] == 1
+    for user_id in NOT_THE_USER:
+        with attack(f"eraser: forget {user_id!a} (pattern, lookalike, padding) takes nobody"):
+            assert _forget(eraser, user_id) == 0
+    for user_id in ("", "x" * 129):
+        with attack(f"eraser: forget an id of length {len(user_id)}"):
+            with pytest.raises(DBAPIError) as caught:
+                _forget(eraser, user_id)
+            assert getattr(caught.value.orig, "pgcode", None) == "22023"
+    with attack("eraser: forget NULL"), pytest.raises(DBAPIError):
+        sql(eraser, "SELECT * FROM loginetl_forget(1, NULL)")
+    assert _logins(world) == before
+    # The refs of the lookalikes all differ from the real one's: no collision by folding.
+    refs = {
+        t for (t,) in sql(world.owner, "SELECT token FROM unmask_audit WHERE outcome = 'forgotten'")
+    }
+    assert len(refs) == len(NOT_THE_USER)
+
+
+def test_a_reason_naming_the_user_id_never_reaches_the_audit_log(world: World, eraser: str) -> None:
+    """The audit log holds a keyed hash of the user id; a reason must not undo that."""
+    env = world.env(eraser)
+    for reason in ("DSR-77 erase user-w-0 on request", "DSR-77 erasure for USER-W-0 please"):
+        with attack("eraser: the user id in clear through --reason"):
+            result = run(env, "forget", "--user-id", "user-w-0", "--reason", reason, "--no-queues")
+            assert result.exit_code == 2, result.output
+            assert "user-w-0" not in result.output.lower()
+    leaked = sql(
+        world.owner,
+        "SELECT count(*) FROM unmask_audit WHERE lower(concat(token, reason)) LIKE '%user-w-0%'",
+    )[0][0]
+    assert leaked == 0
+    assert _logins(world)["user-w-0"] == 1
+
+
+def test_forget_says_it_cannot_reach_months_retention_detached(
+    world: World, eraser: str, maintainer: str
+) -> None:
+    """A detached month is a plain table holding user ids in clear: forget cannot touch it."""
+    sql(
+        world.owner,
+        "CREATE TABLE public.user_logins_2020_01 PARTITION OF public.user_logins "
+        "FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')",
+    )
+    plain = {"203.0.113.9": f"device-{uuid.uuid4().hex[:8]}"}
+    rows, sealed, _ = _masked(world.keys_dir, plain, "old")
+    old = [dataclasses.replace(r, create_date=date(2020, 1, 15)) for r in rows]
+    engine = db.make_engine(world.writer)
+    try:
+        db.write_batch(engine, old, sealed)
+    finally:
+        engine.dispose()
+    seq = sql(
+        maintainer,
+        "SELECT audit_seq FROM loginetl_retention_request(1, :r, NULL, NULL)",
+        {"r": REASON},
+    )[0][0]
+    sql(maintainer, f"SELECT * FROM loginetl_retention_drop({seq}, 'user_logins_2020_01', true)")
+    result = run(
+        world.env(eraser),
+        "forget",
+        "--user-id",
+        "user-old-0",
+        "--reason",
+        REASON,
+        "--no-queues",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    # The row is still there, user id in clear: forget must say so rather than imply done.
+    left = sql(
+        world.owner, "SELECT count(*) FROM public.user_logins_2020_01 WHERE user_id = 'user-old-0'"
+    )[0][0]
+    assert left == 1
+    assert "detached" in result.output
