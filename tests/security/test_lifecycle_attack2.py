@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import date
 
 import pytest
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
+from loginetl.core.batch import LoginRow
+from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.services import db
 from tests.security.conftest import REASON, World, _masked, attack, run, sql
 
@@ -136,3 +141,83 @@ def test_forget_says_it_cannot_reach_months_retention_detached(
     )[0][0]
     assert left == 1
     assert "detached" in result.output
+
+
+def _load_open(conn: Connection, rows: list[LoginRow], sealed: list[SealedVaultEntry]) -> None:
+    """The writer's load (db.write_batch), its transaction left open for the caller."""
+    conn.execute(text("SELECT 1"))  # begin, so that conn.commit() commits the load
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(db._PREPARE_STAGING)
+        cursor.copy_expert("COPY pg_temp.loginetl_staged_vault FROM STDIN", db._copy_vault(sealed))
+        cursor.copy_expert("COPY pg_temp.loginetl_staged_logins FROM STDIN", db._copy_rows(rows))
+        cursor.execute(db._MOVE_STAGED)
+    finally:
+        cursor.close()
+
+
+def _in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            target()
+        except BaseException as error:  # re-raised by the test
+            errors.append(error)
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def _vault_has(world: World, token: str) -> bool:
+    return bool(
+        sql(world.owner, "SELECT count(*) FROM pii_vault WHERE token = :t", {"t": token})[0][0]
+    )
+
+
+@pytest.mark.parametrize("first", ["load", "forget"])
+def test_purge_never_deletes_the_vault_entry_of_a_token_a_concurrent_load_references(
+    world: World, eraser: str, first: str
+) -> None:
+    """user-w-0 is the only holder of an ip; a writer loads user-x-0 from the same ip while
+    forget erases user-w-0 (two sessions, each holding its transaction open in turn)."""
+    shared_ip = "198.51.100.1"  # user-w-0's
+    rows, sealed, values = _masked(world.keys_dir, {shared_ip: "device-x"}, "x")
+    token = rows[0].masked_ip
+    assert values[token] == shared_ip
+    assert _vault_has(world, token)
+    seq = sql(
+        eraser,
+        "SELECT audit_seq FROM loginetl_forget_request('user-w-0', :r, NULL, NULL)",
+        {"r": REASON},
+    )[0][0]
+    bounded = {"options": "-c statement_timeout=20000"}  # a deadlock fails, never hangs
+    writer = create_engine(world.writer, connect_args=bounded)
+    other = create_engine(eraser, connect_args=bounded)
+    try:
+        with writer.connect() as load, other.connect() as erase:
+            do_forget = lambda: erase.execute(  # noqa: E731
+                text("SELECT * FROM loginetl_forget(:s, 'user-w-0')"), {"s": seq}
+            ).one()
+            do_load = lambda: _load_open(load, rows, sealed)  # noqa: E731
+            held, (late, late_commit) = (
+                (load, (do_forget, erase)) if first == "load" else (erase, (do_load, load))
+            )
+            (do_load if first == "load" else do_forget)()
+            thread, errors = _in_thread(late)
+            time.sleep(1.0)
+            with attack(f"eraser: purge while a load is in flight ({first} first): it waits"):
+                assert thread.is_alive(), errors
+            held.commit()
+            thread.join(30)
+            assert not thread.is_alive()
+            assert not errors, errors
+            late_commit.commit()
+    finally:
+        writer.dispose()
+        other.dispose()
+    with attack(f"eraser: the purge deletes the vault entry a concurrent load needs ({first})"):
+        assert _logins(world).get("user-w-0") is None
+        assert _logins(world)["user-x-0"] == 1
+        assert _vault_has(world, token)
