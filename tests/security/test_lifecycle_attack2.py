@@ -221,3 +221,17 @@ def test_purge_never_deletes_the_vault_entry_of_a_token_a_concurrent_load_refere
         assert _logins(world).get("user-w-0") is None
         assert _logins(world)["user-x-0"] == 1
         assert _vault_has(world, token)
+
+
+def test_a_forget_by_raw_sql_that_skips_its_signed_heads_is_named_by_audit_verify(
+    world: World, eraser: str
+) -> None:
+    signed = run(
+        world.env(eraser), "forget", "--user-id", "user-w-1", "--reason", REASON, "--no-queues"
+    )
+    assert signed.exit_code == 0, signed.output
+    assert _forget(eraser, "user-w-0") == 1  # two audit rows, neither signed
+    head = sql(world.owner, "SELECT max(seq) FROM unmask_audit")[0][0]
+    with attack("eraser: erase by raw SQL and leave the rows unsigned", "detected"):
+        report = run(world.env(world.owner), "audit", "verify")
+        assert f"rows {head - 1}-{head} are unsigned" in report.output, report.output
