@@ -98,8 +98,8 @@ def forget(
         raise ConfigError("--user-id: a user id is 1 to 128 characters")
     if names_user(reason, user_id):
         raise ConfigError(
-            "--reason holds the user id: the audit log records the user only as a keyed "
-            "hash; cite the ticket instead"
+            "--reason contains the user id as a word, and the reason is stored in clear: the "
+            "audit log records the user only as a keyed hash; rephrase (e.g. the ticket alone)"
         )
     with db.engine_for(settings.database_url) as engine:
         migrations.require_head(engine)

@@ -235,3 +235,59 @@ def test_a_forget_by_raw_sql_that_skips_its_signed_heads_is_named_by_audit_verif
     with attack("eraser: erase by raw SQL and leave the rows unsigned", "detected"):
         report = run(world.env(world.owner), "audit", "verify")
         assert f"rows {head - 1}-{head} are unsigned" in report.output, report.output
+
+
+def test_dry_run_writes_nothing(world: World, eraser: str, maintainer: str) -> None:
+    def state() -> list[tuple[object, ...]]:
+        return sql(
+            world.owner,
+            "SELECT (SELECT count(*) FROM unmask_audit), (SELECT count(*) FROM user_logins), "
+            "(SELECT count(*) FROM pii_vault), (SELECT count(*) FROM erased_tokens), "
+            "(SELECT count(*) FROM rollup_pending), (SELECT count(*) FROM audit_heads)",
+        )
+
+    before = state()
+    forget = run(
+        world.env(eraser),
+        "forget", "--user-id", "user-w-0", "--reason", REASON, "--dry-run", "--no-queues",
+    )  # fmt: skip
+    assert forget.exit_code == 0, forget.output
+    retention = run(
+        world.env(maintainer),
+        "retention",
+        "apply",
+        "--keep",
+        "1mo",
+        "--reason",
+        REASON,
+        "--dry-run",
+    )
+    assert retention.exit_code == 0, retention.output
+    with attack("eraser/maintainer: --dry-run leaves a trace or removes something"):
+        assert state() == before
+
+
+def test_maintainer_cannot_steer_drop_through_a_partition_name(
+    world: World, maintainer: str
+) -> None:
+    """A real old partition whose name is SQL: only that partition goes."""
+    name = 'user_logins_x"; DROP TABLE public.pii_vault; --'
+    quoted = '"user_logins_x""; DROP TABLE public.pii_vault; --"'
+    sql(
+        world.owner,
+        f"CREATE TABLE public.{quoted} PARTITION OF public.user_logins "
+        "FOR VALUES FROM ('2019-01-01') TO ('2019-02-01')",
+    )
+    seq = sql(
+        maintainer,
+        "SELECT audit_seq FROM loginetl_retention_request(1, :r, NULL, NULL)",
+        {"r": REASON},
+    )[0][0]
+    with attack("maintainer: a partition name carrying SQL runs it"):
+        sql(
+            maintainer,
+            "SELECT * FROM loginetl_retention_drop(:s, :p, false)",
+            {"s": seq, "p": name},
+        )
+        assert sql(world.owner, "SELECT to_regclass('public.pii_vault') IS NOT NULL")[0][0]
+        assert sql(world.owner, "SELECT to_regclass(:q) IS NULL", {"q": f"public.{quoted}"})[0][0]
