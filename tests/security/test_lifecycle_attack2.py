@@ -291,3 +291,39 @@ def test_maintainer_cannot_steer_drop_through_a_partition_name(
         )
         assert sql(world.owner, "SELECT to_regclass('public.pii_vault') IS NOT NULL")[0][0]
         assert sql(world.owner, "SELECT to_regclass(:q) IS NULL", {"q": f"public.{quoted}"})[0][0]
+
+
+def test_retention_trims_old_rows_of_the_default_partition_with_their_rollups(
+    world: World, maintainer: str
+) -> None:
+    """A 2018 login lands in user_logins_default (no partition); retention takes it and
+    its counts, and leaves no user id behind in the rollups."""
+    rows, sealed, _ = _masked(world.keys_dir, {"203.0.113.77": "device-2018"}, "d")
+    old = [dataclasses.replace(r, create_date=date(2018, 3, 1)) for r in rows]
+    engine = db.make_engine(world.writer)
+    try:
+        db.write_batch(engine, old, sealed)
+        db.fold_rollups(engine, wait=True)
+    finally:
+        engine.dispose()
+    assert sql(world.owner, "SELECT count(*) FROM user_logins_default")[0][0] == 1
+    seq = sql(
+        maintainer,
+        "SELECT audit_seq FROM loginetl_retention_request(1, :r, NULL, NULL)",
+        {"r": REASON},
+    )[0][0]
+    assert (
+        sql(maintainer, f"SELECT logins FROM loginetl_retention_trim_default({seq}, 10)")[0][0] == 1
+    )
+    sql(maintainer, f"SELECT * FROM loginetl_retention_purge({seq}, 100)")
+    with attack("maintainer: default-partition rows trimmed but still counted or named"):
+        left = sql(
+            world.owner,
+            "SELECT (SELECT count(*) FROM user_stats WHERE user_id = 'user-d-0') "
+            "+ (SELECT count(*) FROM token_users WHERE user_id = 'user-d-0') "
+            "+ (SELECT count(*) FROM rollup_months WHERE month = '2018-03-01') "
+            "+ (SELECT count(*) FROM rollup_pending) "
+            "+ (SELECT count(*) FROM pii_vault WHERE token = :t)",
+            {"t": rows[0].masked_ip},
+        )[0][0]
+        assert left == 0
