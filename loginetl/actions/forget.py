@@ -11,6 +11,7 @@ finds nothing left the second time).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from loginetl.actions.lifecycle_common import SignedAudit, check_reason, require_grant
@@ -25,6 +26,8 @@ UNREACHABLE = (
     "they are consumed)",
     "messages in the DLQ (counted below, never printed: delete or replay them, then forget again)",
     "backups and replicas of the database, and anything exported from it",
+    "months `retention apply --detach` detached (plain tables holding user ids in clear: "
+    "drop them, or delete the user's rows there as their owner)",
 )
 
 
@@ -58,6 +61,13 @@ def _carries(body: str, user_id: str) -> bool:
     return isinstance(document, dict) and document.get("user_id") == user_id
 
 
+def names_user(reason: str, user_id: str) -> bool:
+    """True if the reason holds the user id as a word (case-insensitive): the audit log
+    keeps a keyed hash of the id, and the reason is stored in clear next to it."""
+    pattern = rf"(?<![^\W_]){re.escape(user_id.casefold())}(?![^\W_])"
+    return re.search(pattern, reason.casefold()) is not None
+
+
 def scan_dlq(settings: Settings, user_id: str, *, sample: int) -> DlqScan:
     """Count DLQ messages carrying the user id, releasing each at once (as peek does)."""
     sqs = SqsService.for_settings(settings)
@@ -86,6 +96,11 @@ def forget(
     check_reason(reason)
     if not 1 <= len(user_id) <= 128:
         raise ConfigError("--user-id: a user id is 1 to 128 characters")
+    if names_user(reason, user_id):
+        raise ConfigError(
+            "--reason contains the user id as a word, and the reason is stored in clear: the "
+            "audit log records the user only as a keyed hash; rephrase (e.g. the ticket alone)"
+        )
     with db.engine_for(settings.database_url) as engine:
         migrations.require_head(engine)
         require_grant(

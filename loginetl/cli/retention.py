@@ -33,7 +33,11 @@ def render(result: RetentionResult) -> list[Table | Text]:
     out.append(table)
     if not result.dry_run:
         p = result.purge
-        action = "detached (kept as tables with tokens only)" if result.detach else "dropped"
+        action = (
+            "detached (kept as plain tables: user ids in clear, tokens; forget cannot reach them)"
+            if result.detach
+            else "dropped"
+        )
         out.append(
             Text.assemble(
                 "partitions ", action, "; audited after request row ", inert(result.request_seq)
