@@ -105,6 +105,18 @@ _BOUND_USER = """
 """
 
 
+# The reason is stored in clear beside the user's keyed hash: naming the user there would
+# undo the hash (attacker review). The user id as a word, any case, as `forget` checks it.
+_REASON_WITHOUT_USER = r"""
+    IF pg_catalog.lower(p_reason) ~ ('(?<![[:alnum:]])'
+            || pg_catalog.regexp_replace(pg_catalog.lower(p_user_id), '([^[:alnum:]])', '\\\1', 'g')
+            || '(?![[:alnum:]])') THEN
+        RAISE EXCEPTION 'the reason must not contain the user id'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+"""
+
+
 def _append(token: str, outcome: str, reason: str, os_user: str, host: str) -> str:
     """INSERT one audit row (the chain trigger fills seq, time, role and hashes)."""
     return f"""INSERT INTO public.unmask_audit AS a
@@ -216,6 +228,7 @@ DECLARE
 BEGIN
     {_BOUND}
     {_BOUND_USER}
+    {_REASON_WITHOUT_USER}
     {
     _append(
         "'forget->' || public.loginetl_user_ref(p_user_id)",
@@ -310,6 +323,7 @@ LANGUAGE sql STABLE SECURITY DEFINER {PINNED} AS $$
                                     'TO \\(''([0-9-]+)''\\)')::date AS hi
         FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'public.user_logins'::regclass
+          AND c.relnamespace = 'public'::regnamespace  -- the drop names public.<partition>
           AND pg_catalog.pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT') p
     WHERE p.hi <= p_cutoff
       AND p.hi <= pg_catalog.date_trunc('month', pg_catalog.now())::date

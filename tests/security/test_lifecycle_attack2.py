@@ -101,6 +101,26 @@ def test_a_reason_naming_the_user_id_never_reaches_the_audit_log(world: World, e
     assert _logins(world)["user-w-0"] == 1
 
 
+def test_a_reason_naming_the_user_id_is_refused_to_raw_sql_too(world: World, eraser: str) -> None:
+    """The database refuses it where the attacker stands, not only our CLI."""
+    for reason in ("DSR-77 erase user-w-0 on request", "DSR-77 erasure for USER-W-0 please"):
+        with (
+            attack("eraser: raw SQL, the user id in clear in the request's reason"),
+            pytest.raises(DBAPIError, match="must not contain the user id"),
+        ):
+            sql(
+                eraser,
+                "SELECT audit_seq FROM loginetl_forget_request(:u, :r, NULL, NULL)",
+                {"u": "user-w-0", "r": reason},
+            )
+    # A ticket number that merely contains the id's characters inside a word still passes.
+    sql(
+        eraser,
+        "SELECT audit_seq FROM loginetl_forget_request(:u, :r, NULL, NULL)",
+        {"u": "w-0", "r": "DSR-77 erasure request xw-0x (ticket)"},
+    )
+
+
 def test_forget_says_it_cannot_reach_months_retention_detached(
     world: World, eraser: str, maintainer: str
 ) -> None:
