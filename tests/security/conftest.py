@@ -242,3 +242,15 @@ def rederive_row(world: World, masker: Masker) -> int:
         {"k": masker.key_id, "fp": masker.fingerprint, "r": REASON},
     )
     return int(rows[0][0])
+
+
+@pytest.fixture
+def eraser(login_role: Callable[[str], str]) -> str:
+    """A login in loginetl_eraser (forget, migration 0012)."""
+    return login_role("loginetl_eraser")
+
+
+@pytest.fixture
+def maintainer(login_role: Callable[[str], str]) -> str:
+    """A login in loginetl_maintainer (retention, migration 0012)."""
+    return login_role("loginetl_maintainer")

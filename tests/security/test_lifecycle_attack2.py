@@ -36,16 +36,6 @@ NOT_THE_USER = (
 )
 
 
-@pytest.fixture
-def eraser(login_role: Callable[[str], str]) -> str:
-    return login_role("loginetl_eraser")
-
-
-@pytest.fixture
-def maintainer(login_role: Callable[[str], str]) -> str:
-    return login_role("loginetl_maintainer")
-
-
 def _logins(world: World) -> dict[str, int]:
     rows = sql(world.owner, "SELECT user_id, count(*) FROM user_logins GROUP BY 1")
     return {u: int(n) for u, n in rows}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -38,16 +36,6 @@ def _refused(url: str, statement: str) -> None:
 
 def _rows(world: World) -> int:
     return int(sql(world.owner, "SELECT count(*) FROM user_logins")[0][0])
-
-
-@pytest.fixture
-def eraser(login_role: Callable[[str], str]) -> str:
-    return login_role("loginetl_eraser")
-
-
-@pytest.fixture
-def maintainer(login_role: Callable[[str], str]) -> str:
-    return login_role("loginetl_maintainer")
 
 
 def test_only_the_eraser_may_forget_and_only_the_maintainer_may_apply_retention(
