@@ -193,10 +193,6 @@ class _Quota:
             with self._lock:
                 self._left += unused
 
-    @property
-    def exhausted(self) -> bool:
-        return self._left is not None and self._left <= 0
-
 
 class Consumer:
     """Orchestrates worker threads that each receive, load and acknowledge batches.

@@ -14,10 +14,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from loginetl.actions.lifecycle_common import SignedAudit, check_reason, require_grant
+from loginetl.actions.lifecycle_common import SignedAudit
+from loginetl.actions.unmask import check_reason
 from loginetl.config import Settings
 from loginetl.errors import ConfigError, LoginetlError
-from loginetl.services import db, failpoints, lifecycle, migrations
+from loginetl.services import audit, db, failpoints, lifecycle, migrations
 from loginetl.services.sqs import SqsService
 
 _SAMPLE_VISIBILITY = 20  # seconds a sampled DLQ message stays hidden if forget dies
@@ -103,10 +104,11 @@ def forget(
         )
     with db.engine_for(settings.database_url) as engine:
         migrations.require_head(engine)
-        require_grant(
+        audit.require_grant(
             engine,
             (lifecycle.FORGET_REQUEST_FN, lifecycle.FORGET_FN, "loginetl_forget_preview(text)"),
-            "loginetl_eraser",
+            group="loginetl_eraser",
+            what="forget users",
         )
         preview = forgotten = request_seq = None
         if dry_run:

@@ -1,4 +1,4 @@
-"""What forget and retention share: the reason check, the signer, audited transactions.
+"""What forget and retention share: the signer and audited transactions.
 
 Every audit row they write carries its signed head in the row's own transaction (as
 unmask's do), so ``audit verify`` finds no unsigned rows after signing began.
@@ -17,23 +17,14 @@ from sqlalchemy.exc import DBAPIError
 
 from loginetl.actions.unmask import operator_identity
 from loginetl.core import audit_chain
-from loginetl.core import unmask_policy as policy
-from loginetl.errors import ConfigError, Refused
+from loginetl.errors import Refused
 from loginetl.services import audit, db, keys
 
-_INSUFFICIENT_PRIVILEGE = "42501"
 _LOCK_NOT_AVAILABLE = "55P03"
 
 
 class LockBusy(Exception):
     """A lock was not granted within the function's lock_timeout (retry later)."""
-
-
-def check_reason(reason: str) -> None:
-    """The same bar as unmask: a reason an auditor can find the case by."""
-    problem = policy.reason_problem(reason)
-    if problem:
-        raise ConfigError(f"--reason: {problem}")
 
 
 @dataclass
@@ -62,17 +53,8 @@ class SignedAudit:
                     yield conn
             except DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)
-                if code == _INSUFFICIENT_PRIVILEGE:
+                if code == db.INSUFFICIENT_PRIVILEGE:
                     raise Refused(f"the database refused: {db.describe(error)}") from None
                 if code == _LOCK_NOT_AVAILABLE:
                     raise LockBusy(db.describe(error)) from None
                 raise
-
-
-def require_grant(engine: Engine, functions: tuple[str, ...], group: str) -> None:
-    """Refuse (exit 3) before any audit row if the role may not call the functions."""
-    with db.translate_errors(engine, "check grants"), engine.connect() as conn:
-        role = audit.current_role(conn)
-        allowed = all(audit.may_call(conn, f) for f in functions)
-    if not allowed:
-        raise Refused(f"database role {role!r} may not do this; ask for membership of {group}")

@@ -21,12 +21,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
 
-from loginetl.actions.unmask import AuditSession
+from loginetl.actions.unmask import AuditSession, check_reason
 from loginetl.config import Settings
-from loginetl.core import unmask_policy as policy
 from loginetl.core.masking import Masker, token_key_id
 from loginetl.core.vault_crypto import VaultOpener
-from loginetl.errors import AliasConflict, ConfigError, Refused
+from loginetl.errors import AliasConflict, ConfigError
 from loginetl.services import audit, db, keys, migrations, vault
 
 # The definer functions of migration 0007 that rederive calls.
@@ -57,9 +56,7 @@ def rederive(
     private_key_path: Path | None = None,
 ) -> RederiveResult:
     """Record an alias under the current key for every older token."""
-    problem = policy.reason_problem(reason)
-    if problem:
-        raise ConfigError(f"--reason: {problem}")
+    check_reason(reason)
     target = keys.load_masker(settings.keys_dir)
     if to_key_id not in (None, target.key_id):
         raise ConfigError(
@@ -83,13 +80,7 @@ def _rederive(
     maskers: dict[str, Masker],
     opener: VaultOpener,
 ) -> RederiveResult:
-    with db.translate_errors(engine, "re-derive tokens"), engine.connect() as conn:
-        allowed = all(audit.may_call(conn, function) for function in _FUNCTIONS)
-        role = audit.current_role(conn)
-    if not allowed:
-        raise Refused(
-            f"database role {role!r} may not re-derive tokens; it needs loginetl_rederiver"
-        )
+    audit.require_grant(engine, _FUNCTIONS, group="loginetl_rederiver", what="re-derive tokens")
     # Audited (and committed) once, before anything is decrypted.
     seq = session.request_rederive(target).seq
     examined = aliased = undecryptable = unverified = conflicting = 0

@@ -15,10 +15,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from loginetl.actions.lifecycle_common import LockBusy, SignedAudit, check_reason, require_grant
+from loginetl.actions.lifecycle_common import LockBusy, SignedAudit
+from loginetl.actions.unmask import check_reason
 from loginetl.config import Settings
 from loginetl.errors import ConfigError, ServiceUnavailable
-from loginetl.services import db, failpoints, lifecycle, migrations
+from loginetl.services import audit, db, failpoints, lifecycle, migrations
 
 TRIM_CHUNK = 50_000
 PURGE_CHUNK = 10_000  # tokens a locked purge transaction judges: loads wait for it
@@ -84,10 +85,11 @@ def apply(
     months = parse_keep(keep)
     with db.engine_for(settings.database_url) as engine:
         migrations.require_head(engine)
-        require_grant(
+        audit.require_grant(
             engine,
             (lifecycle.RETENTION_REQUEST_FN, lifecycle.RETENTION_DROP_FN),
-            "loginetl_maintainer",
+            group="loginetl_maintainer",
+            what="apply retention",
         )
         with db.translate_errors(engine, "plan retention"), engine.connect() as conn:
             plan = lifecycle.retention_plan(conn, keep_months=months)

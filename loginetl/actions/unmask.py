@@ -36,7 +36,6 @@ from loginetl.services import audit, db, keys, migrations, vault
 REQUEST_FN = "loginetl_unmask_request(text, text, text, text)"
 APPEND_FN = "loginetl_audit_append(text, text, text, text, text, text)"
 OPEN_FN = "loginetl_vault_open(bigint)"
-_INSUFFICIENT_PRIVILEGE = "42501"
 
 
 class AuditUnavailable(LoginetlError):
@@ -89,7 +88,7 @@ class AuditSession:
             with self.engine.begin() as conn:
                 yield conn
         except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) == _INSUFFICIENT_PRIVILEGE:
+            if getattr(error.orig, "pgcode", None) == db.INSUFFICIENT_PRIVILEGE:
                 raise Refused(f"the database refused: {db.describe(error)}") from None
             raise AuditUnavailable(
                 f"the audit log could not be written ({db.describe(error)}); nothing was revealed"
@@ -129,6 +128,13 @@ class AuditSession:
             return self._appended(conn, row)
 
 
+def check_reason(reason: str) -> None:
+    """The bar every audited action sets: a reason an auditor can find the case by."""
+    problem = policy.reason_problem(reason)
+    if problem:
+        raise ConfigError(f"--reason: {problem}")
+
+
 def unmask(
     settings: Settings,
     tokens: list[str],
@@ -138,9 +144,7 @@ def unmask(
     max_tokens: int = 1,
 ) -> list[UnmaskResult]:
     """Audit, then recover, each token. Raises before revealing anything on a refusal."""
-    problem = policy.reason_problem(reason)
-    if problem:
-        raise ConfigError(f"--reason: {problem}")
+    check_reason(reason)
     if not tokens:
         raise ConfigError("no token given")
     if len(tokens) > max_tokens:

@@ -7,12 +7,15 @@ only against a committed row (``loginetl_vault_open``). Signed heads live in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, Engine, select, text
 
 from loginetl.core.audit_chain import AuditRow, SignedHead
+from loginetl.errors import Refused
+from loginetl.services.db import translate_errors
 from loginetl.services.schema import unmask_audit
 
 
@@ -125,6 +128,15 @@ def may_call(conn: Connection, function: str) -> bool:
             {"function": f"public.{function}"},
         ).scalar_one()
     )
+
+
+def require_grant(engine: Engine, functions: Sequence[str], *, group: str, what: str) -> None:
+    """Refuse (exit 3) before any audit row if the role may not call every function."""
+    with translate_errors(engine, "check grants"), engine.connect() as conn:
+        role = current_role(conn)
+        allowed = all(may_call(conn, f) for f in functions)
+    if not allowed:
+        raise Refused(f"database role {role!r} may not {what}; it needs {group}")
 
 
 def current_role(conn: Connection) -> str:
