@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import localstack as localstack_tool  # noqa: E402
 from latency import latency_checks, latency_stage  # noqa: E402
+from load_ceiling import ceiling_rows, copy_ceiling, stage_messages  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 from startup import startup, startup_rows  # noqa: E402  (bench/ is on sys.path)
 
@@ -50,6 +51,7 @@ from loginetl.services.sqs import MAX_BATCH, SqsService, make_client  # noqa: E4
 LOGINETL = str(Path(sys.executable).parent / "loginetl")
 WORKERS = 4  # consume's default --workers
 BATCH = 300  # consume's default --batch-size
+LOAD_TARGET_ROWS_S = 30_000  # issue 16 (an absolute figure, set before the stage had a fold)
 
 
 def log(message: str) -> None:
@@ -331,30 +333,13 @@ def load_stage(bench: Bench, database: str, rows: int, batch_size: int) -> dict[
     """
     engine = db.make_engine(database, pool_size=WORKERS + 1)
     db.ensure_partitions(engine)
+    with engine.connect() as conn:  # the ceiling (bench/load_ceiling.py) starts after one too
+        conn.execute(text("CHECKPOINT"))
     before = count(database, "SELECT count(*) FROM user_logins")
     vault_before = count(database, "SELECT count(*) FROM pii_vault")
     masker = keys.load_masker(bench.keys_dir)
     sealer = VaultSealer(keys.load_public_key(bench.keys_dir))
-    now = datetime.now(UTC)
-    # All-new values: every row brings two new vault entries.
-    messages = [
-        InboundMessage(
-            f"m{i}",
-            "",
-            json.dumps(
-                {
-                    "user_id": f"user-{i % 50_000}",
-                    "app_version": "2.3.0",
-                    "device_type": "ios",
-                    "ip": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}",
-                    "locale": None,
-                    "device_id": f"dev-{i}",
-                }
-            ),
-            now,
-        )
-        for i in range(rows)
-    ]
+    messages = stage_messages(rows)  # all-new values: two new vault entries a row
     parsed = [parse_batch(messages[s : s + batch_size]) for s in range(0, rows, batch_size)]
     chunks = iter(parsed)
     lock = threading.Lock()
@@ -509,6 +494,10 @@ def main() -> None:
         log(f"4. load stage: {seeded:,} rows first, then {load_rows:,} at {BATCH}/batch + fold")
         database = bench.fresh_database()
         populate(database, seeded)
+        log("   its ceiling: the same rows COPYed into the same tables, nothing else")
+        results["load_ceiling"] = copy_ceiling(
+            bench.pg_base, database.rsplit("/", 1)[1], bench.keys_dir, load_rows, BATCH, WORKERS
+        )
         load = load_stage(bench, database, load_rows, batch_size=BATCH)
         results["load_rows_s"] = round(load["rows_s"], 1)
         results["load_writers_rows_s"] = round(load["writers_rows_s"], 1)
@@ -564,8 +553,8 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
         (
             f"load stage, {r['batch_size']}/batch, fold included, on {r['seeded_rows']:,} rows",
             f"{r['load_rows_s']:,.0f} rows/s",
-            ">= 30,000 rows/s",
-            r["load_rows_s"] >= 30_000,
+            f">= {LOAD_TARGET_ROWS_S:,} rows/s",
+            r["load_rows_s"] >= LOAD_TARGET_ROWS_S,
         ),
         (
             "  its writers alone (information)",
@@ -573,6 +562,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             "-",
             None,
         ),
+        *ceiling_rows(r, LOAD_TARGET_ROWS_S),
         (
             "  its last fold, after the writers (information)",
             f"{r['load_final_fold_seconds']:.2f} s",
