@@ -47,7 +47,7 @@ def downgrade(
 ) -> None:
     """Migrate the database down (may drop data; asks first).
 
-    Example: loginetl migrate downgrade -1 --yes
+    Example: loginetl migrate downgrade --yes -- -1  (the -- keeps -1 from reading as an option)
     """
     settings = settings_of(ctx)  # a bad setting fails before the question, not after
     if not yes and not typer.confirm(f"Downgrade to {revision}? This may drop data", default=False):

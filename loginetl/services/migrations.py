@@ -96,24 +96,32 @@ def heads() -> tuple[str, ...]:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
-    """Apply migrations up to ``revision`` over the engine's connection."""
+    """Apply migrations up to ``revision``, each in a transaction of its own (env.py).
+
+    Each migration commits with its version row, so a failure keeps the ones before it;
+    a migration that must run outside a transaction (CREATE INDEX CONCURRENTLY, 0016)
+    can use Alembic's autocommit_block, which an enclosing transaction would refuse.
+    """
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with translate_errors(engine, "migrate"), engine.begin() as connection:
+    with translate_errors(engine, "migrate"), engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+        connection.commit()  # whatever Alembic read outside a migration's transaction
     return status(engine)
 
 
 def downgrade(engine: Engine, revision: str) -> SchemaStatus:
-    """Revert migrations down to ``revision`` (e.g. "-1" or "base")."""
+    """Revert migrations down to ``revision`` (e.g. "-1" or "base"), each in its own
+    transaction, as :func:`upgrade` applies them."""
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with translate_errors(engine, "migrate"), engine.begin() as connection:
+    with translate_errors(engine, "migrate"), engine.connect() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
+        connection.commit()
     return status(engine)
 
 

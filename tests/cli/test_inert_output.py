@@ -436,7 +436,7 @@ def test_commands_that_print_one_line(data: st.DataObject) -> None:
             {"loginetl.actions.migrate.upgrade": lambda _s, _r: Upgraded(False, status)},
         ),
         (
-            ["migrate", "downgrade", "-1", "--yes"],
+            ["migrate", "downgrade", "--yes", "--", "-1"],
             {"loginetl.actions.migrate.downgrade": lambda _s, _r: status},
         ),
         (

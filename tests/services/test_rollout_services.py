@@ -124,6 +124,7 @@ def test_every_migration_from_0009_declares_itself(engine: Engine) -> None:
         "0013": "0009",
         "0014": "0009",
         "0015": "0009",
+        "0016": "0009",
     }
 
 
