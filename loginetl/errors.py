@@ -41,6 +41,11 @@ class SchemaNotAtHead(LoginetlError):
     exit_code = 2
 
 
+class MigrationRunning(LoginetlError):
+    """Another ``loginetl migrate`` holds this database's migrate lock; running both at once
+    could commit a revision half-applied (0016's index build)."""
+
+
 class UnsupportedBySqs(LoginetlError):
     """The SQS endpoint does not implement an API we were asked to use."""
 

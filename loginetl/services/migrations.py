@@ -6,6 +6,8 @@ import ast
 import functools
 import importlib.util
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -13,9 +15,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from loginetl.errors import SchemaNotAtHead
+from loginetl.errors import MigrationRunning, SchemaNotAtHead
 from loginetl.services.db import translate_errors
 
 if TYPE_CHECKING:  # Alembic is imported by the verbs that run it, not by every status read
@@ -28,6 +30,13 @@ if TYPE_CHECKING:  # Alembic is imported by the verbs that run it, not by every 
 SCRIPT_LOCATION = "loginetl._migrations:."
 MIGRATIONS_PACKAGE = "loginetl._migrations"
 COMPAT_TABLE = "loginetl_schema_compat"
+# A session-level advisory lock: one `migrate upgrade`/`downgrade` at a time per database. Not
+# the rollups' key (hashtext('loginetl.rollups')), which the fold takes in its transactions.
+MIGRATE_LOCK = "pg_catalog.hashtext('loginetl.migrate')"
+MIGRATE_RUNNING = (
+    "another `loginetl migrate` is running against this database; "
+    "wait for it to finish, then run this again"
+)
 _ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -95,17 +104,50 @@ def heads() -> tuple[str, ...]:
     return tuple(sorted(revisions - parents))
 
 
+@contextmanager
+def _migrate_lock(connection: Connection) -> Iterator[None]:
+    """Hold the migrate lock on ``connection`` for the whole run, or fail fast.
+
+    Two runs at once could interleave one migration's steps: a second 0016 took the first's
+    build, still INVALID, for a failed leftover and dropped it. The lock is session-level, so
+    it survives the per-migration commits; its query's transaction is committed at once, or
+    Alembic would see an enclosing transaction (no transaction_per_migration, no
+    autocommit_block). Released explicitly: a pooled connection keeps its session's locks.
+    """
+    taken = connection.execute(text(f"SELECT pg_catalog.pg_try_advisory_lock({MIGRATE_LOCK})"))
+    held = bool(taken.scalar())
+    connection.commit()
+    if not held:
+        raise MigrationRunning(MIGRATE_RUNNING)
+    try:
+        yield
+    finally:
+        try:
+            connection.rollback()  # a failed migration's transaction, if Alembic left one
+            connection.execute(text(f"SELECT pg_catalog.pg_advisory_unlock({MIGRATE_LOCK})"))
+            connection.commit()
+        except DBAPIError:
+            # The session is unusable (e.g. the server went away): closing it for good
+            # releases the lock, and the error that brought us here is the one to report.
+            connection.invalidate()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
     """Apply migrations up to ``revision``, each in a transaction of its own (env.py).
 
     Each migration commits with its version row, so a failure keeps the ones before it;
     a migration that must run outside a transaction (CREATE INDEX CONCURRENTLY, 0016)
     can use Alembic's autocommit_block, which an enclosing transaction would refuse.
+    One run at a time per database (:func:`_migrate_lock`); another fails fast.
     """
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with translate_errors(engine, "migrate"), engine.connect() as connection:
+    with (
+        translate_errors(engine, "migrate"),
+        engine.connect() as connection,
+        _migrate_lock(connection),
+    ):
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
         connection.commit()  # whatever Alembic read outside a migration's transaction
@@ -118,7 +160,11 @@ def downgrade(engine: Engine, revision: str) -> SchemaStatus:
     from alembic import command
 
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with translate_errors(engine, "migrate"), engine.connect() as connection:
+    with (
+        translate_errors(engine, "migrate"),
+        engine.connect() as connection,
+        _migrate_lock(connection),
+    ):
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
         connection.commit()

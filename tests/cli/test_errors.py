@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from loginetl.cli import app
@@ -129,3 +130,23 @@ def test_help_shows_an_example_and_no_secret_defaults() -> None:
     assert result.exit_code == 0
     assert "loginetl consume --max 1000" in result.output
     assert "s3cret" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args", [["migrate", "upgrade"], ["migrate", "downgrade", "--yes", "--", "-1"]]
+)
+def test_a_second_migrate_is_one_sentence_and_exit_1(
+    database_url: str, tmp_path: Path, args: list[str]
+) -> None:
+    """Another `migrate` holds the database's migrate lock: say so, do not wait or trace."""
+    env = {"LOGINETL_DATABASE_URL": database_url, "LOGINETL_KEYS_DIR": str(tmp_path)}
+    engine = db.make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as other:
+            other.execute(text(f"SELECT pg_catalog.pg_advisory_lock({migrations.MIGRATE_LOCK})"))
+            other.commit()
+            result = runner.invoke(app, args, env=env)
+    finally:
+        engine.dispose()
+    assert result.exit_code == 1, result.output
+    assert " ".join(result.output.split()) == f"error: {migrations.MIGRATE_RUNNING}"

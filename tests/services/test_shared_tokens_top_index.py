@@ -7,14 +7,17 @@ tests/services/test_stats_cost.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from loginetl.actions.stats import _TABLE_STATS
+from loginetl.errors import MigrationRunning
 from loginetl.services import db, migrations
 from tests.services.test_db import shared_row
 
@@ -69,13 +72,30 @@ def _fold_shared_and_single_user_tokens(engine: Engine) -> None:
     db.fold_rollups(engine)
 
 
+def _scans_of(plan: dict[str, Any]) -> Iterator[tuple[str, str | None]]:
+    """(node type, index name) of every node of an EXPLAIN (FORMAT JSON) plan."""
+    yield str(plan["Node Type"]), plan.get("Index Name")
+    for child in plan.get("Plans", ()):
+        yield from _scans_of(child)
+
+
 def _top_shared_ips(engine: Engine, *, through_index: bool) -> list[tuple[str, int, int]]:
-    """stats' top shared ips, read through the top index or (the same statement) without."""
+    """stats' top shared ips, read through the top index or (the same statement) without.
+
+    Through the index, the plan must show it: with a missing or unusable top index the
+    planner would pick another path (seq scans off still allow one) and the test pass.
+    """
     scans = ("seqscan",) if through_index else ("indexscan", "indexonlyscan", "bitmapscan")
+    params = {"top": TOP, "since": timedelta(hours=24)}
     with engine.connect() as conn:
         for scan in scans:  # an empty-ish table would otherwise plan as it likes
             conn.execute(text(f"SET enable_{scan} = off"))
-        stats = conn.execute(text(_TABLE_STATS), {"top": TOP, "since": timedelta(hours=24)}).one()
+        if through_index:
+            (plan,) = conn.execute(text(f"EXPLAIN (FORMAT JSON) {_TABLE_STATS}"), params).one()
+            nodes = {node for node, index in _scans_of(plan[0]["Plan"]) if index == R0016.INDEX}
+            assert nodes, f"stats does not read {R0016.INDEX}: {plan}"
+            assert nodes <= {"Index Scan", "Index Only Scan"}, nodes
+        stats = conn.execute(text(_TABLE_STATS), params).one()
         conn.rollback()  # the SETs go with it
     return [(token, users, logins) for token, users, logins in stats.shared_ips]
 
@@ -170,3 +190,94 @@ def test_an_upgrade_rerun_after_an_interrupted_one_converges(
     assert definition.endswith(" WHERE (users > 1)")
     assert _at_revision(engine) == ("0016", {"0015", "0016"})
     assert _top_shared_ips(engine, through_index=True) == expected
+
+
+def _create_index(engine: Engine, name: str, predicate: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE INDEX {name} ON token_stats {R0016.COLUMNS} {predicate}"))
+
+
+PARTIAL = " WHERE (users > 1)"
+FULL = "(pii_field, users DESC, logins DESC, token)"
+
+
+@pytest.mark.parametrize(
+    ("target", "leftover", "leftover_predicate", "definition_ends"),
+    [  # a valid leftover of this direction's name but the other predicate: replaced
+        ("head", R0016.UPGRADE_BUILD, "", PARTIAL),
+        ("0015", R0016.DOWNGRADE_BUILD, R0016.SHARED_ONLY, FULL),
+        # a leftover of the other direction's name: dropped
+        ("head", R0016.DOWNGRADE_BUILD, "", PARTIAL),
+        ("0015", R0016.UPGRADE_BUILD, R0016.SHARED_ONLY, FULL),
+    ],
+    ids=["upgrade-own-unpartial", "downgrade-own-partial", "upgrade-other", "downgrade-other"],
+)
+def test_a_rerun_replaces_a_valid_leftover_of_another_definition(
+    engine: Engine, target: str, leftover: str, leftover_predicate: str, definition_ends: str
+) -> None:
+    _fold_shared_and_single_user_tokens(engine)
+    expected = _recounted_top_shared_ips(engine)
+    if target == "head":
+        migrations.downgrade(engine, "0015")
+    _create_index(engine, leftover, leftover_predicate)
+
+    if target == "head":
+        migrations.upgrade(engine)
+    else:
+        migrations.downgrade(engine, target)
+    ((name, valid, definition),) = _top_indexes(engine)  # the leftover is gone
+    assert (name, valid) == ("token_stats_top_idx", True)
+    assert definition.endswith(definition_ends)
+    assert _at_revision(engine)[0] == ("0016" if target == "head" else "0015")
+    assert _top_shared_ips(engine, through_index=True) == expected
+
+
+def _advisory_locks(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' "
+                    "AND database = (SELECT oid FROM pg_catalog.pg_database "
+                    "WHERE datname = pg_catalog.current_database())"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_second_migrate_fails_fast_and_changes_nothing(engine: Engine) -> None:
+    """Two runs at once could commit 0016 without its index: the second one must stop."""
+    migrations.downgrade(engine, "0015")
+    assert _advisory_locks(engine) == 0  # released, though the pool keeps the connection
+    before = _top_indexes(engine)
+    with engine.connect() as other:
+        other.execute(text(f"SELECT pg_catalog.pg_advisory_lock({migrations.MIGRATE_LOCK})"))
+        other.commit()
+        with pytest.raises(MigrationRunning, match="another `loginetl migrate` is running"):
+            migrations.upgrade(engine)
+        with pytest.raises(MigrationRunning):
+            migrations.downgrade(engine, "0014")
+        assert _at_revision(engine) == ("0015", {"0015"})
+        assert _top_indexes(engine) == before
+        other.execute(text(f"SELECT pg_catalog.pg_advisory_unlock({migrations.MIGRATE_LOCK})"))
+        other.commit()
+
+    migrations.upgrade(engine)
+    assert _at_revision(engine) == ("0016", {"0015", "0016"})
+    assert _advisory_locks(engine) == 0
+
+
+def test_a_failure_mid_upgrade_keeps_the_revisions_before_it(engine: Engine) -> None:
+    """Each migration commits on its own: 0016 failing leaves 0015 applied and declared."""
+    migrations.downgrade(engine, "0014")
+    with engine.begin() as conn:  # not an index: 0016's first DROP INDEX of it fails
+        conn.execute(text(f"CREATE TABLE {R0016.DOWNGRADE_BUILD} (id int)"))
+    with pytest.raises(ProgrammingError, match="is not an index"):
+        migrations.upgrade(engine)
+    assert _at_revision(engine) == ("0015", {"0015"})
+    assert _advisory_locks(engine) == 0
+
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE {R0016.DOWNGRADE_BUILD}"))
+    migrations.upgrade(engine)
+    assert _at_revision(engine) == ("0016", {"0015", "0016"})
