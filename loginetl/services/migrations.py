@@ -37,6 +37,15 @@ MIGRATE_RUNNING = (
     "another `loginetl migrate` is running against this database; "
     "wait for it to finish, then run this again"
 )
+# Who holds it, for the operator to look up in pg_stat_activity (pg_locks is readable by all).
+_MIGRATE_LOCK_HOLDER = f"""
+SELECT l.pid FROM pg_catalog.pg_locks l
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                    WHERE d.datname = pg_catalog.current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = ({MIGRATE_LOCK})::bigint
+LIMIT 1
+"""
 _ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -116,9 +125,12 @@ def _migrate_lock(connection: Connection) -> Iterator[None]:
     """
     taken = connection.execute(text(f"SELECT pg_catalog.pg_try_advisory_lock({MIGRATE_LOCK})"))
     held = bool(taken.scalar())
+    holder = None if held else connection.execute(text(_MIGRATE_LOCK_HOLDER)).scalar()
     connection.commit()
     if not held:
-        raise MigrationRunning(MIGRATE_RUNNING)
+        # Only the pid: anything else of the holder's (application_name, role) is its to set.
+        who = f" (held by backend pid {int(holder)})" if holder is not None else ""
+        raise MigrationRunning(MIGRATE_RUNNING.replace(";", f"{who};", 1))
     try:
         yield
     finally:
