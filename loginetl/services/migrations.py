@@ -6,7 +6,7 @@ import ast
 import functools
 import importlib.util
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -144,16 +144,15 @@ def _migrate_lock(connection: Connection) -> Iterator[None]:
             connection.invalidate()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
-    """Apply migrations up to ``revision``, each in a transaction of its own (env.py).
+def _run(engine: Engine, step: Callable[[Config], None]) -> SchemaStatus:
+    """Run one Alembic command on a connection of its own, each migration in a transaction
+    of its own (env.py), under the migrate lock; return where the schema then stands.
 
     Each migration commits with its version row, so a failure keeps the ones before it;
     a migration that must run outside a transaction (CREATE INDEX CONCURRENTLY, 0016)
     can use Alembic's autocommit_block, which an enclosing transaction would refuse.
     One run at a time per database (:func:`_migrate_lock`); another fails fast.
     """
-    from alembic import command
-
     config = alembic_config(engine.url.render_as_string(hide_password=False))
     with (
         translate_errors(engine, "migrate"),
@@ -161,26 +160,23 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
         _migrate_lock(connection),
     ):
         config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+        step(config)
         connection.commit()  # whatever Alembic read outside a migration's transaction
     return status(engine)
 
 
-def downgrade(engine: Engine, revision: str) -> SchemaStatus:
-    """Revert migrations down to ``revision`` (e.g. "-1" or "base"), each in its own
-    transaction, as :func:`upgrade` applies them."""
+def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
+    """Apply migrations up to ``revision`` (see :func:`_run`)."""
     from alembic import command
 
-    config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with (
-        translate_errors(engine, "migrate"),
-        engine.connect() as connection,
-        _migrate_lock(connection),
-    ):
-        config.attributes["connection"] = connection
-        command.downgrade(config, revision)
-        connection.commit()
-    return status(engine)
+    return _run(engine, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(engine: Engine, revision: str) -> SchemaStatus:
+    """Revert migrations down to ``revision`` (e.g. "-1" or "base"; see :func:`_run`)."""
+    from alembic import command
+
+    return _run(engine, lambda config: command.downgrade(config, revision))
 
 
 def status(engine: Engine) -> SchemaStatus:
