@@ -34,6 +34,10 @@ ORDER BY count(DISTINCT user_id) DESC, count(*) DESC, masked_ip LIMIT :top
 """
 
 
+PARTIAL = " WHERE (users > 1)"
+FULL = "(pii_field, users DESC, logins DESC, token)"
+
+
 def _top_indexes(engine: Engine) -> list[tuple[str, bool, str]]:
     """(name, valid, definition) of every index on token_stats but its key and 0012's."""
     with engine.connect() as conn:
@@ -46,6 +50,13 @@ def _top_indexes(engine: Engine) -> list[tuple[str, bool, str]]:
             )
         ).all()
     return [(str(name), bool(valid), str(definition)) for name, valid, definition in rows]
+
+
+def _assert_the_only_top_index_ends(engine: Engine, ending: str) -> None:
+    """One top index, valid, named token_stats_top_idx, its definition ending so."""
+    ((name, valid, definition),) = _top_indexes(engine)
+    assert (name, valid) == ("token_stats_top_idx", True)
+    assert definition.endswith(ending)
 
 
 def _at_revision(engine: Engine) -> tuple[str, set[str]]:
@@ -144,9 +155,7 @@ def test_downgrade_restores_the_full_index_and_upgrade_makes_it_partial_again(
     assert _top_shared_ips(engine, through_index=True) == expected
 
     migrations.upgrade(engine)
-    ((name, valid, definition),) = _top_indexes(engine)
-    assert (name, valid) == ("token_stats_top_idx", True)
-    assert definition.endswith(" WHERE (users > 1)")
+    _assert_the_only_top_index_ends(engine, PARTIAL)
     assert _at_revision(engine) == ("0016", {"0015", "0016"})
     assert _top_shared_ips(engine, through_index=True) == expected
 
@@ -185,9 +194,7 @@ def test_an_upgrade_rerun_after_an_interrupted_one_converges(
     assert R0016.UPGRADE_BUILD in {name for name, _, _ in _top_indexes(engine)}
 
     migrations.upgrade(engine)
-    ((name, valid, definition),) = _top_indexes(engine)  # the leftover is gone
-    assert (name, valid) == ("token_stats_top_idx", True)
-    assert definition.endswith(" WHERE (users > 1)")
+    _assert_the_only_top_index_ends(engine, PARTIAL)  # the leftover is gone
     assert _at_revision(engine) == ("0016", {"0015", "0016"})
     assert _top_shared_ips(engine, through_index=True) == expected
 
@@ -195,10 +202,6 @@ def test_an_upgrade_rerun_after_an_interrupted_one_converges(
 def _create_index(engine: Engine, name: str, predicate: str) -> None:
     with engine.begin() as conn:
         conn.execute(text(f"CREATE INDEX {name} ON token_stats {R0016.COLUMNS} {predicate}"))
-
-
-PARTIAL = " WHERE (users > 1)"
-FULL = "(pii_field, users DESC, logins DESC, token)"
 
 
 @pytest.mark.parametrize(
@@ -225,9 +228,7 @@ def test_a_rerun_replaces_a_valid_leftover_of_another_definition(
         migrations.upgrade(engine)
     else:
         migrations.downgrade(engine, target)
-    ((name, valid, definition),) = _top_indexes(engine)  # the leftover is gone
-    assert (name, valid) == ("token_stats_top_idx", True)
-    assert definition.endswith(definition_ends)
+    _assert_the_only_top_index_ends(engine, definition_ends)  # the leftover is gone
     assert _at_revision(engine)[0] == ("0016" if target == "head" else "0015")
     assert _top_shared_ips(engine, through_index=True) == expected
 
