@@ -57,8 +57,11 @@ test: install localstack-venv  ## Run the test suite against real PostgreSQL and
 faults: install localstack-venv  ## Break things on purpose and count (prints one line a scenario)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow tests/faults $(PYTEST_ARGS)
 
-security: install  ## Play every attack with real database roles (prints refused/detected a line)
-	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m security tests/security $(PYTEST_ARGS)
+security: install  ## Play every attack with real database roles, on a superuser- and an owner-migrated database
+	pg=$$(tools/ensure-postgres.sh) && for owner in superuser managed; do \
+	  echo "== security: database migrated by the $$owner owner"; \
+	  LOGINETL_TEST_PG=$$pg LOGINETL_TEST_OWNER=$$owner $(PY) -m pytest -m security tests/security \
+	    $(PYTEST_ARGS) || exit 1; done
 
 bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)

@@ -277,15 +277,14 @@ def seed_style_baseline(bench: Bench, bodies: list[str]) -> float:
 
 
 def _rollup_rebuild() -> str:
-    """Migration 0011's rebuild of every rollup from user_logins (the bench's backfill)."""
-    revision = migrations.load_revision(ROOT / "migrations" / "versions" / "0011_signed_rollups.py")
-    return str(revision.REBUILD)
+    """Every rollup rebuilt from user_logins (the bench's backfill; bench/rollup_rebuild.sql)."""
+    return (ROOT / "bench" / "rollup_rebuild.sql").read_text(encoding="utf-8")
 
 
 def populate(database: str, rows: int) -> None:
     """Give a fresh database ``rows`` existing logins, their vault entries and rollups.
 
-    Built in bulk by SQL (the rollups as migration 0011 rebuilds them), so the load stage
+    Built in bulk by SQL (the rollups rebuilt from the table), so the load stage
     meets indexes and a vault of a realistic size, not an empty table (the stats stage
     builds its own year of data: bench/stats_scale.py).
     Tokens have the shape of real ones and never collide with those the load makes.

@@ -3,7 +3,7 @@
 
 Builds (or reuses) one database per size holding a year of logins: 13 monthly partitions
 of create_date, loaded_at spread over the days, one vault entry per token, and every
-rollup rebuilt from the table as migration 0011 does. Then times ``stats``:
+rollup rebuilt from the table (bench/rollup_rebuild.sql). Then times ``stats``:
 
 - in-process: ``actions.stats.table_stats`` on a warm pool, and ``actions.stats.stats``
   (engine, schema check, aggregates, dispose) without the queues; best of 5 each;
@@ -170,10 +170,8 @@ def _autovacuum(conn: Connection, enabled: bool) -> None:
 
 
 def _rollup_rebuild() -> str:
-    """Migration 0011's rebuild of every rollup from user_logins."""
-    from loginetl.services.migrations import load_revision
-
-    return str(load_revision(ROOT / "migrations" / "versions" / "0011_signed_rollups.py").REBUILD)
+    """Every rollup rebuilt from user_logins (bench/rollup_rebuild.sql)."""
+    return (ROOT / "bench" / "rollup_rebuild.sql").read_text(encoding="utf-8")
 
 
 def populate(url: str, rows: int) -> dict[str, float]:
@@ -223,7 +221,7 @@ def populate(url: str, rows: int) -> dict[str, float]:
         steps["fill logins + vault"] = time.monotonic() - started
         # Rollups first (they read user_logins, indexes or not), then every index.
         rollups = [s for s in _rollup_rebuild().split(";\n") if s.strip()]
-        timed("rebuild rollups (0011)", conn, *rollups)
+        timed("rebuild rollups", conn, *rollups)
         timed("build indexes", conn, *rebuild)
         _autovacuum(conn, enabled=True)
         timed("vacuum analyze", conn, "VACUUM (ANALYZE)")

@@ -43,7 +43,12 @@ class SchemaNotAtHead(LoginetlError):
 
 class MigrationRunning(LoginetlError):
     """Another ``loginetl migrate`` holds this database's migrate lock; running both at once
-    could commit a revision half-applied (0016's index build)."""
+    could interleave one migration's steps."""
+
+
+class MigrationRefused(LoginetlError):
+    """A migrate command would take the schema where loginetl cannot: below the 1.0
+    baseline, or from a pre-release revision it does not adopt."""
 
 
 class UnsupportedBySqs(LoginetlError):

@@ -31,6 +31,19 @@ def run_migrations_online() -> None:
         engine.dispose()
 
 
+def run_migrations_offline() -> None:
+    """Print the DDL (``migrate upgrade --sql``): no database is read or written."""
+    context.configure(
+        dialect_name="postgresql",
+        dialect_opts={"paramstyle": "named"},  # "%" printed as written, not doubled
+        transaction_per_migration=True,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 if context.is_offline_mode():
-    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
-run_migrations_online()
+    run_migrations_offline()
+else:
+    run_migrations_online()

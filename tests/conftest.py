@@ -62,58 +62,96 @@ def _base_url() -> str:
     return os.environ.get("LOGINETL_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 
 
-def _admin_engine() -> Engine:
+# Who owns and migrates the test databases: "superuser" (the base URL's role), or "managed",
+# a role with LOGIN CREATEDB CREATEROLE and no more, as a managed PostgreSQL's owner is.
+# `make security` runs the attacks against both.
+OWNER_KIND = os.environ.get("LOGINETL_TEST_OWNER", "superuser")
+MANAGED_OWNER = "loginetl_test_managed_owner"
+if OWNER_KIND not in ("superuser", "managed"):
+    raise SystemExit(f"LOGINETL_TEST_OWNER must be superuser or managed, not {OWNER_KIND!r}")
+
+
+def admin_engine() -> Engine:
     return create_engine(f"{_base_url()}/postgres", isolation_level="AUTOCOMMIT")
 
 
-def _drop(admin: Engine, name: str) -> None:
+def _ensure_managed_owner(admin: Engine) -> None:
     with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not conn.execute(
+            text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": MANAGED_OWNER}
+        ).scalar():
+            conn.execute(text(f"CREATE ROLE {MANAGED_OWNER} LOGIN CREATEDB CREATEROLE NOSUPERUSER"))
+
+
+def create_database(name: str, *, owner: str | None = None, template: str | None = None) -> str:
+    """Create a database (as the superuser); return a URL that logs in as its owner."""
+    admin = admin_engine()
+    try:
+        clauses = ""
+        if owner is not None:
+            if owner == MANAGED_OWNER:
+                _ensure_managed_owner(admin)
+            clauses += f' OWNER "{owner}"'
+        if template is not None:
+            clauses += f' TEMPLATE "{template}"'
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"{clauses}'))
+    finally:
+        admin.dispose()
+    url = make_url(f"{_base_url()}/{name}")
+    if owner is not None:
+        url = url.set(username=owner)
+    return url.render_as_string(hide_password=False)
+
+
+def drop_database(url: str) -> None:
+    admin = admin_engine()
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def _test_owner() -> str | None:
+    return MANAGED_OWNER if OWNER_KIND == "managed" else None
 
 
 @pytest.fixture(scope="session")
 def template_database() -> Iterator[str]:
     """A migrated database that per-test databases are cloned from."""
-    name = f"loginetl_tmpl_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = db.make_engine(f"{_base_url()}/{name}", pool_size=1)
+    url = create_database(f"loginetl_tmpl_{uuid.uuid4().hex[:10]}", owner=_test_owner())
+    engine = db.make_engine(url, pool_size=1)
     try:
         migrations.upgrade(engine)
     finally:
         engine.dispose()
     try:
-        yield name
+        yield make_url(url).database or ""
     finally:
-        _drop(admin, name)
-        admin.dispose()
+        drop_database(url)
 
 
 @pytest.fixture
 def database_url(template_database: str) -> Iterator[str]:
-    """A fresh, migrated database owned by this test alone."""
-    name = f"loginetl_test_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    """A fresh, migrated database owned by this test alone; the URL logs in as its owner."""
+    url = create_database(
+        f"loginetl_test_{uuid.uuid4().hex[:10]}", owner=_test_owner(), template=template_database
+    )
     try:
-        yield f"{_base_url()}/{name}"
+        yield url
     finally:
-        _drop(admin, name)
-        admin.dispose()
+        drop_database(url)
 
 
 @pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A name for a database that does not exist yet; dropped afterwards if created."""
-    name = f"loginetl_new_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
+    url = f"{_base_url()}/loginetl_new_{uuid.uuid4().hex[:10]}"
     try:
-        yield f"{_base_url()}/{name}"
+        yield url
     finally:
-        _drop(admin, name)
-        admin.dispose()
+        drop_database(url)
 
 
 @pytest.fixture
@@ -202,7 +240,7 @@ def database_name(url: str) -> str:
 def login_role(database_url: str) -> Iterator[Callable[[str], str]]:
     """Make login roles in a loginetl group role; return a database URL that logs in as one."""
     made: list[str] = []
-    admin = _admin_engine()
+    admin = admin_engine()
 
     def make(group: str) -> str:
         name = f"t_{uuid.uuid4().hex[:10]}_{group.removeprefix('loginetl_')}"
@@ -230,7 +268,7 @@ def login_role(database_url: str) -> Iterator[Callable[[str], str]]:
 def sql_ascii_url() -> Iterator[str]:
     """A database encoded SQL_ASCII (which consume must refuse); dropped afterwards."""
     name = f"loginetl_ascii_{uuid.uuid4().hex[:10]}"
-    admin = _admin_engine()
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(
             text(
@@ -241,5 +279,5 @@ def sql_ascii_url() -> Iterator[str]:
     try:
         yield f"{_base_url()}/{name}"
     finally:
-        _drop(admin, name)
         admin.dispose()
+        drop_database(f"{_base_url()}/{name}")

@@ -8,7 +8,16 @@ from loginetl.config import Settings
 from loginetl.services import db, migrations
 from loginetl.services.migrations import Revision, SchemaStatus
 
-__all__ = ["Revision", "SchemaStatus", "Upgraded", "downgrade", "history", "status", "upgrade"]
+__all__ = [
+    "Revision",
+    "SchemaStatus",
+    "Upgraded",
+    "downgrade",
+    "history",
+    "status",
+    "upgrade",
+    "upgrade_sql",
+]
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,11 @@ def upgrade(settings: Settings, revision: str = "head") -> Upgraded:
     # consumers meanwhile treat their lock waits as transient (docs/operations.md).
     with db.engine_for(settings.database_url, statement_timeout_ms=0) as engine:
         return Upgraded(created, migrations.upgrade(engine, revision))
+
+
+def upgrade_sql(revision: str = "head") -> str:
+    """The DDL up to ``revision``, for a DBA to review and run; needs no database."""
+    return migrations.upgrade_sql(revision)
 
 
 def downgrade(settings: Settings, revision: str) -> SchemaStatus:

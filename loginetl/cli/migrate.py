@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -17,13 +18,23 @@ app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=
 def upgrade(
     ctx: typer.Context,
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql", help="Print the DDL instead (offline: no database is read or written)."
+        ),
+    ] = False,
 ) -> None:
     """Create the database if missing, then migrate it up.
 
-    Example: loginetl migrate upgrade
+    Example: loginetl migrate upgrade   (or: loginetl migrate upgrade --sql > schema.sql)
     """
     from loginetl.actions import migrate  # Alembic and SQLAlchemy: only when a command runs
 
+    if sql:
+        # The DDL is the output: written as it is, not through rich (no wrapping, no markup).
+        sys.stdout.write(migrate.upgrade_sql(revision))
+        return
     settings = settings_of(ctx)
     result = migrate.upgrade(settings, revision)
     if result.created_database:

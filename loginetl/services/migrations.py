@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.util
+import io
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from loginetl.errors import MigrationRunning, SchemaNotAtHead
+from loginetl.errors import MigrationRefused, MigrationRunning, SchemaNotAtHead
 from loginetl.services.db import translate_errors
 
 if TYPE_CHECKING:  # Alembic is imported by the verbs that run it, not by every status read
@@ -30,6 +28,13 @@ if TYPE_CHECKING:  # Alembic is imported by the verbs that run it, not by every 
 SCRIPT_LOCATION = "loginetl._migrations:."
 MIGRATIONS_PACKAGE = "loginetl._migrations"
 COMPAT_TABLE = "loginetl_schema_compat"
+BASELINE = "1.0"
+# Before 1.0 the schema was built by sixteen revisions, 0001-0016, never released. The last
+# of them is the 1.0 schema but for the objects a later migration may replace (functions,
+# triggers, grants): `migrate upgrade` runs those files again and stamps the database 1.0.
+PRE_RELEASE = re.compile(r"00(0[1-9]|1[0-6])")
+PRE_RELEASE_LAST = "0016"
+REPLACEABLE = ("functions/", "triggers.sql", "grants.sql", "catalog_privileges.sql")
 # A session-level advisory lock: one `migrate upgrade`/`downgrade` at a time per database. Not
 # the rollups' key (hashtext('loginetl.rollups')), which the fold takes in its transactions.
 MIGRATE_LOCK = "pg_catalog.hashtext('loginetl.migrate')"
@@ -71,10 +76,10 @@ class Revision:
     is_head: bool
 
 
-def _config() -> Config:
+def _config(output: io.StringIO | None = None) -> Config:
     from alembic.config import Config
 
-    config = Config()
+    config = Config(output_buffer=output)
     config.set_main_option("script_location", SCRIPT_LOCATION)
     return config
 
@@ -160,6 +165,7 @@ def _run(engine: Engine, step: Callable[[Config], None]) -> SchemaStatus:
         _migrate_lock(connection),
     ):
         config.attributes["connection"] = connection
+        _adopt_pre_release(connection)
         step(config)
         connection.commit()  # whatever Alembic read outside a migration's transaction
     return status(engine)
@@ -172,11 +178,83 @@ def upgrade(engine: Engine, revision: str = "head") -> SchemaStatus:
     return _run(engine, lambda config: command.upgrade(config, revision))
 
 
-def downgrade(engine: Engine, revision: str) -> SchemaStatus:
-    """Revert migrations down to ``revision`` (e.g. "-1" or "base"; see :func:`_run`)."""
+def upgrade_sql(revision: str = "head") -> str:
+    """The DDL of every migration up to ``revision``, as a DBA would run it; no database."""
     from alembic import command
 
+    output = io.StringIO()
+    command.upgrade(_config(output), revision, sql=True)
+    return output.getvalue()
+
+
+def downgrade(engine: Engine, revision: str) -> SchemaStatus:
+    """Revert migrations down to ``revision`` (e.g. "-1"; see :func:`_run`), never below 1.0."""
+    from alembic import command
+
+    if _below_baseline(status(engine).current, revision):
+        raise MigrationRefused(
+            f"{BASELINE} is the first revision: there is nothing below it to go back to; "
+            "to start over, drop the database"
+        )
     return _run(engine, lambda config: command.downgrade(config, revision))
+
+
+def _below_baseline(current: tuple[str, ...], revision: str) -> bool:
+    """Whether downgrading from ``current`` to ``revision`` would undo the baseline."""
+    if revision == "base":
+        return True
+    steps = re.fullmatch(r"-(\d+)", revision)
+    if steps is None or len(current) != 1:
+        return False
+    scripts = _scripts()
+    at: str | None = current[0]
+    for _ in range(int(steps.group(1))):
+        script = scripts.get_revision(at) if at is not None else None
+        if script is None:
+            return at is None
+        at = script.down_revision if isinstance(script.down_revision, str) else None
+    return at is None
+
+
+def sql_files(*entries: str) -> list[str]:
+    """The text of loginetl/sql files in order; a trailing "/" is every .sql of a folder."""
+    root = resources.files("loginetl") / "sql"
+    texts = []
+    for entry in entries:
+        folder = root / entry
+        files = (
+            sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+            if entry.endswith("/")
+            else [folder]
+        )
+        texts += [f.read_text(encoding="utf-8") for f in files]
+    return texts
+
+
+def _adopt_pre_release(connection: Connection) -> None:
+    """Take a database at 0016 to 1.0 (its replaceable objects run again); refuse older ones.
+
+    One transaction: the functions, triggers and grants of 1.0, the compatibility
+    declarations of the pre-release revisions gone, the version stamped.
+    """
+    current = status_on(connection).current
+    connection.commit()
+    old = [r for r in current if PRE_RELEASE.fullmatch(r)]
+    if not old:
+        return
+    if current != (PRE_RELEASE_LAST,):
+        raise MigrationRefused(
+            f"the database is at pre-release revision {', '.join(old)}, which loginetl 1.0 "
+            f"adopts only from {PRE_RELEASE_LAST}; take it to {PRE_RELEASE_LAST} with the "
+            "loginetl that made it (or drop and recreate it), then run this again"
+        )
+    for sql in sql_files(*REPLACEABLE):
+        connection.execute(text(sql))
+    connection.execute(text(f"DELETE FROM public.{COMPAT_TABLE}"))
+    connection.execute(
+        text("UPDATE public.alembic_version SET version_num = :baseline"), {"baseline": BASELINE}
+    )
+    connection.commit()
 
 
 def status(engine: Engine) -> SchemaStatus:
@@ -221,31 +299,6 @@ def require_head(engine: Engine) -> SchemaStatus:
     return current
 
 
-def load_revision(path: Path) -> ModuleType:
-    """An earlier revision's module, for SQL a later one restores or reuses (frozen text)."""
-    spec = importlib.util.spec_from_file_location(f"loginetl_revision_{path.stem}", path)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def declare_compatible(revision: str, compatible_with: str) -> None:
-    """In a migration's upgrade: consumers at ``compatible_with`` or later may run on it.
-
-    Every migration from 0009 on calls this for itself; a downgrade drops the row.
-    """
-    from alembic import op
-
-    op.execute(
-        text(
-            f"INSERT INTO {COMPAT_TABLE} (revision, compatible_with) VALUES (:r, :c) "
-            "ON CONFLICT (revision) DO UPDATE SET compatible_with = excluded.compatible_with"
-        ).bindparams(r=revision, c=compatible_with)
-    )
-
-
 def _declarations(engine: Engine) -> dict[str, str]:
     try:
         with translate_errors(engine, "read schema compatibility"), engine.connect() as conn:
@@ -264,6 +317,8 @@ def require_compatible(engine: Engine) -> SchemaStatus:
     current = status(engine)
     if current.at_head:
         return current
+    if any(PRE_RELEASE.fullmatch(r) for r in current.current):
+        return require_head(engine)  # pre-release: migrate upgrade adopts it
     scripts = _scripts()
     known = {s.revision for s in scripts.walk_revisions()}
     unknown = [r for r in current.current if r not in known]

@@ -314,3 +314,59 @@ def test_lifecycle_commands_refuse_other_roles_bad_windows_and_a_missing_signing
     missing = run(eraser, "forget", "--user-id", "u1", "--reason", REASON, "--no-queues")
     assert missing.exit_code == 2, missing.output
     assert owner_rows(url, "SELECT count(*) FROM unmask_audit")[0][0] == 0
+
+
+def test_forget_keeps_the_vault_entry_of_a_row_written_around_the_rollups(
+    settings: Settings, login_role: Callable[[str], str]
+) -> None:
+    """The purge asks user_logins, not the rollups: a row a restore or a backfill wrote
+    straight into the table (no rollup delta) keeps its token's vault entry."""
+    masker = keys.load_masker(settings.keys_dir)
+    sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
+    ip, erased_device = masker.token("ip", "192.0.2.50"), masker.token("device_id", "dev-gone")
+    now = datetime.now(UTC)
+    writer = db.make_engine(login_role("loginetl_writer"), pool_size=1)
+    try:
+        row = LoginRow(
+            "k-erased", ERASED, "ios", ip, erased_device, None, 1, "0.0.1", now, now.date()
+        )
+        entries = [
+            PlainVaultEntry(ip, "ip", "192.0.2.50"),
+            PlainVaultEntry(erased_device, "device_id", "dev-gone"),
+        ]
+        db.write_batch(writer, [row], sealer.seal(entries))
+        db.fold_rollups(writer, wait=True)
+    finally:
+        writer.dispose()
+    url = settings.database_url
+    owner = create_engine(url)
+    try:
+        with owner.begin() as conn:  # the same ip, for another user, around the write path
+            conn.execute(
+                text(
+                    "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
+                    "masked_device_id, app_version, app_version_raw, sent_at, create_date) "
+                    "VALUES ('k-restored', 'restored-user', 'ios', :ip, 'k1:restored', 1, "
+                    "'0.0.1', now(), current_date)"
+                ),
+                {"ip": ip},
+            )
+    finally:
+        owner.dispose()
+    eraser = create_engine(login_role("loginetl_eraser"))
+    try:
+        with eraser.begin() as conn:
+            seq = conn.execute(
+                text("SELECT audit_seq FROM loginetl_forget_request(:u, :r, NULL, NULL)"),
+                {"u": ERASED, "r": REASON},
+            ).scalar_one()
+        with eraser.begin() as conn:
+            done = conn.execute(
+                text("SELECT * FROM loginetl_forget(:s, :u)"), {"s": seq, "u": ERASED}
+            ).one()
+    finally:
+        eraser.dispose()
+    assert (done.logins, done.ip_purged, done.ip_kept) == (1, 0, 1)
+    assert (done.device_purged, done.device_kept) == (1, 0)
+    in_vault = {t for (t,) in owner_rows(url, "SELECT token FROM pii_vault")}
+    assert in_vault == {ip}

@@ -28,7 +28,7 @@ from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON, InboundMessage
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 from loginetl.services import db, keys
 from loginetl.services.keys import load_attribute_keys
-from loginetl.services.migrations import COMPAT_TABLE
+from loginetl.services.migrations import BASELINE, COMPAT_TABLE
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
 
@@ -221,7 +221,7 @@ def test_consume_runs_on_a_schema_ahead_that_declares_it_compatible(
     publish: Publish,
     valid_bodies: Callable[..., list[str]],
 ) -> None:
-    _move_schema_to(settings.database_url, "0042", "0009")
+    _move_schema_to(settings.database_url, "1.2", BASELINE)
     publish(valid_bodies(5, 13))
     assert consume_json(cli_env)["loaded"] == 5
 
@@ -229,10 +229,10 @@ def test_consume_runs_on_a_schema_ahead_that_declares_it_compatible(
 def test_consume_refuses_a_schema_ahead_that_does_not(
     cli_env: dict[str, str], settings: Settings, queues: tuple[str, str]
 ) -> None:
-    _move_schema_to(settings.database_url, "0042", None)
+    _move_schema_to(settings.database_url, "1.2", None)
     result = runner.invoke(app, ["consume", "--idle-exit", "1"], env=cli_env)
     assert result.exit_code == 2
-    assert "0042 does not declare itself compatible" in result.output
+    assert "1.2 does not declare itself compatible" in result.output
 
 
 class _SealerWithABug(VaultSealer):

@@ -40,7 +40,7 @@ class Breakage:
 
 
 CONSUME = "loginetl/actions/consume.py"
-LIFECYCLE = "migrations/versions/0012_privacy_lifecycle.py"
+FUNCTIONS = "loginetl/sql/functions/"
 RECEIPT_AS_KEY = (
     "core/batch.py",
     "        return self.envelope_id or self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
@@ -135,8 +135,7 @@ BREAKAGES = [
         "fold-keeps-pending",
         "a crash inside the fold counts every row once (the fold deletes what it folds)",
         FAULTS + "test_kill_9_inside_the_rollup_fold",
-        # 0011 redefines the fold (and 0015 builds on 0011's move): break the live text.
-        "migrations/versions/0011_signed_rollups.py",
+        FUNCTIONS + "loginetl_fold_rollups.sql",
         "        DELETE FROM public.rollup_pending\n        WHERE ctid = ANY",
         "        UPDATE public.rollup_pending SET sign = sign\n        WHERE ctid = ANY",
     ),
@@ -152,7 +151,7 @@ BREAKAGES = [
         "fold-counts-skipped-rows",
         "the rollups count every loaded row once (never a skipped redelivery)",
         FAULTS + "test_kill_9_mid_batch_then_rerun[crash_after_commit]",
-        "migrations/versions/0011_signed_rollups.py",
+        FUNCTIONS + "loginetl_move_staged.sql",
         "               app_version_raw, create_date, loaded_at, 1 FROM new\n    )",
         "               app_version_raw, create_date, pg_catalog.now(), 1\n        FROM pg_temp.loginetl_staged_logins\n    )",
     ),
@@ -232,7 +231,7 @@ BREAKAGES = [
         "forget-without-minus",
         "forget leaves the rollups exact: removed rows leave the counts, killed or not",
         "tests/faults/test_lifecycle_faults.py::test_kill_9_inside_forget_and_retention_then_rerun",
-        LIFECYCLE,
+        FUNCTIONS + "loginetl_forget.sql",
         "               g.locale, g.app_version_raw, g.create_date, g.loaded_at, -1 FROM gone g\n",
         "               g.locale, g.app_version_raw, g.create_date, g.loaded_at, -1 FROM gone g WHERE false\n",
     ),
@@ -240,9 +239,18 @@ BREAKAGES = [
         "retention-without-minus",
         "retention leaves the rollups exact: a dropped month leaves the counts",
         "tests/faults/test_lifecycle_faults.py::test_kill_9_inside_forget_and_retention_then_rerun",
-        LIFECYCLE,
+        FUNCTIONS + "loginetl_retention_drop.sql",
         "        'SELECT *, -1 FROM gone), '\n",
         "        'SELECT *, -1 FROM gone WHERE false), '\n",
+    ),
+    Breakage(
+        "purge-ignores-the-table",
+        "the purge deletes a vault entry only when no row of user_logins holds its token",
+        "tests/e2e/test_lifecycle.py::"
+        "test_forget_keeps_the_vault_entry_of_a_row_written_around_the_rollups",
+        FUNCTIONS + "loginetl_purge_candidates.sql",
+        "                                      WHERE l.masked_ip = b.token)\n",
+        "                                      WHERE l.masked_ip = b.token AND false)\n",
     ),
 ]
 

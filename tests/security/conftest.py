@@ -163,53 +163,6 @@ def write_as(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[
     return values
 
 
-def write_as_0006(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[str, str]:
-    """Load logins as a 0006 deployment did (plain INSERTs; today's write path needs 0008)."""
-    rows, sealed, values = _masked(keys_dir, plain, tag)
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for e in sealed:
-                conn.execute(
-                    text(
-                        "INSERT INTO pii_vault (token, pii_field, recipient, "
-                        "ephemeral_public_key, nonce, ciphertext) VALUES (:t, :f, :r, :k, :n, :c)"
-                    ),
-                    {
-                        "t": e.token,
-                        "f": e.pii_field,
-                        "r": e.recipient,
-                        "k": e.ephemeral_public_key,
-                        "n": e.nonce,
-                        "c": e.ciphertext,
-                    },
-                )
-            for r in rows:
-                conn.execute(
-                    text(
-                        "INSERT INTO user_logins (idempotency_key, user_id, device_type, "
-                        "masked_ip, masked_device_id, locale, app_version, app_version_raw, "
-                        "sent_at, create_date) VALUES (:k, :u, :d, :ip, :dev, :l, :v, :raw, "
-                        ":s, :c)"
-                    ),
-                    {
-                        "k": r.idempotency_key,
-                        "u": r.user_id,
-                        "d": r.device_type,
-                        "ip": r.masked_ip,
-                        "dev": r.masked_device_id,
-                        "l": r.locale,
-                        "v": r.app_version,
-                        "raw": r.app_version_raw,
-                        "s": r.sent_at,
-                        "c": r.create_date,
-                    },
-                )
-    finally:
-        engine.dispose()
-    return values
-
-
 @pytest.fixture
 def world(database_url: str, login_role: Callable[[str], str], keys_dir: Path) -> World:
     writer = login_role("loginetl_writer")

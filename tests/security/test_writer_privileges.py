@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg2
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from loginetl.cli import app
 from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage, prepare_batch
 from loginetl.core.vault_crypto import VaultSealer
-from loginetl.services import db, keys, migrations
+from loginetl.services import db, keys
 from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import consume_json, count_rows
 from tests.rollups import rollups_exact
@@ -325,35 +325,6 @@ def test_consume_as_the_writer_loads_the_public_sample_exactly(
     with engine.connect() as conn:
         assert rollups_exact(conn)
     engine.dispose()
-
-
-def test_upgrade_keeps_rows_pending_at_0006_and_the_writer_folds_them(
-    engine: Engine, writer: str
-) -> None:
-    """A database that was loading under 0006 (rows queued by the old write) upgrades with its
-    pending rows intact, and the writer folds them through the new function."""
-    migrations.downgrade(engine, "0006")
-    with engine.begin() as conn:
-        for key, user, ip in (("a", "u1", "k1:1"), ("b", "u2", "k1:1"), ("c", "u2", "k1:2")):
-            values = {"k": key, "u": user, "ip": ip}
-            conn.execute(
-                text(
-                    "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
-                    "masked_device_id, app_version, app_version_raw, sent_at, create_date) "
-                    "VALUES (:k, :u, 'ios', :ip, 'k1:d', 1, '1', now(), current_date)"
-                ),
-                values,
-            )
-            conn.execute(text("INSERT INTO rollup_pending VALUES (:u, :ip, 'k1:d', now())"), values)
-    migrations.upgrade(engine, "0010")  # 0011 rebuilds the rollups, leaving nothing pending
-    writer_engine = db.make_engine(writer, pool_size=1)
-    try:
-        assert db.fold_rollups(writer_engine, wait=True) == 3
-    finally:
-        writer_engine.dispose()
-    migrations.upgrade(engine)
-    with engine.connect() as conn:
-        assert rollups_exact(conn)
 
 
 def test_stats_as_the_writer_is_refused_with_the_role_to_use(

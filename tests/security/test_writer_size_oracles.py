@@ -22,7 +22,17 @@ from sqlalchemy.engine import make_url
 
 from loginetl.core.vault_crypto import PlainVaultEntry, VaultSealer
 from loginetl.services import db, keys
+from tests.conftest import OWNER_KIND
 from tests.security.conftest import World, attack
+
+# Closed by revoking pg_catalog functions (catalog_privileges.sql), which only a superuser
+# may do: on a database a managed PostgreSQL's owner migrated, these attacks get through
+# until the writer's statements stop depending on what is stored (issue #24).
+pytestmark = pytest.mark.xfail(
+    OWNER_KIND == "managed",
+    reason="pg_catalog privileges need a superuser; the structural fix is issue #24",
+    strict=True,
+)
 
 TRIALS = 30
 

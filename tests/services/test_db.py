@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import UTC, date, datetime
 
 import pytest
@@ -36,12 +35,18 @@ def test_write_batch_is_idempotent(engine: Engine) -> None:
         assert conn.execute(text("SELECT count(*) FROM user_logins")).scalar_one() == 3
 
 
-def test_migrations_go_down_and_up(engine: Engine) -> None:
-    assert migrations.status(engine).at_head
-    assert migrations.downgrade(engine, "base").current == ()
-    with pytest.raises(SchemaNotAtHead, match="loginetl migrate upgrade"):
-        migrations.require_head(engine)
-    assert migrations.upgrade(engine).at_head
+def test_a_database_without_the_schema_is_refused_until_migrated(
+    empty_database_url: str,
+) -> None:
+    db.ensure_database(empty_database_url)
+    engine = db.make_engine(empty_database_url, pool_size=1)
+    try:
+        with pytest.raises(SchemaNotAtHead, match=r"no schema .* run: loginetl migrate upgrade"):
+            migrations.require_head(engine)
+        assert migrations.upgrade(engine).at_head
+        assert migrations.require_head(engine).current == (migrations.BASELINE,)
+    finally:
+        engine.dispose()
 
 
 def test_ensure_database_creates_it_once(empty_database_url: str) -> None:
@@ -96,25 +101,6 @@ def test_rollups_count_only_new_rows_and_match_the_table(engine: Engine) -> None
             )
         ).one()
     assert tuple(top) == (3, 4)  # ip 1: users u1, u2, u3; logins a, b, d, e
-
-
-def test_upgrade_backfills_rollups_from_existing_rows(engine: Engine) -> None:
-    migrations.downgrade(engine, "0001")
-    with engine.begin() as conn:
-        for key, user, ip in (("a", "u1", "1"), ("b", "u2", "1"), ("c", "u2", "2")):
-            values = shared_row(key, user, ip, "d")
-            conn.execute(
-                text(
-                    "INSERT INTO user_logins (idempotency_key, user_id, device_type, masked_ip, "
-                    "masked_device_id, locale, app_version, app_version_raw, create_date, sent_at) "
-                    "VALUES (:idempotency_key, :user_id, :device_type, :masked_ip, "
-                    ":masked_device_id, :locale, :app_version, :app_version_raw, :create_date, :sent_at)"
-                ),
-                asdict(values),
-            )
-    migrations.upgrade(engine)
-    with engine.connect() as conn:
-        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
 
 
 def partition_of(engine: Engine, key: str) -> str:
@@ -283,17 +269,3 @@ def test_removed_rows_leave_the_rollups_exact_even_when_folded_before_their_load
         left = conn.execute(text("SELECT count(*) FROM token_users WHERE logins <= 0")).scalar()
         assert left == 0  # pairs back at zero are deleted, not kept as zeros
         assert conn.execute(text("SELECT sum(logins) FROM rollup_months")).scalar() == 2
-
-
-def test_downgrade_below_signed_rollups_recounts_them(engine: Engine) -> None:
-    db.write_batch(engine, [shared_row("a", "u1", "1", "d1"), shared_row("b", "u2", "1", "d2")], [])
-    with engine.begin() as conn:
-        conn.execute(text(RETRACT), {"keys": ["a"]})  # one +1 and one -1 still pending
-    migrations.downgrade(engine, "0010")
-    with engine.connect() as conn:
-        pairs = conn.execute(text("SELECT count(*) FROM token_users")).scalar()
-        users = conn.execute(text("SELECT user_id, logins FROM user_stats")).all()
-    assert (pairs, [tuple(u) for u in users]) == (2, [("u2", 1)])
-    migrations.upgrade(engine)
-    with engine.connect() as conn:
-        assert tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT

@@ -113,19 +113,10 @@ def _pretend_future(engine: Engine, revision: str, declared: str | None) -> None
             )
 
 
-def test_every_migration_from_0009_declares_itself(engine: Engine) -> None:
+def test_the_baseline_declares_nothing(engine: Engine) -> None:
+    """Declarations are for revisions after 1.0 that older consumers may run on."""
     with engine.connect() as conn:
-        declared = dict(conn.execute(text(f"SELECT * FROM {migrations.COMPAT_TABLE}")).all())
-    assert declared == {
-        "0009": "0008",
-        "0010": "0009",
-        "0011": "0009",
-        "0012": "0009",
-        "0013": "0009",
-        "0014": "0009",
-        "0015": "0009",
-        "0016": "0009",
-    }
+        assert conn.execute(text(f"SELECT count(*) FROM {migrations.COMPAT_TABLE}")).scalar() == 0
 
 
 def test_a_schema_at_head_is_accepted(engine: Engine) -> None:
@@ -133,30 +124,31 @@ def test_a_schema_at_head_is_accepted(engine: Engine) -> None:
 
 
 def test_a_schema_ahead_that_declares_itself_compatible_is_accepted(engine: Engine) -> None:
-    _pretend_future(engine, "0099", declared="0009")
-    assert migrations.require_compatible(engine).current == ("0099",)
+    _pretend_future(engine, "1.2", declared=migrations.BASELINE)
+    assert migrations.require_compatible(engine).current == ("1.2",)
 
 
-@pytest.mark.parametrize("declared", [None, "0098"])
+@pytest.mark.parametrize("declared", [None, "1.1"])
 def test_a_schema_ahead_that_does_not_declare_compatibility_is_refused(
     engine: Engine, declared: str | None
 ) -> None:
-    _pretend_future(engine, "0099", declared)
-    with pytest.raises(SchemaNotAtHead, match="0099 does not declare itself compatible"):
+    _pretend_future(engine, "1.2", declared)
+    with pytest.raises(SchemaNotAtHead, match=r"1\.2 does not declare itself compatible"):
         migrations.require_compatible(engine)
 
 
 def test_every_unknown_revision_must_declare(engine: Engine) -> None:
-    _pretend_future(engine, "0099", declared="0009")
+    _pretend_future(engine, "1.2", declared=migrations.BASELINE)
     with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO {migrations.COMPAT_TABLE} VALUES ('0098', '0097')"))
-    with pytest.raises(SchemaNotAtHead, match="0098"):
+        conn.execute(text(f"INSERT INTO {migrations.COMPAT_TABLE} VALUES ('1.1', '0.9')"))
+    with pytest.raises(SchemaNotAtHead, match=r"1\.1"):
         migrations.require_compatible(engine)
 
 
-def test_a_schema_behind_is_refused(engine: Engine) -> None:
-    migrations.downgrade(engine, "0006")
-    with pytest.raises(SchemaNotAtHead, match="run: loginetl migrate upgrade"):
+def test_a_pre_release_schema_is_sent_to_migrate_upgrade(engine: Engine) -> None:
+    """A 0016 database (declared compatible with 0009 then) is not "ahead": upgrade adopts it."""
+    _pretend_future(engine, "0016", declared="0009")
+    with pytest.raises(SchemaNotAtHead, match=r"at 0016 .* run: loginetl migrate upgrade"):
         migrations.require_compatible(engine)
 
 

@@ -1,0 +1,26 @@
+-- keys rederive (loginetl_rederiver): page through the vault entries of other keys under
+-- a committed rederive audit row (12 hours).
+CREATE OR REPLACE FUNCTION public.loginetl_rederive_page(p_seq bigint, p_after text, p_limit integer)
+ RETURNS TABLE(token text, pii_field text, recipient text, ephemeral_public_key bytea, nonce bytea, ciphertext bytea)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    r public.unmask_audit;
+    v_key_id text;
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 OR p_limit > 10000 THEN
+        RAISE EXCEPTION 'limit must be between 1 and 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    r := public.loginetl_committed_audit_row(p_seq, 'rederive', interval '12 hours');
+    v_key_id := pg_catalog.substring(r.token, '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$');
+    RETURN QUERY
+    SELECT v.token::text, v.pii_field::text, v.recipient::text, v.ephemeral_public_key,
+           v.nonce, v.ciphertext
+      FROM public.pii_vault v
+     WHERE v.token > coalesce(p_after, '')
+       AND NOT pg_catalog.starts_with(v.token, v_key_id || ':')
+     ORDER BY v.token LIMIT p_limit;
+END $function$
+;

@@ -1,0 +1,39 @@
+-- keys rederive (loginetl_rederiver): append the rederive audit row naming the target
+-- key id and its fingerprint; only the key the consumers write with now.
+CREATE OR REPLACE FUNCTION public.loginetl_rederive_request(p_key_id text, p_fingerprint text, p_reason text, p_os_user text, p_client_host text)
+ RETURNS TABLE(audit_seq bigint, audit_hash text)
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+DECLARE
+    v_deployed text;
+    v_token text := 'rederive->' || coalesce(p_key_id, '') || ':' || coalesce(p_fingerprint, '');
+BEGIN
+    
+    IF p_reason IS NULL OR pg_catalog.length(p_reason) NOT BETWEEN 1 AND 1000
+       OR pg_catalog.length(coalesce(p_os_user, '')) > 256
+       OR pg_catalog.length(coalesce(p_client_host, '')) > 256 THEN
+        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    IF v_token !~ '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$' THEN
+        RAISE EXCEPTION 'key id or fingerprint malformed' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The deployed key is the one the consumers wrote with last.
+    SELECT pg_catalog.split_part(v.token, ':', 1) INTO v_deployed
+      FROM public.pii_vault v ORDER BY v.created_at DESC LIMIT 1;
+    IF v_deployed IS DISTINCT FROM p_key_id THEN
+        RAISE EXCEPTION 'rederive maps only to the key the consumers write with now, not %', p_key_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN QUERY
+    INSERT INTO public.unmask_audit AS a
+        (seq, at, db_role, os_user, client_host, token, pii_field, reason, outcome,
+         prev_hash, row_hash)
+    VALUES (0, pg_catalog.now(), '', p_os_user, p_client_host, v_token, NULL,
+            p_reason, 'rederive', '', '')
+    RETURNING a.seq, a.row_hash;
+END $function$
+;
