@@ -104,6 +104,12 @@ def create_database(name: str, *, owner: str | None = None, template: str | None
     return url.render_as_string(hide_password=False)
 
 
+def as_superuser(url: str) -> str:
+    """The same database, logged in as the test cluster's superuser (test housekeeping)."""
+    superuser = make_url(_base_url()).username
+    return make_url(url).set(username=superuser).render_as_string(hide_password=False)
+
+
 def drop_database(url: str) -> None:
     admin = admin_engine()
     try:
