@@ -188,7 +188,6 @@ def handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     _retry_budget[0] = retry_seconds(context)
     _housekeeping(rt)
     outcome = process(rt, messages, fifo=is_fifo(event))
-    _fold(rt)
     log.info(
         "records=%d loaded=%d duplicates=%d dead_lettered=%d failed=%d forged_attributes=%d",
         len(messages),
@@ -254,15 +253,6 @@ def _housekeeping(rt: _Runtime) -> None:
         db.ensure_partitions(rt.loader.engine)
     except Exception as error:
         log.warning("could not create partitions ahead (%s)", db.describe(error))
-
-
-def _fold(rt: _Runtime) -> None:
-    """Fold this batch's rows into the stats rollups; never fatal (the rows are safe), and
-    never waiting: if another invocation is folding, it folds these too."""
-    try:
-        db.fold_rollups(rt.loader.engine)
-    except Exception as error:
-        log.warning("could not fold the stats rollups (%s)", db.describe(error))
 
 
 def _dead_letter(rt: _Runtime, rejected: Sequence[RejectedMessage]) -> DeadLettered:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo: a local SQS endpoint, PostgreSQL, keys, schema, 5,000 demo messages, consume, stats.
+# The demo: a local SQS endpoint, PostgreSQL, keys, schema, 5,000 demo messages, consume,
+# fold, stats.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -26,6 +27,8 @@ step "seed 5,000 demo messages (1% malformed)"
 $loginetl seed --count 5000 --seed "$(date +%s)" --create-queues
 step "consume"
 LOGINETL_KEYS_DIR="$consumer_keys" $loginetl consume --create-queues --idle-exit 3
+step "fold (the vault inbox into the vault, the loaded rows into the rollups: not the writer's job)"
+$loginetl fold
 step "stats"
 $loginetl stats
 echo

@@ -8,8 +8,8 @@ row is committed or its DLQ copy accepted; a crash anywhere leaves it in the que
 redelivery is absorbed by the unique idempotency key. Anything wrong with one message
 dead-letters that message alone; rows the database refuses as data are found by bisection
 and dead-lettered; transient failures are retried while a heartbeat keeps the batch
-hidden. The stats rollups are folded from the committed rows about once a second, and
-once more at exit.
+hidden. consume only appends: the rollups and the vault are folded from what it
+committed by `loginetl fold` (and `stats`), never by the writer role.
 """
 
 from __future__ import annotations
@@ -51,8 +51,6 @@ if TYPE_CHECKING:  # prometheus_client is imported by _start_metrics, with --met
 log = logging.getLogger("loginetl.consume")
 
 _PARTITION_CHECK_SECONDS = 3600.0
-_FOLD_SECONDS = 1.0  # how stale the stats rollups may get while consume runs
-_FOLD_RETRY_SECONDS = 10.0  # after a failed fold (e.g. the database is down)
 
 
 @dataclass(frozen=True)
@@ -234,7 +232,6 @@ class Consumer:
         self._failure: LoginetlError | None = None
         self._stopped_because = ""
         self._visibility = options.visibility_timeout or sqs.depth(queue_url).visibility_timeout
-        self._next_fold = 0.0
         self.on_batch: Callable[[float], None] | None = None  # batch latency, for metrics
         self.on_lag: Callable[[float], None] | None = None  # per committed message, for metrics
         self.loader = Loader(
@@ -263,7 +260,6 @@ class Consumer:
     ) -> ConsumeSummary:
         """Consume until --max, idle, a stop request or a fatal error; return the counts."""
         self._ensure_partitions()
-        self._fold_rollups()  # what a previous run left pending, e.g. after a kill
         self._started = self._last_activity = self._last_handled = time.monotonic()
         threads = [
             threading.Thread(target=self._worker, name=f"consume-{i}", daemon=True)
@@ -280,12 +276,9 @@ class Consumer:
                 if time.monotonic() - partitions_checked > _PARTITION_CHECK_SECONDS:
                     partitions_checked = time.monotonic()
                     self._ensure_partitions()
-                if time.monotonic() >= self._next_fold:
-                    self._fold_rollups()
             self.acknowledger.close()
         finally:
             self.heartbeat.close()
-        self._fold_rollups(wait=True)  # leave the rollups exact for whoever runs stats next
         if self._failure is not None:
             raise self._failure
         return self.snapshot()
@@ -299,18 +292,6 @@ class Consumer:
             return
         if made:
             log.info("created %d monthly partition(s) of user_logins", made)
-
-    def _fold_rollups(self, *, wait: bool = False) -> None:
-        """Fold committed rows into the stats rollups; never fatal (the rows are safe)."""
-        try:
-            folded = db.fold_rollups(self.engine, wait=wait)
-        except Exception as error:
-            log.warning("could not fold the stats rollups (%s)", db.describe(error))
-            self._next_fold = time.monotonic() + _FOLD_RETRY_SECONDS
-            return
-        self._next_fold = time.monotonic() + _FOLD_SECONDS
-        if folded:
-            log.debug("folded %d row(s) into the stats rollups", folded)
 
     def snapshot(self) -> ConsumeSummary:
         """The counts so far (thread-safe)."""

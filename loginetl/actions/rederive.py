@@ -83,6 +83,7 @@ def _rederive(
     audit.require_grant(engine, _FUNCTIONS, group="loginetl_rederiver", what="re-derive tokens")
     # Audited (and committed) once, before anything is decrypted.
     seq = session.request_rederive(target).seq
+    db.settle_vault(engine, wait=True)  # what loads appended is paged out too
     examined = aliased = undecryptable = unverified = conflicting = 0
     after = ""
     while True:

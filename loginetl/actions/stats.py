@@ -41,7 +41,9 @@ class TableStats:
     distinct_masked_devices: int
     vault_entries: int | None  # exact, with count_vault; None where not asked or not allowed
     vault_entries_estimate: int | None  # the planner's (pg_class); None where not allowed
-    rollups_pending: int  # loaded rows the figures below do not count yet (folded ~1/s)
+    rollups_pending: int  # loaded rows the figures below do not count yet
+    vault_pending: int  # sealed entries loads appended that are not settled in the vault yet
+    behind_seconds: float  # age of the oldest of either: how far the figures lag the loads
     top_shared_ips: list[SharedToken]
     top_shared_devices: list[SharedToken]
     by_device_type: list[tuple[str, int]]
@@ -78,14 +80,16 @@ class Stats:
 # Every figure in one statement, so one connection and one round trip answer `stats`
 # (a pool of four connections cost four connection set-ups, each several round trips,
 # which against a remote server outweigh these reads). Each part reads a rollup the fold
-# keeps (migration 0011) or a small catalogue row, so the time does not grow with
-# user_logins: top shared tokens are an index-only scan of n entries (0013), the hours a
-# range of rollup_hourly's key; rollup_pending holds only what is not folded yet.
+# keeps or a small catalogue row, so the time does not grow with user_logins: top shared
+# tokens are an index-only scan of n entries (token_stats_top_idx), the hours a range of
+# rollup_hourly's key; the backlog counts only what is not folded yet.
 _TABLE_STATS = """
 SELECT
   (SELECT coalesce(json_object_agg(metric, value), '{}') FROM rollup_totals) AS totals,
   (SELECT coalesce(sum(logins), 0) FROM rollup_months WHERE logins > 0) AS rows,
-  (SELECT count(*) FROM rollup_pending) AS pending,
+  (SELECT json_build_array(pending_rows, inbox_entries, extract(
+            epoch FROM clock_timestamp() - least(pending_since, inbox_since)))
+     FROM loginetl_backlog()) AS backlog,
   (SELECT coalesce(json_agg(json_build_array(token, users, logins)), '[]') FROM (
      SELECT token, users, logins FROM token_stats WHERE pii_field = 'ip' AND users > 1
      ORDER BY users DESC, logins DESC, token LIMIT :top) t) AS shared_ips,
@@ -122,13 +126,15 @@ def table_stats_on(
     """The aggregates, on a connection the caller holds: one statement, one more with
     ``count_vault``.
 
-    Rows loaded but not folded yet (about a second's worth while consume runs) are
-    counted in rollups_pending. Only ``count_vault`` scans (the vault, which grows with
-    the data); otherwise the vault's size is the planner's estimate (pg_class.reltuples,
-    kept by autovacuum), and None where the role may not read the vault (the analyst).
+    Rows loaded but not folded yet are counted in rollups_pending, vault entries not
+    settled yet in vault_pending, and the oldest of them is behind_seconds old. Only
+    ``count_vault`` scans (the vault, which grows with the data); otherwise the vault's
+    size is the planner's estimate (pg_class.reltuples, kept by autovacuum), and None
+    where the role may not read the vault (the analyst).
     """
     r = conn.execute(text(_TABLE_STATS), {"top": top, "since": since}).one()
     counted = {str(metric): int(value) for metric, value in r.totals.items()}
+    pending, inbox, behind = r.backlog
     by: dict[str, list[tuple[str | None, int]]] = {
         "device_type": [],
         "locale": [],
@@ -151,7 +157,9 @@ def table_stats_on(
         distinct_masked_devices=counted.get("device_tokens", 0),
         vault_entries=vault_exact,
         vault_entries_estimate=estimate,
-        rollups_pending=int(r.pending),
+        rollups_pending=int(pending),
+        vault_pending=int(inbox),
+        behind_seconds=round(float(behind or 0.0), 3),
         top_shared_ips=_shared(r.shared_ips),
         top_shared_devices=_shared(r.shared_devices),
         by_device_type=[(k or "", n) for k, n in by["device_type"]],
@@ -263,6 +271,9 @@ def stats(
                 "the database has no loginetl schema; run: loginetl migrate upgrade"
             )
         try:
+            # What loads left to fold, one bounded chunk of it, before the figures are
+            # read; a `loginetl fold` worker folds the rest (and never waits on this).
+            db.fold_once_on(conn)
             table = table_stats_on(conn, top=top, since=since, count_vault=count_vault)
         except ProgrammingError as error:
             if getattr(error.orig, "pgcode", None) != db.INSUFFICIENT_PRIVILEGE:

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from loginetl.cli import (
     audit,
     consume,
+    fold,
     forget,
     keys,
     migrate,
@@ -167,6 +168,7 @@ def root(
 app.command("consume")(consume.consume_command)
 app.command("seed")(seed.seed_command)
 app.command("stats")(stats.stats_command)
+app.command("fold")(fold.fold_command)
 app.command("peek")(peek.peek_command)
 app.command("replay-dlq")(replay.replay_command)
 app.command("unmask")(unmask.unmask_command)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import signal
 import sys
 import threading
-from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.live import Live
@@ -17,6 +15,7 @@ from rich.text import Text
 
 from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
 from loginetl.cli.state import EnvelopeOption, settings_with_envelope
+from loginetl.cli.stopping import stop_on_signals
 from loginetl.core.messages import MAX_BODY_BYTES
 
 if TYPE_CHECKING:  # the action (boto3, SQLAlchemy, prometheus_client) loads when it runs
@@ -64,20 +63,6 @@ def render_summary(s: ConsumeSummary) -> Table:
     table.add_row("throughput", f"{s.messages_per_second:,.0f} msg/s")
     table.add_row("stopped because", inert(s.stopped_because))
     return table
-
-
-def _install_stop_handlers(stop: threading.Event) -> dict[int, Any]:
-    """First SIGINT/SIGTERM: finish the batch in hand and stop. Returns the old handlers."""
-
-    def request_stop(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl-C: unfinished messages simply reappear
-        stop.set()
-        log.warning("stop requested: finishing the batch in hand (Ctrl-C again to force)")
-
-    return {
-        signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
 
 
 def consume_command(
@@ -218,8 +203,8 @@ def consume_command(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
     )
-    previous = _install_stop_handlers(stop)
-    try:
+    # Unfinished messages simply reappear after a forced exit.
+    with stop_on_signals(stop, "the batch in hand"):
         if sys.stderr.isatty() and not json_output:
             with Live(
                 Text("starting…"), console=stderr, transient=True, refresh_per_second=4
@@ -227,9 +212,6 @@ def consume_command(
                 summary = run(on_tick=lambda s: live.update(progress_line(s)))
         else:
             summary = run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     if json_output:
         from loginetl import __version__
 

@@ -61,10 +61,11 @@ def _overview(result: Stats) -> Table:
     overview.add_row(
         "oldest month held", "none" if t.oldest_month is None else t.oldest_month.strftime("%Y-%m")
     )
-    if t.rollups_pending:
+    if t.rollups_pending or t.vault_pending:
         overview.add_row(
-            "rows not yet in the distinct counts",
-            f"{t.rollups_pending:,} (a running consume folds them in)",
+            "not folded yet",
+            f"{t.rollups_pending:,} rows, {t.vault_pending:,} vault entries, oldest "
+            f"{t.behind_seconds:,.1f} s (`loginetl fold` folds them in)",
         )
     schema = inert(", ".join(result.schema.current))  # read from alembic_version
     overview.add_row(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import psycopg2
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
@@ -202,22 +204,28 @@ def ensure_partitions(engine: Engine, *, months_ahead: int = 3) -> int:
 # them into place. COPY is parsed by the server as plain rows, where an INSERT of 1,000
 # VALUES tuples costs the client and the server several times more (docs/performance.md).
 # The writer may not read tokens back, nor learn which vault tokens already existed
-# (migration 0008): SECURITY DEFINER functions make the staging tables (temporary, ON
-# COMMIT DELETE ROWS; the writer may only insert into them) and move the rows, vault
-# entries and rollup_pending entries, returning only how many rows were new. Preparing in
-# every transaction keeps each one self-sufficient, so a transaction-pooling proxy in
-# between is fine.
+# (loginetl/sql/functions): SECURITY DEFINER functions make the staging tables
+# (temporary, ON COMMIT DELETE ROWS; the writer may only insert into them) and append the
+# rows, the sealed vault entries (to vault_inbox) and rollup_pending entries, returning
+# only how many rows were new. Preparing in every transaction keeps each one
+# self-sufficient, so a transaction-pooling proxy in between is fine.
 _PREPARE_STAGING = "SELECT public.loginetl_prepare_staging()"
 _MOVE_STAGED = "SELECT public.loginetl_move_staged()"
-# Migration 0015: the vault epoch a batch's token cache was filled at; a move whose
-# epoch a purge has since advanced fails with VAULT_EPOCH_STALE and writes nothing.
+# The vault epoch a batch's token cache was filled at; a move whose epoch a purge has
+# since advanced fails with VAULT_EPOCH_STALE and writes nothing.
 _SET_EPOCH = "SELECT pg_catalog.set_config('loginetl.vault_epoch', %s, true)"
 _EPOCH = "SELECT public.loginetl_vault_epoch()"
 VAULT_EPOCH_STALE = "LE001"
-# The fold (migration 0008's SECURITY DEFINER function, so the writer needs no right on
-# the rollups): take up to :limit pending rows, deleting them, and add them to the
-# rollups, under an advisory lock; NULL when another session holds it and :wait is false.
+# The fold and the settle (SECURITY DEFINER functions the analyst and the maintainer may
+# run, never the writer): take up to :limit pending rows (inbox entries), deleting them,
+# and add them to the rollups (move them into pii_vault), one session at a time; NULL
+# when another session is at it and :wait is false.
 _FOLD = "SELECT public.loginetl_fold_rollups(:limit, :wait)"
+_SETTLE = "SELECT public.loginetl_settle_vault(:limit, :wait)"
+_BACKLOG = (
+    "SELECT *, coalesce(extract(epoch FROM pg_catalog.clock_timestamp() "
+    "- least(pending_since, inbox_since)), 0) AS behind FROM public.loginetl_backlog()"
+)
 FOLD_CHUNK = 50_000  # rows per fold transaction: bounds its memory and lock time
 
 # COPY's text format: tab-separated, \N for NULL, backslash escapes for the four
@@ -307,22 +315,93 @@ def is_vault_epoch_stale(error: BaseException) -> bool:
     return sqlstate(error) == VAULT_EPOCH_STALE
 
 
-def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> int | None:
-    """Fold pending rows into the rollups until none are left; return how many were folded.
+def _drain(
+    engine: Engine, statement: str, *, wait: bool, limit: int, rounds: int | None, point: str
+) -> int | None:
+    """Run a fold-like ``statement`` (one chunk a transaction) until a chunk comes back
+    short, or ``rounds`` chunks; the rows it took, or None if another session held it."""
+    took = 0
+    done_rounds = 0
+    while rounds is None or done_rounds < rounds:
+        with engine.begin() as conn:
+            done = conn.execute(text(statement), {"limit": limit, "wait": wait}).scalar()
+            failpoints.hit(point, when=bool(done))
+        if done is None:
+            return None if took == 0 else took
+        took += int(done)
+        done_rounds += 1
+        if done < limit:
+            break
+    return took
+
+
+def fold_rollups(
+    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
+) -> int | None:
+    """Fold pending rows into the rollups until none are left (or ``rounds`` chunks);
+    return how many were folded.
 
     Returns None if another process was folding and ``wait`` is False: it will fold what
-    is pending. With ``wait``, waits for it and then folds (the last fold before exit).
+    is pending. With ``wait``, waits for it and then folds.
     """
-    folded = 0
-    while True:
-        with engine.begin() as conn:
-            done = conn.execute(text(_FOLD), {"limit": limit, "wait": wait}).scalar()
-            failpoints.hit("crash_in_fold", when=bool(done))
-        if done is None:
-            return None if folded == 0 else folded
-        folded += int(done)
-        if done < limit:
-            return folded
+    return _drain(engine, _FOLD, wait=wait, limit=limit, rounds=rounds, point="crash_in_fold")
+
+
+def settle_vault(
+    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
+) -> int | None:
+    """Move the sealed entries loads appended to vault_inbox into pii_vault (the first of a
+    token wins), as :func:`fold_rollups` folds; return how many entries it took."""
+    return _drain(engine, _SETTLE, wait=wait, limit=limit, rounds=rounds, point="crash_in_settle")
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What one :func:`fold` did: inbox entries settled and pending rows folded (None
+    where another session was at it)."""
+
+    settled: int | None
+    folded: int | None
+
+
+def fold(
+    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
+) -> Folded:
+    """Settle the vault inbox, then fold the rollups: everything loads have left to do."""
+    settled = settle_vault(engine, wait=wait, limit=limit, rounds=rounds)
+    return Folded(settled, fold_rollups(engine, wait=wait, limit=limit, rounds=rounds))
+
+
+def fold_once_on(conn: Connection, *, limit: int = FOLD_CHUNK) -> Folded:
+    """One chunk of the settle and one of the fold, never waiting for another session
+    that is at it, committed on the caller's connection (stats folds before it reads)."""
+    settled = conn.execute(text(_SETTLE), {"limit": limit, "wait": False}).scalar()
+    folded = conn.execute(text(_FOLD), {"limit": limit, "wait": False}).scalar()
+    conn.commit()
+    return Folded(settled, folded)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Loaded work not folded or settled yet, and the oldest of it (None when none)."""
+
+    pending_rows: int
+    pending_since: datetime | None
+    inbox_entries: int
+    inbox_since: datetime | None
+    behind_seconds: float  # the oldest's age on the database's clock; 0 when none
+
+
+def backlog_on(conn: Connection) -> Backlog:
+    """:class:`Backlog`, on a connection the caller holds (the analyst's or maintainer's)."""
+    r = conn.execute(text(_BACKLOG)).one()
+    return Backlog(
+        int(r.pending_rows),
+        r.pending_since,
+        int(r.inbox_entries),
+        r.inbox_since,
+        round(max(0.0, float(r.behind)), 3),
+    )
 
 
 def pending_rollups(engine: Engine) -> int:

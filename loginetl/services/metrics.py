@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Histogram, Info, make_wsgi_app
@@ -18,6 +18,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from loginetl import __version__
+
+if TYPE_CHECKING:
+    from loginetl.services.db import Backlog
 
 Snapshot = Callable[[], Any]  # returns a ConsumeSummary-like object
 Check = Callable[[], dict[str, str]]  # service name -> "ok" or a short error
@@ -150,3 +153,46 @@ class _Cached:
                 self._value = self._check()
                 self._at = time.monotonic()
             return self._value
+
+
+Gauges = Callable[[], dict[str, tuple[str, float]]]  # name -> (help, value), read at scrape
+
+
+def fold_gauges(backlog: Backlog | None) -> dict[str, tuple[str, float]]:
+    """The fold worker's gauges, from its newest round's backlog (none before the first)."""
+    if backlog is None:
+        return {}
+    return {
+        "loginetl_fold_behind_seconds": (
+            "Age of the oldest loaded row or vault entry not folded yet",
+            backlog.behind_seconds,
+        ),
+        "loginetl_fold_pending_rows": ("Loaded rows not folded yet", backlog.pending_rows),
+        "loginetl_fold_vault_pending": ("Vault entries not settled yet", backlog.inbox_entries),
+    }
+
+
+class _GaugeCollector(Collector):
+    def __init__(self, read: Gauges) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (help_text, value) in self._read().items():
+            yield GaugeMetricFamily(name, help_text, value=value)
+
+
+class GaugeServer(MetricsServer):
+    """Serves /metrics of a few gauges read at scrape time (the fold worker's); /healthz
+    answers 200 while the process runs."""
+
+    def __init__(self, *, host: str, port: int, read: Gauges) -> None:
+        self._check = _Cached(dict, seconds=5)
+        self.registry = CollectorRegistry()
+        self.registry.register(_GaugeCollector(read))
+        Info("loginetl_build", "The running loginetl build", registry=self.registry).info(
+            {"version": __version__}
+        )
+        self._metrics_app = make_wsgi_app(self.registry)
+        self._server = make_server(host, port, self._app, handler_class=_QuietHandler)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

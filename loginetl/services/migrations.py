@@ -29,12 +29,19 @@ SCRIPT_LOCATION = "loginetl._migrations:."
 MIGRATIONS_PACKAGE = "loginetl._migrations"
 COMPAT_TABLE = "loginetl_schema_compat"
 BASELINE = "1.0"
-# Before 1.0 the schema was built by sixteen revisions, 0001-0016, never released. The last
-# of them is the 1.0 schema but for the objects a later migration may replace (functions,
-# triggers, grants): `migrate upgrade` runs those files again and stamps the database 1.0.
+# Before 1.0 the schema was built by sixteen revisions, 0001-0016, never released. A
+# database at the last of them is adopted: `migrate upgrade` adds the two tables and the
+# changes 1.0 made to its tables, runs the functions, triggers and grants, stamps 1.0.
 PRE_RELEASE = re.compile(r"00(0[1-9]|1[0-6])")
 PRE_RELEASE_LAST = "0016"
-REPLACEABLE = ("functions/", "triggers.sql", "grants.sql", "catalog_privileges.sql")
+ADOPT_0016 = (
+    "tables/vault_inbox.sql",
+    "tables/locks.sql",
+    "adopt_0016.sql",
+    "functions/",
+    "triggers.sql",
+    "grants.sql",
+)
 # A session-level advisory lock: one `migrate upgrade`/`downgrade` at a time per database. Not
 # the rollups' key (hashtext('loginetl.rollups')), which the fold takes in its transactions.
 MIGRATE_LOCK = "pg_catalog.hashtext('loginetl.migrate')"
@@ -232,9 +239,9 @@ def sql_files(*entries: str) -> list[str]:
 
 
 def _adopt_pre_release(connection: Connection) -> None:
-    """Take a database at 0016 to 1.0 (its replaceable objects run again); refuse older ones.
+    """Take a database at 0016 to 1.0 (ADOPT_0016); refuse older ones.
 
-    One transaction: the functions, triggers and grants of 1.0, the compatibility
+    One transaction: the tables, functions, triggers and grants of 1.0, the compatibility
     declarations of the pre-release revisions gone, the version stamped.
     """
     current = status_on(connection).current
@@ -248,7 +255,7 @@ def _adopt_pre_release(connection: Connection) -> None:
             f"adopts only from {PRE_RELEASE_LAST}; take it to {PRE_RELEASE_LAST} with the "
             "loginetl that made it (or drop and recreate it), then run this again"
         )
-    for sql in sql_files(*REPLACEABLE):
+    for sql in sql_files(*ADOPT_0016):
         connection.execute(text(sql))
     connection.execute(text(f"DELETE FROM public.{COMPAT_TABLE}"))
     connection.execute(

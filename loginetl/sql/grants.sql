@@ -16,10 +16,11 @@ GRANT SELECT ON public.alembic_version, public.loginetl_schema_compat TO loginet
     loginetl_analyst, loginetl_unmasker, loginetl_rederiver, loginetl_eraser,
     loginetl_maintainer;
 
--- consume: no table at all. It stages a batch and moves it, folds, keeps partitions
--- ahead and reads the vault epoch, each through a definer function that returns counts.
+-- consume: no table at all. It stages a batch and appends it, keeps partitions ahead and
+-- reads the vault epoch, each through a definer function that returns a count or a
+-- number, none of which depends on what PII-derived content is stored. It cannot fold or
+-- settle: those read and upsert tokens.
 GRANT EXECUTE ON FUNCTION public.loginetl_prepare_staging(), public.loginetl_move_staged(),
-    public.loginetl_fold_rollups(integer, boolean),
     public.loginetl_ensure_partitions(date, integer), public.loginetl_vault_epoch()
     TO loginetl_writer;
 
@@ -28,6 +29,13 @@ GRANT EXECUTE ON FUNCTION public.loginetl_prepare_staging(), public.loginetl_mov
 GRANT SELECT ON public.user_logins, public.token_users, public.token_stats, public.user_stats,
     public.rollup_pending, public.rollup_totals, public.rollup_breakdown,
     public.rollup_months, public.rollup_hourly, public.token_aliases TO loginetl_analyst;
+
+-- Folding and settling: by roles that may already know what the work reveals (which
+-- tokens are stored, which are shared): the analyst (stats folds before it reads) and
+-- the maintainer (the fold worker, retention).
+GRANT EXECUTE ON FUNCTION public.loginetl_fold_rollups(integer, boolean),
+    public.loginetl_settle_vault(integer, boolean), public.loginetl_backlog()
+    TO loginetl_analyst, loginetl_maintainer;
 
 -- Privacy staff and jobs: each reads the audit log, appends signed heads beside its own
 -- rows, and acts only through its functions, each behind a committed audit row.
@@ -44,6 +52,9 @@ GRANT EXECUTE ON FUNCTION public.loginetl_unmask_request(text, text, text, text)
 GRANT EXECUTE ON FUNCTION public.loginetl_rederive_request(text, text, text, text, text),
     public.loginetl_rederive_page(bigint, text, integer),
     public.loginetl_add_aliases(bigint, text[], text[], text[]) TO loginetl_rederiver;
+-- It pages out every older-key entry, so it may settle the inbox first: it learns nothing
+-- it is not about to read.
+GRANT EXECUTE ON FUNCTION public.loginetl_settle_vault(integer, boolean) TO loginetl_rederiver;
 
 GRANT EXECUTE ON FUNCTION public.loginetl_forget_preview(text),
     public.loginetl_forget_request(text, text, text, text),
@@ -53,5 +64,4 @@ GRANT EXECUTE ON FUNCTION public.loginetl_retention_plan(integer),
     public.loginetl_retention_request(integer, text, text, text),
     public.loginetl_retention_drop(bigint, text, boolean),
     public.loginetl_retention_trim_default(bigint, integer),
-    public.loginetl_retention_purge(bigint, integer),
-    public.loginetl_fold_rollups(integer, boolean) TO loginetl_maintainer;
+    public.loginetl_retention_purge(bigint, integer) TO loginetl_maintainer;

@@ -29,7 +29,6 @@ ORDER = (
     "functions/",
     "triggers.sql",
     "grants.sql",
-    "catalog_privileges.sql",
 )
 
 

@@ -155,6 +155,8 @@ def test_stats_tables_and_breakdowns(data: st.DataObject, depth: QueueDepth, fai
         vault_entries=None,
         vault_entries_estimate=data.draw(st.none() | st.integers(0, 10**9)),
         rollups_pending=1,
+        vault_pending=2,
+        behind_seconds=1.5,
         top_shared_ips=[SharedToken(h.text(), 2, 3)],
         top_shared_devices=[SharedToken(h.text(), 2, 3)],
         by_device_type=[(h.text(), 5), (h.text(), 1)],

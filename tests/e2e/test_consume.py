@@ -177,6 +177,9 @@ def test_two_spellings_of_one_ip_share_one_token_and_one_vault_entry(
         ]
     )
     assert consume_json(cli_env)["loaded"] == 2
+    folded = runner.invoke(app, ["fold", "--json"], env=cli_env)  # the worker's part
+    assert folded.exit_code == 0, folded.output
+    assert json.loads(folded.stdout)["settled"] == 2  # one ip token, one device token
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         tokens = conn.execute(text("SELECT DISTINCT masked_ip FROM user_logins")).scalars().all()
@@ -276,7 +279,7 @@ def test_consume_needs_no_private_key(
     assert consume_json(cli_env)["loaded"] == 3
 
 
-def test_rollups_a_killed_run_left_pending_are_folded_by_the_next_run(
+def test_what_loads_left_unfolded_is_shown_by_stats_and_folded_by_fold(
     cli_env: dict[str, str],
     settings: Settings,
     sqs: SqsService,
@@ -285,20 +288,37 @@ def test_rollups_a_killed_run_left_pending_are_folded_by_the_next_run(
     valid_bodies: Callable[..., list[str]],
 ) -> None:
     publish(valid_bodies(30))
-    # What kill -9 after a commit leaves: rows committed, queued for the fold, never folded.
+    # consume only appends (and a kill -9 after a commit leaves the same): rows committed,
+    # their deltas and vault entries waiting for the fold.
     received = commit_without_deleting(settings, sqs, queues[0])
     engine = db.make_engine(settings.database_url)
     assert db.pending_rollups(engine) == len(received)
-    stale = runner.invoke(app, ["stats", "--no-queues"], env=cli_env)
-    assert "rows not yet in the distinct counts" in stale.output  # stats says they lag
+    with engine.begin() as busy:  # the fold worker at work: stats does not wait for it
+        busy.execute(
+            text("SELECT 1 FROM loginetl_locks WHERE name IN ('fold', 'settle') FOR UPDATE")
+        )
+        stale = runner.invoke(app, ["stats", "--json", "--no-queues"], env=cli_env)
+    table = json.loads(stale.stdout)["table"]
+    assert table["rollups_pending"] == len(received)
+    assert table["vault_pending"] > 0
+    assert table["behind_seconds"] > 0  # stats says how far its figures lag
 
-    consume_json(cli_env)
+    folded = runner.invoke(app, ["fold", "--json"], env=cli_env)
+    assert folded.exit_code == 0, folded.output
+    summary = json.loads(folded.stdout)
+    assert (summary["folded"], summary["settled"]) == (len(received), table["vault_pending"])
+    assert (summary["pending_rows"], summary["vault_pending"], summary["behind_seconds"]) == (
+        0,
+        0,
+        0,
+    )
     with engine.connect() as conn:
         assert rollups_exact(conn)
     engine.dispose()
+    consume_json(cli_env)  # the redelivered rest, and the same messages again: skipped
     stats = runner.invoke(app, ["stats", "--json", "--no-queues"], env=cli_env)
     table = json.loads(stats.stdout)["table"]
-    assert (table["rows"], table["rollups_pending"]) == (30, 0)
+    assert (table["rows"], table["rollups_pending"], table["vault_pending"]) == (30, 0, 0)
 
 
 def test_a_backlog_is_loaded_in_transactions_of_up_to_batch_size(

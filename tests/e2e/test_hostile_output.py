@@ -70,10 +70,14 @@ def test_every_command_prints_hostile_data_inert(
     }
     assert sqs.send(queues[0], [OutboundMessage(json.dumps(body))]) == []
     assert consume_json(cli_env)["loaded"] == 1
+    folded = subprocess.run(  # the fold worker's part
+        [LOGINETL, "fold"], env={**os.environ, **cli_env}, capture_output=True, check=False
+    )
+    assert folded.returncode == 0, folded.stderr
     engine = create_engine(settings.database_url)
     with engine.begin() as conn:  # our own test database: a row an older writer could leave
         conn.execute(text("UPDATE user_logins SET app_version_raw = :v"), {"v": APP_VERSION_RAW})
-        # stats reads the breakdown from its rollup (0011): keep it equal to the table
+        # stats reads the breakdown from its rollup: keep it equal to the table
         conn.execute(
             text("UPDATE rollup_breakdown SET value = :v WHERE dimension = 'app_version'"),
             {"v": APP_VERSION_RAW},

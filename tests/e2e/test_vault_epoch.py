@@ -15,7 +15,7 @@ import pytest
 
 from loginetl import lambda_handler
 from loginetl.config import Settings
-from loginetl.services import keys
+from loginetl.services import db, keys
 from loginetl.services.sqs import SqsService
 from tests.conftest import consume_process, finish
 from tests.e2e.conftest import count_rows, wait_for
@@ -37,6 +37,12 @@ def tokens(settings: Settings) -> dict[str, str]:
 
 
 def in_vault(url: str, wanted: dict[str, str]) -> set[str]:
+    """Which of these tokens the vault holds, once the fold worker has settled the inbox."""
+    folder = db.make_engine(url, pool_size=1)
+    try:
+        db.settle_vault(folder, wait=True)
+    finally:
+        folder.dispose()
     return {
         str(t)
         for (t,) in owner_rows(

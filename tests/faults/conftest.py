@@ -31,6 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 import localstack as localstack_tool
 
 FIGURES: list[dict[str, Any]] = []
+# Every token a row holds has its vault entry, and nothing waits in the inbox.
+VAULT_COMPLETE = """
+SELECT NOT EXISTS (SELECT 1 FROM public.vault_inbox)
+   AND NOT EXISTS (SELECT 1 FROM (SELECT masked_ip AS t FROM public.user_logins
+                                  UNION SELECT masked_device_id FROM public.user_logins) r
+                   WHERE NOT EXISTS (SELECT 1 FROM public.pii_vault v WHERE v.token = r.t))
+"""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class Accounting:
     rollups_exact: bool  # stats' counts equal a recount: each row folded in exactly once
     left_in_queues: int = 0  # visible + in flight + delayed, queue and DLQ, after the count
     dlq_duplicated: int = 0  # the DLQ's share of ``duplicated``
+    vault_complete: bool = True  # every token of every row has its vault entry, none waits
 
     @property
     def exact(self) -> bool:
@@ -52,6 +60,7 @@ class Accounting:
             self.lost == 0
             and self.duplicated == 0
             and self.rollups_exact
+            and self.vault_complete
             and self.left_in_queues == 0
             and self.sent == self.loaded + self.dead_lettered
         )
@@ -68,13 +77,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     terminalreporter.write_line(
         f"{'scenario':<72} {'sent':>6} {'loaded':>7} {'DLQ':>5} {'lost':>5} {'dup':>4} "
-        f"{'left':>5} {'rollups':>7}  result"
+        f"{'left':>5} {'rollups':>7} {'vault':>5}  result"
     )
     for f in FIGURES:
         terminalreporter.write_line(
             f"{f['scenario']:<72} {f['sent']:>6} {f['loaded']:>7} {f['dead_lettered']:>5} "
             f"{f['lost']:>5} {f['duplicated']:>4} {f['left_in_queues']:>5} "
-            f"{'yes' if f['rollups_exact'] else 'NO':>7}  {f['result']}"
+            f"{'yes' if f['rollups_exact'] else 'NO':>7} "
+            f"{'yes' if f['vault_complete'] else 'NO':>5}  {f['result']}"
         )
 
 
@@ -116,10 +126,17 @@ def account(
     send and the delete dead-letters the message again); the table then says "ok" only
     for exactly that many, and only on the DLQ side. ``record``: add a line to the table.
     """
+    # The fold worker's part first, as it runs beside the consumers (consume only appends).
+    folding = db.make_engine(database_url, pool_size=1)
+    try:
+        db.fold(folding, wait=True)
+    finally:
+        folding.dispose()
     engine = create_engine(database_url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT user_id FROM user_logins")).scalars().all()
         rollups_ok = rollups_exact(conn)
+        vault_ok = conn.execute(text(VAULT_COMPLETE)).scalar_one()
     engine.dispose()
     loaded = set(rows) & valid_users
     dead = drain_by_receipt(sqs, queues[1])
@@ -133,6 +150,7 @@ def account(
         lost=len(valid_users - loaded) + max(0, invalid - len(by_original)),
         duplicated=len(rows) - len(set(rows)) + dlq_duplicated,
         rollups_exact=rollups_ok,
+        vault_complete=bool(vault_ok),
         left_in_queues=left,
         dlq_duplicated=dlq_duplicated,
     )
@@ -156,6 +174,7 @@ def _verdict(result: Accounting, expected_dlq_copies: int) -> str:
         and result.lost == 0
         and result.left_in_queues == 0
         and result.rollups_exact
+        and result.vault_complete
         and result.sent + expected_dlq_copies == result.loaded + result.dead_lettered
     ):
         copies = "copy" if expected_dlq_copies == 1 else "copies"

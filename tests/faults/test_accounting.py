@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from sqlalchemy import text
+
 from loginetl.config import Settings
 from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepare_batch
 from loginetl.core.vault_crypto import VaultSealer
@@ -19,7 +21,7 @@ from tests.faults.conftest import account, fault_bodies
 
 
 def load_by_hand(settings: Settings, bodies: list[str], *, ids: list[str]) -> None:
-    """Commit rows as consume would (same write, same fold), without any queue."""
+    """Commit rows as consume would (the same write), without any queue."""
     now = datetime.now(UTC)
     messages = [InboundMessage(i, "", b, now) for i, b in zip(ids, bodies, strict=True)]
     batch = prepare_batch(
@@ -29,7 +31,6 @@ def load_by_hand(settings: Settings, bodies: list[str], *, ids: list[str]) -> No
     )
     engine = db.make_engine(settings.database_url, pool_size=1)
     db.write_batch(engine, batch.rows, batch.vault_entries)
-    db.fold_rollups(engine, wait=True)
     engine.dispose()
 
 
@@ -99,4 +100,23 @@ def test_a_missing_row_and_a_missing_dlq_copy_are_lost(
     dead_letter_by_hand(sqs, fault_queues[1], bodies[6:10], [f"x{i}" for i in range(4)])
     result = account("t", settings.database_url, sqs, fault_queues, users, 5, record=False)
     assert (result.loaded, result.dead_lettered, result.lost) == (5, 4, 2)
+    assert not result.exact
+
+
+def test_a_row_without_its_vault_entry_is_not_exact(
+    settings: Settings, sqs: SqsService, fault_queues: tuple[str, str]
+) -> None:
+    _, _, users = scenario(settings, sqs, fault_queues)
+    engine = db.make_engine(settings.database_url, pool_size=1)
+    try:
+        db.fold(engine, wait=True)
+        with engine.begin() as conn:  # as a purge that judged wrong would leave it
+            conn.execute(
+                text("DELETE FROM pii_vault WHERE ctid = (SELECT min(ctid) FROM pii_vault)")
+            )
+    finally:
+        engine.dispose()
+    result = account("t", settings.database_url, sqs, fault_queues, users, 5, record=False)
+    assert (result.lost, result.duplicated, result.rollups_exact) == (0, 0, True)
+    assert not result.vault_complete
     assert not result.exact

@@ -429,19 +429,45 @@ def test_kill_9_between_a_dlq_send_and_the_delete(
     assert_rows_once_dlq_at_least_once(result, users, copies=copies)
 
 
-def test_kill_9_inside_the_rollup_fold(
-    settings: Settings, sqs: SqsService, fault_queues: tuple[str, str]
+def fold_process(settings: Settings, failpoint: str | None = None) -> subprocess.Popen[str]:
+    """``loginetl fold --json`` as a real child process (the fold worker, once)."""
+    extra = {"LOGINETL_FAILPOINT": failpoint} if failpoint else {}
+    return subprocess.Popen(
+        [LOGINETL, "fold", "--json"],
+        env={**os.environ, **env_for(settings, **extra)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("point", ["crash_in_fold", "crash_in_settle"])
+def test_kill_9_inside_the_fold_worker(
+    point: str,
+    settings: Settings,
+    sqs: SqsService,
+    fault_queues: tuple[str, str],
 ) -> None:
-    bodies, users = fault_bodies("foldcrash", 1500)
+    bodies, users = fault_bodies(point, 1500)
     publish(sqs, fault_queues[0], bodies)
-    crash(settings, "crash_in_fold:1")
-    # Every committed row is in the rollups or still pending, never both, never neither.
-    counted, pending, loaded = fold_ledger(settings.database_url)
-    assert pending > 0
-    assert counted + pending == loaded
-    rerun(settings)
+    rerun(settings)  # consume appends; the fold worker is then killed mid-way, twice over
+    process = fold_process(settings, f"{point}:1")
+    _, err = process.communicate(timeout=180)
+    assert process.returncode == -signal.SIGKILL, err
+    # Every committed row is in the rollups or still pending, never both, never neither;
+    # every appended vault entry is in the vault or still in the inbox.
+    ledger = fold_ledger if point == "crash_in_fold" else settle_ledger
+    done, waiting, total = ledger(settings.database_url)
+    assert waiting > 0
+    assert done + waiting == total
+    again = fold_process(settings)
+    out, err = again.communicate(timeout=180)
+    assert again.returncode == 0, err
+    assert json.loads(out)["behind_seconds"] == 0
+    what = "rollup fold" if point == "crash_in_fold" else "settle of the vault inbox"
     result = tally(
-        "9. kill -9 inside the rollup fold, before its COMMIT", settings, sqs, fault_queues, users
+        f"9. kill -9 inside the {what}, before its COMMIT", settings, sqs, fault_queues, users
     )
     assert result.exact, result
 
@@ -479,6 +505,29 @@ def open_transactions(url: str) -> int:
             )
     finally:
         engine.dispose()
+
+
+def settle_ledger(url: str) -> tuple[int, int, int]:
+    """(distinct tokens in the vault, distinct tokens in the inbox only, distinct tokens
+    the rows hold)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            stored, waiting, held = conn.execute(
+                text(
+                    "WITH r AS (SELECT masked_ip t FROM user_logins "
+                    "UNION SELECT masked_device_id FROM user_logins) "
+                    "SELECT (SELECT count(*) FROM r WHERE EXISTS ("
+                    "  SELECT 1 FROM pii_vault v WHERE v.token = r.t)), "
+                    "(SELECT count(*) FROM r WHERE NOT EXISTS ("
+                    "  SELECT 1 FROM pii_vault v WHERE v.token = r.t) AND EXISTS ("
+                    "  SELECT 1 FROM vault_inbox i WHERE i.token = r.t)), "
+                    "(SELECT count(*) FROM r)"
+                )
+            ).one()
+    finally:
+        engine.dispose()
+    return int(stored), int(waiting), int(held)
 
 
 def fold_ledger(url: str) -> tuple[int, int, int]:

@@ -213,8 +213,8 @@ def test_concurrent_writers_and_folders_keep_rollups_exact(database_url: str) ->
 
 def test_a_second_folder_does_not_wait_unless_asked(engine: Engine) -> None:
     db.write_batch(engine, [row("a")], [])
-    with engine.begin() as conn:  # another process holding the fold lock
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('loginetl.rollups'))"))
+    with engine.begin() as conn:  # another process holding the fold's turn
+        conn.execute(text("SELECT 1 FROM loginetl_locks WHERE name = 'fold' FOR UPDATE"))
         assert db.fold_rollups(engine) is None
     assert db.fold_rollups(engine) == 1
 

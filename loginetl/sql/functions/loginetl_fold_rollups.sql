@@ -1,8 +1,9 @@
--- The fold (loginetl_writer, loginetl_maintainer): take up to max_rows pending rows
+-- The fold (loginetl_maintainer's fold worker, stats as loginetl_analyst, and the
+-- purge): take up to max_rows pending rows
 -- (deleting them) and add their signed counts to the rollups in one statement. Upserts
 -- return each count after the change; with the delta that gives the count before, and a
 -- count crossing zero is a pair, token or user appearing or going. One folder at a time
--- (the advisory lock). Rows left at zero are deleted (through partial indexes). Hours
+-- (the 'fold' turn; without wait, NULL when another holds it). Rows left at zero are deleted (through partial indexes). Hours
 -- and months are UTC. Hash joins: the CTEs are estimated at a handful of rows, and
 -- nested loops made the fold quadratic in the chunk.
 CREATE OR REPLACE FUNCTION public.loginetl_fold_rollups(max_rows integer, wait boolean)
@@ -21,9 +22,13 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF wait IS TRUE THEN
-        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups'));
-    ELSIF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups')) THEN
-        RETURN NULL;  -- another session is folding; it will fold these rows too
+        PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'fold' FOR UPDATE;
+    ELSE
+        BEGIN
+            PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'fold' FOR UPDATE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN NULL;  -- another session is folding; it will fold these rows too
+        END;
     END IF;
     WITH new AS (
         DELETE FROM public.rollup_pending

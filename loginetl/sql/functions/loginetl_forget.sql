@@ -26,8 +26,9 @@ BEGIN
         RAISE EXCEPTION 'audit row % requested the erasure of another user', p_seq
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- Every folder takes this lock first; taken before any other, it cannot deadlock.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups'));
+    -- One forget or retention step at a time, taken before any other lock: two of them
+    -- must not each hold rollup_pending while waiting for the other's (the purge).
+    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
     WITH gone AS (
         DELETE FROM public.user_logins l WHERE l.user_id = p_user_id
         RETURNING l.user_id, l.masked_ip, l.masked_device_id, l.sent_at, l.device_type,

@@ -1,11 +1,14 @@
--- consume's write path (loginetl_writer): move this session's staged batch into
--- pii_vault, user_logins and rollup_pending in one statement; return only how many rows
--- were new, never which vault tokens were. It reads only the two staging tables of
+-- consume's write path (loginetl_writer): append this session's staged batch, in one
+-- statement: every sealed vault entry to vault_inbox (stored token or not: no lookup, no
+-- conflict), the rows to user_logins, and the rows that were new to rollup_pending.
+-- Nothing it does depends on what PII-derived content is stored: the only conflict it
+-- checks is a row's message key (a redelivery or replay is skipped), never a token, and
+-- it returns only how many rows were new. It reads only the two staging tables of
 -- loginetl_prepare_staging() (ordinary tables of this session's temp schema owned by the
--- function owner): a look-alike the caller made is refused. Rows whose key is present are
--- skipped (redelivery, replay). Inserts run in sorted key order, so concurrent writers
--- take their locks in one order. A consumer that set loginetl.vault_epoch to an epoch
--- older than the last purge gets SQLSTATE LE001 and writes nothing: it seals again.
+-- function owner): a look-alike the caller made is refused. Inserts run in sorted key
+-- order, so concurrent writers take their locks in one order. A consumer that set
+-- loginetl.vault_epoch to an epoch older than the last purge gets SQLSTATE LE001 and
+-- writes nothing: it seals again.
 CREATE OR REPLACE FUNCTION public.loginetl_move_staged()
  RETURNS integer
  LANGUAGE plpgsql
@@ -26,9 +29,10 @@ BEGIN
         RAISE EXCEPTION 'no staging tables of loginetl_prepare_staging() in this session'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    -- No purge runs while this move does; a cache older than the last purge
-    -- (the epoch the caller read) may lack vault entries that are gone: refuse it.
-    PERFORM pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.hashtext('loginetl.vault_epoch'));
+    -- No purge runs while this move does (a purge locks vault_inbox against this lock,
+    -- which no other role can take); a cache older than the last purge (the epoch the
+    -- caller read) may lack vault entries that are gone: refuse it.
+    LOCK TABLE public.vault_inbox IN ROW EXCLUSIVE MODE;
     v_claimed := pg_catalog.current_setting('loginetl.vault_epoch', true);
     IF coalesce(v_claimed, '') <> '' THEN
         IF v_claimed !~ '^[0-9]{1,18}$' THEN
@@ -41,11 +45,10 @@ BEGIN
         END IF;
     END IF;
     WITH vault AS (
-        INSERT INTO public.pii_vault
+        INSERT INTO public.vault_inbox
             (token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext)
         SELECT token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext
-        FROM pg_temp.loginetl_staged_vault ORDER BY token
-        ON CONFLICT DO NOTHING
+        FROM pg_temp.loginetl_staged_vault
     ), new AS (
         INSERT INTO public.user_logins (idempotency_key, user_id, device_type, masked_ip,
                                         masked_device_id, locale, app_version,

@@ -1,8 +1,9 @@
--- Internal (forget and retention): judge up to p_max purge candidates. A candidate is
--- referenced while a row of user_logins holds its token, asked of the table itself
--- under locks that keep loads out; an unreferenced one loses its vault entry and
--- aliases and is tombstoned in erased_tokens. The vault epoch advances first, so a
--- consumer's token cache cannot outlive the entry.
+-- Internal (forget and retention, holding the 'lifecycle' turn): judge up to p_max purge
+-- candidates. A candidate is referenced while a row of user_logins holds its token,
+-- asked of the table itself under locks that keep loads out; an unreferenced one loses
+-- its vault entry and aliases and is tombstoned in erased_tokens. Everything in
+-- vault_inbox is settled first, so no entry of a purged token waits there to come back.
+-- The vault epoch advances first, so a consumer's token cache cannot outlive the entry.
 CREATE OR REPLACE FUNCTION public.loginetl_purge_candidates(p_max integer, p_audit_seq bigint)
  RETURNS TABLE(ip_purged bigint, ip_kept bigint, device_purged bigint, device_kept bigint, vault_deleted bigint, aliases_deleted bigint, remaining bigint)
  LANGUAGE plpgsql
@@ -21,14 +22,19 @@ BEGIN
         RAISE EXCEPTION 'the vault purge runs only under READ COMMITTED'
             USING ERRCODE = 'invalid_transaction_state';
     END IF;
-    -- The fold's lock first (as every folder takes it), then no load may be in flight:
-    -- no move runs while vault entries go (moves take the epoch lock shared), and a load
-    -- that committed first is seen by the judgement below.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups'));
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.vault_epoch'));
-    LOCK TABLE public.rollup_pending IN SHARE ROW EXCLUSIVE MODE;
+    -- The fold's and the settle's turns first (as every folder and settler takes them),
+    -- then no load may be in flight: a move locks vault_inbox before it writes anything,
+    -- so a load that committed first is seen by the judgement below, and the next waits
+    -- until this purge commits.
+    PERFORM 1 FROM public.loginetl_locks l WHERE l.name IN ('fold', 'settle')
+        ORDER BY l.name FOR UPDATE;
+    LOCK TABLE public.vault_inbox, public.rollup_pending IN SHARE ROW EXCLUSIVE MODE;
     LOOP
         v_folded := public.loginetl_fold_rollups(100000, true);
+        EXIT WHEN v_folded < 100000;
+    END LOOP;
+    LOOP
+        v_folded := public.loginetl_settle_vault(100000, true);
         EXIT WHEN v_folded < 100000;
     END LOOP;
     -- Judged from user_logins itself (its token indexes), never from the rollups: a row

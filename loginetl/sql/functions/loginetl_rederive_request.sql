@@ -21,9 +21,11 @@ BEGIN
     IF v_token !~ '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$' THEN
         RAISE EXCEPTION 'key id or fingerprint malformed' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The deployed key is the one the consumers wrote with last.
-    SELECT pg_catalog.split_part(v.token, ':', 1) INTO v_deployed
-      FROM public.pii_vault v ORDER BY v.created_at DESC LIMIT 1;
+    -- The deployed key is the one the consumers wrote with last (settled or not yet).
+    SELECT pg_catalog.split_part(w.token, ':', 1) INTO v_deployed FROM (
+        SELECT v.token, v.created_at FROM public.pii_vault v
+        UNION ALL SELECT i.token, i.created_at FROM public.vault_inbox i) w
+      ORDER BY w.created_at DESC LIMIT 1;
     IF v_deployed IS DISTINCT FROM p_key_id THEN
         RAISE EXCEPTION 'rederive maps only to the key the consumers write with now, not %', p_key_id
             USING ERRCODE = 'insufficient_privilege';

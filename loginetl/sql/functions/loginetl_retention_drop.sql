@@ -29,7 +29,7 @@ BEGIN
         RAISE EXCEPTION 'not a partition of user_logins older than %', v_cutoff
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups'));
+    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
     -- Late rows for this month wait (SHARE), so the -1s match what is dropped.
     EXECUTE pg_catalog.format('LOCK TABLE public.%I IN SHARE MODE', p_partition);
     EXECUTE pg_catalog.format(

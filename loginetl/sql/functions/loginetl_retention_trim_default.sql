@@ -22,7 +22,7 @@ BEGIN
                                              interval '12 hours');
     v_cutoff := pg_catalog.substring(r.token, 'before=([0-9-]+)$')::date;
 
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.rollups'));
+    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
     WITH gone AS (
         DELETE FROM public.user_logins_default l
         WHERE l.ctid = ANY (ARRAY(SELECT d.ctid FROM public.user_logins_default d

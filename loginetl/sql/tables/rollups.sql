@@ -6,6 +6,9 @@
 -- deletes what it folded in the same transaction, so every row is counted once. A pair,
 -- token or user is present while its count is above zero (a -1 may be folded before its
 -- +1); rows whose count reaches zero are deleted, found through the *_zero_idx indexes.
+--
+-- Analysts read these tables, so none keeps planner statistics of its user ids and tokens
+-- (SET STATISTICS 0): pg_stats never holds a copy that an erasure would have to reach.
 CREATE TABLE public.rollup_pending (
     user_id          varchar(128) NOT NULL,
     masked_ip        varchar(80)  NOT NULL,
@@ -18,6 +21,8 @@ CREATE TABLE public.rollup_pending (
     loaded_at        timestamptz,
     sign             smallint     NOT NULL DEFAULT 1 CHECK (sign IN (-1, 1))
 );
+ALTER TABLE public.rollup_pending ALTER COLUMN user_id SET STATISTICS 0,
+    ALTER COLUMN masked_ip SET STATISTICS 0, ALTER COLUMN masked_device_id SET STATISTICS 0;
 COMMENT ON TABLE public.rollup_pending IS
     'rows loaded but not yet folded into token_users/token_stats/user_stats';
 
@@ -30,6 +35,8 @@ CREATE TABLE public.token_users (
     logins    bigint       NOT NULL DEFAULT 0,
     PRIMARY KEY (pii_field, token, user_id)
 );
+ALTER TABLE public.token_users ALTER COLUMN token SET STATISTICS 0,
+    ALTER COLUMN user_id SET STATISTICS 0;
 CREATE INDEX token_users_zero_idx ON public.token_users (pii_field, token, user_id)
     WHERE logins <= 0;
 
@@ -42,6 +49,7 @@ CREATE TABLE public.token_stats (
     logins    bigint      NOT NULL,
     PRIMARY KEY (pii_field, token)
 );
+ALTER TABLE public.token_stats ALTER COLUMN token SET STATISTICS 0;
 CREATE INDEX token_stats_top_idx ON public.token_stats
     (pii_field, users DESC, logins DESC, token) WHERE users > 1;
 CREATE INDEX token_stats_zero_idx ON public.token_stats (pii_field, token) WHERE logins <= 0;
@@ -50,6 +58,7 @@ CREATE TABLE public.user_stats (
     user_id varchar(128) PRIMARY KEY,
     logins  bigint       NOT NULL
 );
+ALTER TABLE public.user_stats ALTER COLUMN user_id SET STATISTICS 0;
 CREATE INDEX user_stats_zero_idx ON public.user_stats (user_id) WHERE logins <= 0;
 
 CREATE TABLE public.rollup_totals (

@@ -7,3 +7,6 @@ CREATE TABLE public.token_aliases (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX token_aliases_alias_idx ON public.token_aliases (alias);
+-- No planner statistics of the tokens (see rollups.sql).
+ALTER TABLE public.token_aliases ALTER COLUMN token SET STATISTICS 0,
+    ALTER COLUMN alias SET STATISTICS 0;
