@@ -51,7 +51,10 @@ from loginetl.services.sqs import MAX_BATCH, SqsService, make_client  # noqa: E4
 LOGINETL = str(Path(sys.executable).parent / "loginetl")
 WORKERS = 4  # consume's default --workers
 BATCH = 300  # consume's default --batch-size
-LOAD_TARGET_ROWS_S = 30_000  # issue 16 (an absolute figure, set before the stage had a fold)
+# The load stage against its ceiling (the same rows and vault entries COPYed into the same
+# tables, nothing else, same run): the writers alone, and loaded + settled + folded.
+WRITER_TARGET = 0.8
+END_TO_END_TARGET = 0.5
 
 
 def log(message: str) -> None:
@@ -324,11 +327,12 @@ def populate(database: str, rows: int) -> None:
 
 def load_stage(bench: Bench, database: str, rows: int, batch_size: int) -> dict[str, float]:
     """Already-parsed batches -> mask -> seal (one key agreement a batch) -> one transaction,
-    WORKERS writers, with the rollup fold beside them about once a second and once at the
-    end, as consume runs it: timed until every row is loaded AND folded.
+    WORKERS writers, with the fold worker beside them (settle and fold every second, as
+    `loginetl fold --follow` runs), timed until every row is loaded, its vault entries
+    settled and the rollups folded.
 
-    ``database`` already holds data (see ``populate``). Returns rows/s with the fold, and
-    for information the writers' own rate and the final fold's seconds.
+    ``database`` already holds data (see ``populate``). Returns rows/s end to end and the
+    writers' own rate (what consume's transactions cost), and the last fold's seconds.
     """
     engine = db.make_engine(database, pool_size=WORKERS + 1)
     db.ensure_partitions(engine)
@@ -342,7 +346,8 @@ def load_stage(bench: Bench, database: str, rows: int, batch_size: int) -> dict[
     chunks = iter(parsed)
     lock = threading.Lock()
     writers_done = threading.Event()
-    folded = [0]
+    folded = [0, 0]
+    behind = [0.0]  # the most the figures lagged the loads, read after each round
 
     def load() -> None:  # WORKERS writers side by side, as consume's workers are
         while True:
@@ -353,9 +358,16 @@ def load_stage(bench: Bench, database: str, rows: int, batch_size: int) -> dict[
             batch = mask_batch(chunk, masker=masker, sealer=sealer)
             db.write_batch(engine, batch.rows, batch.vault_entries)
 
-    def fold_beside() -> None:  # consume's main thread: a fold about once a second
+    def fold(wait: bool) -> None:
+        done = db.fold(engine, wait=wait)
+        folded[0] += done.settled or 0
+        folded[1] += done.folded or 0
+
+    def fold_beside() -> None:  # the fold worker: a round about once a second
         while not writers_done.wait(1.0):
-            folded[0] += db.fold_rollups(engine) or 0
+            fold(wait=False)
+            with engine.connect() as conn:
+                behind[0] = max(behind[0], db.backlog_on(conn).behind_seconds)
 
     threads = [threading.Thread(target=load) for _ in range(WORKERS)]
     folder = threading.Thread(target=fold_beside)
@@ -369,18 +381,20 @@ def load_stage(bench: Bench, database: str, rows: int, batch_size: int) -> dict[
     writers_done.set()
     folder.join()
     final_started = time.monotonic()
-    folded[0] += db.fold_rollups(engine, wait=True) or 0
+    fold(wait=True)
     elapsed = time.monotonic() - started
     final_fold = time.monotonic() - final_started
     engine.dispose()
     assert count(database, "SELECT count(*) FROM user_logins") == before + rows
     assert count(database, "SELECT count(*) FROM pii_vault") == vault_before + 2 * rows
+    assert count(database, "SELECT count(*) FROM vault_inbox") == 0
     assert count(database, "SELECT count(*) FROM rollup_pending") == 0
-    assert folded[0] == rows, (folded[0], rows)
+    assert folded == [2 * rows, rows], (folded, rows)
     return {
         "rows_s": rows / elapsed,
         "writers_rows_s": rows / writers_elapsed,
         "final_fold_seconds": final_fold,
+        "behind_seconds_max": behind[0],
     }
 
 
@@ -505,6 +519,7 @@ def main() -> None:
         results["load_rows_s"] = round(load["rows_s"], 1)
         results["load_writers_rows_s"] = round(load["writers_rows_s"], 1)
         results["load_final_fold_seconds"] = round(load["final_fold_seconds"], 2)
+        results["fold_behind_seconds_max"] = round(load["behind_seconds_max"], 2)
         log("5. stats on a year of logins, 1M and 10M rows (bench/stats_scale.py)")
         from stats_scale import stats_scale
 
@@ -525,6 +540,45 @@ def main() -> None:
             valid=valid_count(bodies),
         )  # fmt: skip
     sys.exit(0 if report(results) else 1)
+
+
+def load_checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """The load stage against its ceiling: the writers alone, and end to end."""
+    ceiling = r["load_ceiling"]
+    indexed = ceiling.get("indexed_rows_s")
+    on = f"{r['batch_size']}/batch, on {r['seeded_rows']:,} rows"
+    rows: list[tuple[str, str, str, bool | None]] = []
+    for name, key, target in (
+        (f"load stage, the writers alone (consume's transactions), {on}", "load_writers_rows_s",
+         WRITER_TARGET),
+        ("load stage end to end: loaded, settled and folded", "load_rows_s", END_TO_END_TARGET),
+    ):  # fmt: skip
+        if indexed is None:
+            figure, ok = f"{r[key]:,.0f} rows/s; no ceiling to compare with", False
+        else:
+            figure, ok = (
+                f"{r[key] / indexed:.2f} x the ceiling ({r[key]:,.0f} rows/s)",
+                (r[key] >= target * indexed),
+            )
+        # --quick's few rows time connection set-up more than storage: no verdict from them.
+        rows.append(
+            (
+                name,
+                figure,
+                "not measured" if r["quick"] else f">= {target} x",
+                None if r["quick"] else ok,
+            )
+        )
+    rows += ceiling_rows(r)
+    rows.append(
+        ("  its last fold, after the writers (information)",
+         f"{r['load_final_fold_seconds']:.2f} s", "-", None)
+    )  # fmt: skip
+    rows.append(
+        ("  fold behind: the most stats lagged the loads after a round (information)",
+         f"{r['fold_behind_seconds_max']:.1f} s", "-", None)
+    )  # fmt: skip
+    return rows
 
 
 def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
@@ -553,25 +607,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             "True",
             r["consume_exact"],
         ),
-        (
-            f"load stage, {r['batch_size']}/batch, fold included, on {r['seeded_rows']:,} rows",
-            f"{r['load_rows_s']:,.0f} rows/s",
-            f">= {LOAD_TARGET_ROWS_S:,} rows/s",
-            r["load_rows_s"] >= LOAD_TARGET_ROWS_S,
-        ),
-        (
-            "  its writers alone (information)",
-            f"{r['load_writers_rows_s']:,.0f} rows/s",
-            "-",
-            None,
-        ),
-        *ceiling_rows(r, LOAD_TARGET_ROWS_S),
-        (
-            "  its last fold, after the writers (information)",
-            f"{r['load_final_fold_seconds']:.2f} s",
-            "-",
-            None,
-        ),
+        *load_checks(r),
         *stats_scale_checks(r["stats_scale"]),
         (
             "peak RSS, big vs small backlog",

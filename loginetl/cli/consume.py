@@ -14,7 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
-from loginetl.cli.state import EnvelopeOption, settings_with_envelope
+from loginetl.cli.state import (
+    EnvelopeOption,
+    MetricsHostOption,
+    MetricsPortOption,
+    settings_with_envelope,
+)
 from loginetl.cli.stopping import stop_on_signals
 from loginetl.core.messages import MAX_BODY_BYTES
 
@@ -150,13 +155,8 @@ def consume_command(
         ),
     ] = False,
     envelope: EnvelopeOption = None,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz here."),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
-    ] = "127.0.0.1",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     log_format: Annotated[
         str | None,
         typer.Option("--log-format", help="auto, text or json (same as the global option)."),

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from loginetl.cli.output import inert, print_json, stdout
-from loginetl.cli.state import settings_of
+from loginetl.cli.state import MetricsHostOption, MetricsPortOption, settings_of
 from loginetl.cli.stopping import stop_on_signals
 
 if TYPE_CHECKING:
@@ -42,13 +42,8 @@ def fold_command(
         float,
         typer.Option("--interval", min=0.1, max=3600.0, help="Seconds between rounds (--follow)."),
     ] = 1.0,
-    metrics_port: Annotated[
-        int | None,
-        typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz here."),
-    ] = None,
-    metrics_host: Annotated[
-        str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
-    ] = "127.0.0.1",
+    metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = "127.0.0.1",
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Settle loaded vault entries and fold loaded rows into the stats rollups.

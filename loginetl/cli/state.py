@@ -42,6 +42,14 @@ def settings_of(ctx: typer.Context) -> Settings:
     return state.settings
 
 
+# For the long-running commands (consume, fold --follow).
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option("--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz here."),
+]
+MetricsHostOption = Annotated[
+    str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
+]
 EnvelopeOption = Annotated[
     str | None,
     typer.Option(

@@ -22,7 +22,7 @@ BEGIN
         RAISE EXCEPTION 'first_month must be within ten years back and a year ahead';
     END IF;
     -- One creator at a time: two consumers starting together must not race.
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'partitions' FOR UPDATE;
+    PERFORM public.loginetl_take_turn('partitions', true);
     FOR i IN 0 .. months - 1 LOOP
         lo := (pg_catalog.date_trunc('month', first_month::timestamp)
                + pg_catalog.make_interval(months => i))::date;

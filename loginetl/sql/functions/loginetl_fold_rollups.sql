@@ -21,14 +21,8 @@ BEGIN
         RAISE EXCEPTION 'max_rows must be between 1 and 100000'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF wait IS TRUE THEN
-        PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'fold' FOR UPDATE;
-    ELSE
-        BEGIN
-            PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'fold' FOR UPDATE NOWAIT;
-        EXCEPTION WHEN lock_not_available THEN
-            RETURN NULL;  -- another session is folding; it will fold these rows too
-        END;
+    IF NOT public.loginetl_take_turn('fold', wait IS TRUE) THEN
+        RETURN NULL;  -- another session is folding; it will fold these rows too
     END IF;
     WITH new AS (
         DELETE FROM public.rollup_pending

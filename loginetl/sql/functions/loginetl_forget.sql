@@ -28,7 +28,7 @@ BEGIN
     END IF;
     -- One forget or retention step at a time, taken before any other lock: two of them
     -- must not each hold rollup_pending while waiting for the other's (the purge).
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
+    PERFORM public.loginetl_take_turn('lifecycle', true);
     WITH gone AS (
         DELETE FROM public.user_logins l WHERE l.user_id = p_user_id
         RETURNING l.user_id, l.masked_ip, l.masked_device_id, l.sent_at, l.device_type,

@@ -26,8 +26,8 @@ BEGIN
     -- then no load may be in flight: a move locks vault_inbox before it writes anything,
     -- so a load that committed first is seen by the judgement below, and the next waits
     -- until this purge commits.
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name IN ('fold', 'settle')
-        ORDER BY l.name FOR UPDATE;
+    PERFORM public.loginetl_take_turn('fold', true);
+    PERFORM public.loginetl_take_turn('settle', true);
     LOCK TABLE public.vault_inbox, public.rollup_pending IN SHARE ROW EXCLUSIVE MODE;
     LOOP
         v_folded := public.loginetl_fold_rollups(100000, true);

@@ -29,7 +29,7 @@ BEGIN
         RAISE EXCEPTION 'not a partition of user_logins older than %', v_cutoff
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
+    PERFORM public.loginetl_take_turn('lifecycle', true);
     -- Late rows for this month wait (SHARE), so the -1s match what is dropped.
     EXECUTE pg_catalog.format('LOCK TABLE public.%I IN SHARE MODE', p_partition);
     EXECUTE pg_catalog.format(

@@ -17,7 +17,7 @@ BEGIN
     END IF;
     r := public.loginetl_committed_audit_row(p_seq, 'retention_requested',
                                              interval '12 hours');
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
+    PERFORM public.loginetl_take_turn('lifecycle', true);
     SELECT * INTO p FROM public.loginetl_purge_candidates(p_max, p_seq);
     IF p.ip_purged + p.ip_kept + p.device_purged + p.device_kept > 0 THEN
         INSERT INTO public.unmask_audit AS a

@@ -22,7 +22,7 @@ BEGIN
                                              interval '12 hours');
     v_cutoff := pg_catalog.substring(r.token, 'before=([0-9-]+)$')::date;
 
-    PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'lifecycle' FOR UPDATE;
+    PERFORM public.loginetl_take_turn('lifecycle', true);
     WITH gone AS (
         DELETE FROM public.user_logins_default l
         WHERE l.ctid = ANY (ARRAY(SELECT d.ctid FROM public.user_logins_default d

@@ -17,14 +17,8 @@ BEGIN
         RAISE EXCEPTION 'max_rows must be between 1 and 100000'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF wait IS TRUE THEN
-        PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'settle' FOR UPDATE;
-    ELSE
-        BEGIN
-            PERFORM 1 FROM public.loginetl_locks l WHERE l.name = 'settle' FOR UPDATE NOWAIT;
-        EXCEPTION WHEN lock_not_available THEN
-            RETURN NULL;  -- another session is settling; it will take these entries too
-        END;
+    IF NOT public.loginetl_take_turn('settle', wait IS TRUE) THEN
+        RETURN NULL;  -- another session is settling; it will take these entries too
     END IF;
     WITH taken AS (
         DELETE FROM public.vault_inbox i
