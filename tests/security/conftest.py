@@ -163,11 +163,25 @@ def write_as(url: str, keys_dir: Path, plain: dict[str, str], tag: str) -> dict[
     return values
 
 
+def fold_as_owner_url(url: str) -> None:
+    """The fold worker's part (settle the vault inbox, fold the rollups), as the owner."""
+    engine = db.make_engine(url, pool_size=1)
+    try:
+        db.fold(engine, wait=True)
+    finally:
+        engine.dispose()
+
+
+def fold_as_owner(world: World) -> None:
+    fold_as_owner_url(world.owner)
+
+
 @pytest.fixture
 def world(database_url: str, login_role: Callable[[str], str], keys_dir: Path) -> World:
     writer = login_role("loginetl_writer")
     plain = {f"198.51.100.{i}": f"device-{uuid.uuid4().hex[:8]}" for i in range(1, 5)}
     values = write_as(writer, keys_dir, plain, "w")
+    fold_as_owner_url(database_url)  # a deployment's steady state: the fold worker has run
     return World(
         owner=database_url,
         writer=writer,

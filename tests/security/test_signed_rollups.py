@@ -123,16 +123,26 @@ def _row(user: str) -> LoginRow:
 def test_a_session_time_zone_does_not_move_the_fold_s_hours(
     world: World, writer_conn: psycopg2.extensions.connection
 ) -> None:
-    with attack("writer: SET TimeZone to a :45 zone before folding (hours off the UTC grid)"):
-        with writer_conn.cursor() as cur:
-            cur.execute("SET TimeZone = 'Pacific/Chatham'")  # +12:45 / +13:45
-            cur.execute("SELECT loginetl_prepare_staging()")
-            cur.copy_expert(
-                "COPY pg_temp.loginetl_staged_logins FROM STDIN", db._copy_rows([_row("tz")])
-            )
-            cur.execute("SELECT loginetl_move_staged()")
-            cur.execute("SELECT loginetl_fold_rollups(100000, true)")
-        writer_conn.commit()
+    with writer_conn.cursor() as cur:
+        cur.execute("SET TimeZone = 'Pacific/Chatham'")  # +12:45 / +13:45
+        cur.execute("SELECT loginetl_prepare_staging()")
+        cur.copy_expert(
+            "COPY pg_temp.loginetl_staged_logins FROM STDIN", db._copy_rows([_row("tz")])
+        )
+        cur.execute("SELECT loginetl_move_staged()")
+    writer_conn.commit()
+    parts = make_url(world.analyst)  # a role that may fold (stats does)
+    analyst = psycopg2.connect(
+        host=parts.host, port=parts.port, user=parts.username, dbname=parts.database
+    )
+    with attack("analyst: SET TimeZone to a :45 zone before folding (hours off the UTC grid)"):
+        try:
+            with analyst.cursor() as cur:
+                cur.execute("SET TimeZone = 'Pacific/Chatham'")
+                cur.execute("SELECT loginetl_fold_rollups(100000, true)")
+            analyst.commit()
+        finally:
+            analyst.close()
         off_grid = sql(
             world.owner,
             "SELECT count(*) FROM public.rollup_hourly "
@@ -163,6 +173,7 @@ def test_the_redefined_functions_pin_search_path_and_the_fold_its_zone(
         "aclexplode(p.proacl) a WHERE p.oid = 'public." + function + "'::regprocedure "
         "AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner ORDER BY 1",
     )
-    # Not PUBLIC (grantee 0 shows as "-"); retention (0012) folds its -1s as the maintainer.
-    expected = ["loginetl_maintainer"] if function.startswith("loginetl_fold") else []
-    assert [g for (g,) in grantees] == [*expected, "loginetl_writer"]
+    # Not PUBLIC (grantee 0 shows as "-"); the writer appends and never folds.
+    folders = ["loginetl_analyst", "loginetl_maintainer"]
+    expected = folders if function.startswith("loginetl_fold") else ["loginetl_writer"]
+    assert [g for (g,) in grantees] == expected

@@ -129,11 +129,16 @@ def test_the_writer_can_neither_move_nor_read_the_epoch_but_through_its_function
         conn.close()
 
 
-def test_a_move_holds_the_epoch_lock_shared_until_it_commits(
-    writer: str, database_url: str
-) -> None:
-    """The purge takes it exclusive: it waits for the move, and its fold then counts the
-    move's rows as references, so it cannot delete a vault entry a committed row uses."""
+INBOX_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE relation = 'public.vault_inbox'::regclass "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+)
+
+
+def test_a_move_holds_the_inbox_lock_until_it_commits(writer: str, database_url: str) -> None:
+    """The purge locks vault_inbox against it (SHARE ROW EXCLUSIVE): it waits for the move,
+    and then sees the move's rows, so it cannot delete a vault entry a committed row uses.
+    No other role may lock vault_inbox at all."""
     conn = connect(writer)
     token = "k1:" + "b" * 64
     try:
@@ -148,11 +153,7 @@ def test_a_move_holds_the_epoch_lock_shared_until_it_commits(
                 "COPY pg_temp.loginetl_staged_logins FROM STDIN", io.StringIO(login("h", token))
             )
             cursor.execute("SELECT public.loginetl_move_staged()")
-            locks = owner_scalar(
-                database_url,
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND mode = 'ShareLock' AND granted",
-            )
+            locks = owner_scalar(database_url, INBOX_LOCKS + "AND mode = 'RowExclusiveLock'")
             assert locks == 1  # held until commit
             cursor.execute("COMMIT")
     finally:
@@ -186,7 +187,7 @@ def test_a_move_that_waited_behind_a_purge_is_refused_when_the_purge_commits(
             target=lambda: outcome.append(move(conn, epoch, login("w", ERASED)))
         )
         mover.start()
-        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        waiting = INBOX_LOCKS + "AND NOT granted"
         deadline = time.monotonic() + 10
         while owner_scalar(database_url, waiting) == 0:
             assert time.monotonic() < deadline, "the move did not wait for the purge"

@@ -125,6 +125,10 @@ TOKEN_READS = [
     "SELECT user_id FROM user_stats",
     "SELECT masked_ip FROM rollup_pending",
     "SELECT token FROM pii_vault",
+    "SELECT token FROM vault_inbox",
+    "SELECT * FROM loginetl_backlog()",
+    pytest.param("SELECT public.loginetl_fold_rollups(1000, true)", id="fold (reads tokens)"),
+    pytest.param("SELECT public.loginetl_settle_vault(1000, true)", id="settle (reads the vault)"),
     "COPY user_logins TO STDOUT",
     "COPY (SELECT masked_ip, masked_device_id FROM user_logins) TO STDOUT",
     pytest.param(
@@ -172,12 +176,13 @@ def test_writer_sees_no_token_values_in_the_planner_statistics(
 
 
 @pytest.mark.parametrize("max_rows", ["2147483647", "100001", "0", "-1", "NULL"])
-def test_fold_refuses_unbounded_arguments(
-    loaded_by_writer: str, database_url: str, max_rows: str
+@pytest.mark.parametrize("function", ["loginetl_fold_rollups", "loginetl_settle_vault"])
+def test_fold_and_settle_refuse_unbounded_arguments(
+    loaded_by_writer: str, maintainer: str, database_url: str, max_rows: str, function: str
 ) -> None:
-    conn = connect(loaded_by_writer)
+    conn = connect(maintainer)  # the fold worker's role; the writer may not call them at all
     try:
-        code = pgcode_of(conn, f"SELECT public.loginetl_fold_rollups({max_rows}, true)")
+        code = pgcode_of(conn, f"SELECT public.{function}({max_rows}, true)")
     finally:
         conn.close()
     assert code == INVALID_PARAMETER_VALUE
@@ -199,9 +204,19 @@ def stage_and_move(cursor: psycopg2.extensions.cursor, vault: str = "", logins: 
     return answer
 
 
+def fold_as_owner(database_url: str) -> None:
+    """The fold worker's part (settle and fold), which the writer may not do."""
+    engine = db.make_engine(database_url, pool_size=1)
+    try:
+        db.fold(engine, wait=True)
+    finally:
+        engine.dispose()
+
+
 def test_the_write_path_does_not_tell_the_writer_whether_a_token_was_seen(
     loaded_by_writer: str, database_url: str
 ) -> None:
+    fold_as_owner(database_url)
     seen = str(owner_scalar(database_url, "SELECT min(token) FROM pii_vault"))
     entry = f"SELECT ciphertext FROM pii_vault WHERE token = '{seen}'"
     before = owner_scalar(database_url, entry)
@@ -215,6 +230,7 @@ def test_the_write_path_does_not_tell_the_writer_whether_a_token_was_seen(
     finally:
         conn.close()
     assert answers[0] == answers[1] == ([(0,)], "COMMIT")  # no new rows, either way
+    fold_as_owner(database_url)
     assert owner_scalar(database_url, entry) == before  # the first writer's entry stands
 
 
@@ -250,32 +266,44 @@ def test_move_refuses_staging_tables_the_caller_made(
     assert owner_scalar(database_url, "SELECT count(*) FROM user_logins") == 0
 
 
+SHADOWS = ("user_logins", "rollup_pending", "token_users", "token_stats", "vault_inbox")
+
+
+def _plant(cursor: psycopg2.extensions.cursor) -> None:
+    """Temp tables named like the real ones, first on the search path, with planted rows."""
+    for table in SHADOWS:
+        cursor.execute(
+            f"CREATE TEMP TABLE {table} (user_id text, masked_ip text, "
+            "masked_device_id text, sent_at timestamptz)"
+        )
+    cursor.execute("INSERT INTO pg_temp.rollup_pending VALUES ('planted', 'k1:p', 'k1:q', now())")
+    cursor.execute("SET search_path = pg_temp, public")
+
+
 def test_shadowing_objects_and_search_path_steer_neither_function(
-    writer: str, database_url: str
+    writer: str, maintainer: str, database_url: str
 ) -> None:
-    """Temp tables named like the real ones, first on the search path, with planted rows:
-    the move and the fold use only the real tables."""
+    """Look-alikes planted by the writer (before its move) and by the fold worker's role
+    (before its fold): the move and the fold use only the real tables."""
     conn = connect(writer)
     try:
         with conn.cursor() as cursor:
-            for table in ("user_logins", "rollup_pending", "token_users", "token_stats"):
-                cursor.execute(
-                    f"CREATE TEMP TABLE {table} (user_id text, masked_ip text, "
-                    "masked_device_id text, sent_at timestamptz)"
-                )
-            cursor.execute(
-                "INSERT INTO pg_temp.rollup_pending VALUES ('planted', 'k1:p', 'k1:q', now())"
-            )
-            cursor.execute("SET search_path = pg_temp, public")
+            _plant(cursor)
             login = "real\tu\tios\tk1:a\tk1:b\t\\N\t1\t1\t2026-11-25T00:00:00+00:00\t2026-11-25\n"
             moved = stage_and_move(cursor, logins=login)
-            real_pending = owner_scalar(database_url, "SELECT count(*) FROM rollup_pending")
+            cursor.execute("SELECT count(*) FROM pg_temp.user_logins")
+            temp_logins = cursor.fetchone()
+    finally:
+        conn.close()
+    real_pending = owner_scalar(database_url, "SELECT count(*) FROM rollup_pending")
+    conn = connect(maintainer)
+    try:
+        with conn.cursor() as cursor:
+            _plant(cursor)
             cursor.execute("SELECT public.loginetl_fold_rollups(100000, true)")
             folded = cursor.fetchone()
             cursor.execute("SELECT count(*) FROM pg_temp.rollup_pending")
             planted_left = cursor.fetchone()
-            cursor.execute("SELECT count(*) FROM pg_temp.user_logins")
-            temp_logins = cursor.fetchone()
     finally:
         conn.close()
     assert moved == [(1,)]
@@ -292,12 +320,12 @@ def test_shadowing_objects_and_search_path_steer_neither_function(
 
 
 def test_writer_batch_write_queues_only_new_rows(
-    writer: str, settings: Settings, database_url: str
+    writer: str, maintainer: str, settings: Settings, database_url: str
 ) -> None:
     assert write_as(writer, settings, messages(6)) == 6
     assert write_as(writer, settings, messages(6, first=3)) == 3  # m3..m5 redelivered
     assert owner_scalar(database_url, "SELECT count(*) FROM rollup_pending") == 9
-    engine = db.make_engine(writer, pool_size=1)
+    engine = db.make_engine(maintainer, pool_size=1)  # the fold worker's role
     try:
         assert db.fold_rollups(engine, limit=4) == 9  # three chunks, through the function
     finally:
@@ -321,6 +349,7 @@ def test_consume_as_the_writer_loads_the_public_sample_exactly(
     summary = consume_json({**cli_env, "LOGINETL_DATABASE_URL": writer})
     assert (summary["received"], summary["loaded"], summary["dead_lettered"]) == (100, 99, 1)
     assert count_rows(settings.database_url) == 99
+    fold_as_owner(settings.database_url)  # the fold worker's part
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         assert rollups_exact(conn)
