@@ -16,7 +16,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
 .PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults security bench lint format \
-	clean constraints wheel-check deploy-check
+	clean constraints wheel-check deploy-check docs
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ lint: install  ## ruff (lint + format check) and mypy
 format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix loginetl tests tools migrations bench
 	$(VENV)/bin/ruff format loginetl tests tools migrations bench
+
+docs: install  ## Regenerate docs/cli.md from the Typer app (a test fails when it is stale)
+	$(VENV)/bin/python tools/cli_reference.py > docs/cli.md
 
 constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 	{ head -n 2 tools/constraints.txt; $(PY) -m pip freeze --exclude-editable; } > tools/constraints.new

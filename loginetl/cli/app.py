@@ -165,15 +165,18 @@ def root(
     ctx.obj = State(load=load, debug=debug)
 
 
-app.command("consume")(consume.consume_command)
-app.command("seed")(seed.seed_command)
-app.command("stats")(stats.stats_command)
-app.command("fold")(fold.fold_command)
-app.command("peek")(peek.peek_command)
-app.command("replay-dlq")(replay.replay_command)
-app.command("unmask")(unmask.unmask_command)
-app.command("forget")(forget.forget_command)
-app.add_typer(migrate.app, name="migrate")
-app.add_typer(keys.app, name="keys")
-app.add_typer(audit.app, name="audit")
-app.add_typer(retention.app, name="retention")
+# `loginetl --help` groups the commands by who runs them; docs/cli.md is generated from the
+# same app (make docs), and a test fails when it is stale.
+PIPELINE, SCHEMA, PRIVACY, MAINTENANCE = "Pipeline", "Schema", "Privacy staff", "Maintenance"
+app.command("consume", rich_help_panel=PIPELINE)(consume.consume_command)
+app.command("fold", rich_help_panel=PIPELINE)(fold.fold_command)
+app.command("stats", rich_help_panel=PIPELINE)(stats.stats_command)
+app.command("peek", rich_help_panel=PIPELINE)(peek.peek_command)
+app.command("replay-dlq", rich_help_panel=PIPELINE)(replay.replay_command)
+app.command("seed", rich_help_panel=PIPELINE)(seed.seed_command)
+app.add_typer(migrate.app, name="migrate", rich_help_panel=SCHEMA)
+app.command("unmask", rich_help_panel=PRIVACY)(unmask.unmask_command)
+app.command("forget", rich_help_panel=PRIVACY)(forget.forget_command)
+app.add_typer(audit.app, name="audit", rich_help_panel=PRIVACY)
+app.add_typer(keys.app, name="keys", rich_help_panel=PRIVACY)
+app.add_typer(retention.app, name="retention", rich_help_panel=MAINTENANCE)
