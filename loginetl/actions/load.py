@@ -218,15 +218,7 @@ class Loader:
                 if db.is_vault_epoch_stale(error):
                     raise _VaultEpochStale from None
                 if not db.is_database_error(error):  # a bug in the write path: ours
-                    name = type(error).__name__
-                    log.error("writing a batch failed unexpectedly (%s); stopping", name)
-                    raise Fatal(
-                        LoginetlError(
-                            f"writing a batch failed with an unexpected {name}, a fault of "
-                            "loginetl's, not the messages'; the messages were released, "
-                            "nothing was dead-lettered"
-                        )
-                    ) from None
+                    raise _unexpected(error) from None
                 kind = db.classify(error)
                 if kind == "data":
                     raise _RowsRejected(
@@ -256,3 +248,15 @@ class Loader:
             if len(cache.tokens) > VAULT_CACHE_LIMIT:
                 cache.tokens.clear()
             cache.tokens.update(e.token for e in entries)
+
+
+def _unexpected(error: Exception) -> Fatal:
+    """An exception in the write that is not the database's: a fault of ours, never a row's."""
+    name = type(error).__name__  # its text may quote a value: the type only
+    log.error("writing a batch failed unexpectedly (%s); stopping", name)
+    return Fatal(
+        LoginetlError(
+            f"writing a batch failed with an unexpected {name}, a fault of loginetl's, not "
+            "the messages'; the messages were released, nothing was dead-lettered"
+        )
+    )

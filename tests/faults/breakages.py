@@ -48,6 +48,17 @@ RECEIPT_AS_KEY = (
     "        return self.receipt_handle\n",
 )
 
+OURS = "tests/faults/test_ours.py::"
+LOAD = "loginetl/actions/load.py"
+ALL_REFUSED = (
+    "        if refused and len(refused) == len(batch.rows):  # not isolated: nothing was accepted\n",
+    "        if False:\n",
+)
+HELD_BEHIND = (
+    "            held = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]\n",
+    "            held: list[InboundMessage] = []\n",
+)
+
 BREAKAGES = [
     Breakage(
         "delete-before-commit",
@@ -210,8 +221,7 @@ BREAKAGES = [
         "a FIFO group's later message is never committed while an earlier one is retried",
         "tests/e2e/test_fifo.py::test_a_reject_the_fifo_dlq_cannot_take_holds_its_group_back",
         PIPELINE,
-        "            held = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]\n",
-        "            held: list[InboundMessage] = []\n",
+        *HELD_BEHIND,
     ),
     Breakage(
         "lambda-fifo-drops-held-back",
@@ -221,6 +231,55 @@ BREAKAGES = [
         "loginetl/lambda_handler.py",
         "    failed = outcome.retry  # on FIFO: a stuck record and what it held back in its group\n",
         "    failed = outcome.retry[:1]\n",
+    ),
+    *(
+        Breakage(
+            f"ours-dead-lettered:{name}",
+            "a failure that is ours stops the line: exit 1, nothing dead-lettered, nothing lost",
+            OURS + f"test_a_failure_that_is_ours_stops_consume_and_dead_letters_nothing[{fault}]",
+            path,
+            old,
+            new,
+        )
+        for name, fault, path, old, new in (
+            ("constraint", "a constraint that refuses every row", LOAD, *ALL_REFUSED),
+            ("trigger", "a trigger that raises", LOAD, *ALL_REFUSED),
+            (
+                "sealer",
+                "a sealer that fails",
+                "loginetl/actions/prepare.py",
+                "    if not failed or batch.rows:\n",
+                "    if True:\n",
+            ),
+            (
+                "write",
+                "an unexpected exception in the write",
+                LOAD,
+                "                    raise _unexpected(error) from None\n",
+                "                    raise _RowsRejected(Rejection(REJECTED_BY_DATABASE, "
+                "type(error).__name__)) from None\n",
+            ),
+        )
+    ),
+    Breakage(
+        "ours-lambda-answers-instead-of-raising",
+        "a failure that is ours fails the Lambda invocation: every record comes back",
+        OURS + "test_a_failure_that_is_ours_fails_the_lambda_invocation_and_dead_letters_nothing"
+        "[a constraint that refuses every row]",
+        "loginetl/lambda_handler.py",
+        "        raise fatal.error from None\n",
+        "        return batch_response(messages)\n",
+    ),
+    *(
+        Breakage(
+            f"fifo-dlq-gone-commits-behind:{entry}",
+            "a FIFO group's later message is never committed while an earlier one is retried",
+            OURS + f"test_fifo_dlq_taken_away_mid_run_holds_the_group_back_in_{entry}",
+            PIPELINE,
+            HELD_BEHIND[0],
+            HELD_BEHIND[1],
+        )
+        for entry in ("consume", "the_lambda")
     ),
     Breakage(
         "fifo-dedup-per-send",
@@ -291,7 +350,7 @@ def check(breakage: Breakage) -> bool:
             check=True,
         ).stdout.split()
         assert all(w.startswith(str(copy)) for w in where), f"not the copy's code: {where}"
-        marker = ["-m", "slow"] if breakage.test.startswith(FAULTS) else []
+        marker = ["-m", "slow"] if breakage.test.startswith((FAULTS, OURS)) else []
         pytest = [sys.executable, "-m", "pytest", *marker, "-x", "-q", "-p", "no:cacheprovider"]
         run = subprocess.run(
             [*pytest, breakage.test],
