@@ -294,6 +294,7 @@ class Consumer:
         finally:
             self.heartbeat.close()
         self._fold_rollups(wait=True)  # leave the rollups exact for whoever runs stats next
+        self._finish("max_reached" if self._max_received() else "idle")  # if none said why
         if self._failure is not None:
             raise self._failure
         return self.snapshot()
@@ -352,10 +353,14 @@ class Consumer:
         if not self._stopped_because:
             self._stopped_because = reason
 
+    def _max_received(self) -> bool:
+        limit = self.options.max_messages
+        return limit is not None and self._tally.received >= limit
+
     def _fail(self, error: LoginetlError) -> None:
         """Stop everything with this error (from any thread)."""
         self._failure = self._failure or error
-        self._finish("error")
+        self._stopped_because = "error"  # whatever stopped first, the error is why
         self.stop.set()
 
     def _worker(self) -> None:
@@ -403,9 +408,10 @@ class Consumer:
         outage: Outage | None = None
         while not self.stop.is_set():
             wanted = self._quota.take(self._receive_size(gathering.largest))
-            if wanted == 0:
-                self._finish("max_reached")
-                return None
+            if wanted == 0:  # the rest of --max is received, or granted to other workers
+                if self._max_received():
+                    self._finish("max_reached")
+                return None  # else the worker holding the grant says why it stopped
             received_at = time.monotonic()  # before the receive: visibility counts from it
             try:
                 messages = self._receive(wanted, wait_seconds=self.options.wait_seconds)
