@@ -338,14 +338,17 @@ def test_lag_uses_an_envelope_time_but_never_a_fresher_one_than_sqs(
     queues: tuple[str, str],
     valid_bodies: Bodies,
 ) -> None:
-    older, forged = valid_bodies(2, 10)
+    older, forged, far = valid_bodies(3, 10)
     now = datetime.now(UTC)
-    # Published 40 s ago (EventBridge retried), and one claiming to come from the future.
+    # Published 40 s ago (EventBridge retried), one claiming to come from 30 s ahead, and
+    # one from an hour ahead: outside the bound, dead-lettered (its day cannot be trusted).
     send(sqs, queues[0], [eventbridge(json.loads(older), at=now - timedelta(seconds=40))])
-    send(sqs, queues[0], [eventbridge(json.loads(forged), at=now + timedelta(hours=1))])
+    send(sqs, queues[0], [eventbridge(json.loads(forged), at=now + timedelta(seconds=30))])
+    send(sqs, queues[0], [eventbridge(json.loads(far), at=now + timedelta(hours=1))])
     time.sleep(2)
     summary = consume_json(cli_env)
     assert summary["loaded"] == 2
+    assert summary["dead_lettered_by_reason"] == {"envelope_invalid": 1}
     assert summary["lag_max_seconds"] >= 40
     assert 2 <= summary["lag_p50_seconds"] < 40  # the forged one: from SQS's SentTimestamp
 
