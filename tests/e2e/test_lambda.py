@@ -452,3 +452,24 @@ def test_the_retry_budget_leaves_time_before_the_lambda_timeout() -> None:
     assert lambda_handler.retry_seconds(Context(60_000)) == lambda_handler.RETRY_SECONDS
     assert lambda_handler.retry_seconds(Context(9_000)) == 3.0
     assert lambda_handler.retry_seconds(Context(100)) == 0.5
+
+
+def test_the_handler_refuses_to_start_without_a_database_setting(
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    lambda_env: Callable[[Settings], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lambda_env(settings)
+    monkeypatch.delenv("LOGINETL_DATABASE_URL")
+    monkeypatch.delenv("LOGINETL_DATABASE_URL_FILE", raising=False)
+    sqs.client.send_message(QueueUrl=queues[0], MessageBody="{}")
+    records = Mapping(sqs, queues[0]).poll()
+    with pytest.raises(LoginetlError) as raised:
+        lambda_handler.handler({"Records": records}, None)
+    sentence = "set LOGINETL_DATABASE_URL or LOGINETL_DATABASE_URL_FILE"
+    assert sentence in str(raised.value)
+    assert any(sentence in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert lambda_handler._runtime is None  # nothing cached: the next invocation tries again

@@ -218,6 +218,22 @@ BREAKAGES = [
         "        elif False:\n",
     ),
     Breakage(
+        "lambda-debug-logs-bodies",
+        "no entry point logs a body or plaintext PII at any level, the Lambda's DEBUG included",
+        "tests/e2e/test_pii_canary.py::test_the_lambda_at_debug_logs_no_canary",
+        "loginetl/lambda_handler.py",
+        "    quiet_chatty_libraries()  # botocore at DEBUG would log a DLQ send's body: plaintext PII\n",
+        "    pass\n",
+    ),
+    Breakage(
+        "lambda-default-database",
+        "the Lambda refuses to start without an explicit database setting",
+        "tests/e2e/test_lambda.py::test_the_handler_refuses_to_start_without_a_database_setting",
+        "loginetl/lambda_handler.py",
+        "    if not database_url:\n",
+        "    if False:\n",
+    ),
+    Breakage(
         "controls-printed-raw",
         "everything printed from data is inert",
         "tests/e2e/test_hostile_output.py",
