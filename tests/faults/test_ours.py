@@ -238,7 +238,7 @@ def test_fifo_dlq_taken_away_mid_run_holds_the_group_back_in_consume(
     bring_back = take_the_dlq_away(sqs, dlq_url)
     gate.touch()
     g0, _g2, h0 = sorted(users)
-    wait_until(lambda: len(users_loaded(fifo.database_url)) == 2, what="the first commit")
+    wait_until(lambda: len(users_loaded(fifo.database_url)) >= 2, what="the first commit")
     assert sorted(users_loaded(fifo.database_url)) == [g0, h0]  # g2 waits behind the reject
     time.sleep(5)  # past the visibility timeout: the reject comes back, the DLQ still gone
     assert sorted(users_loaded(fifo.database_url)) == [g0, h0]
