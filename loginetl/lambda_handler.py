@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
+
 from loginetl.actions.acknowledge import Acknowledger
 from loginetl.actions.load import Loader
 from loginetl.actions.pipeline import Pipeline
@@ -67,7 +69,7 @@ class _Runtime:
     partitions_checked: float = float("-inf")
 
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         return self.pipeline.loader.engine
 
 
