@@ -1,14 +1,15 @@
 """``consume``: drain the login queue into PostgreSQL, at least once, idempotently.
 
 Per batch (one receive, or several back to back while the queue keeps returning full
-ones, bounded by count and by body bytes): verify loginetl's attributes -> parse ->
-validate -> mask -> one transaction (rows + vault) -> commit -> dead-letter the rejects ->
-delete exactly what was committed or dead-lettered. A message is never deleted before its
-row is committed or its DLQ copy accepted; a crash anywhere leaves it in the queue, and a
+ones, bounded by count and by body bytes), the pipeline the Lambda runs too
+(pipeline.py): verify loginetl's attributes -> parse -> validate -> mask -> one
+transaction (rows + vault) -> commit -> dead-letter the rejects; then this module deletes
+exactly what was committed or dead-lettered. A message is never deleted before its row is
+committed or its DLQ copy accepted; a crash anywhere leaves it in the queue, and a
 redelivery is absorbed by the unique idempotency key. Anything wrong with one message
-dead-letters that message alone; rows the database refuses as data are found by bisection
-and dead-lettered; transient failures are retried while a heartbeat keeps the batch
-hidden. The stats rollups are folded from the committed rows about once a second, and
+dead-letters that message alone; a failure the message does not explain stops consume
+(exit 1) with the batch released; transient failures are retried while a heartbeat keeps
+the batch hidden. The stats rollups are folded from the committed rows about once a second, and
 once more at exit.
 """
 
@@ -196,10 +197,10 @@ class _Quota:
 class Consumer:
     """Orchestrates worker threads that each receive, load and acknowledge batches.
 
-    Policies live in their own modules: error classes (core/error_classes.py), back-off
-    (retry_policy.py), the write with its retries and bisection (load.py), the visibility
-    heartbeat (visibility.py), dead-lettering, deletes and releases (acknowledge.py),
-    attribute verification (core/attributes.py).
+    Policies live in their own modules: what a batch comes to (pipeline.py), error classes
+    (core/error_classes.py), back-off (retry_policy.py), the write with its retries and
+    bisection (load.py), the visibility heartbeat (visibility.py), dead-lettering, deletes
+    and releases (acknowledge.py), attribute verification (core/attributes.py).
     """
 
     def __init__(
