@@ -1,20 +1,17 @@
 """AWS Lambda entry point: ``loginetl.lambda_handler.handler`` for an SQS event source
 mapping with ``FunctionResponseTypes: [ReportBatchItemFailures]``.
 
-Each invocation runs consume's path on the event's records: verify loginetl's attributes
--> parse, validate, mask, seal (actions/prepare.py) -> one transaction for the batch
-(actions/load.py: transient failures retried briefly, data refusals bisected) -> the
-rejects to the DLQ with the same signed attributes consume gives them
-(actions/acknowledge.py). A reject is dead-lettered here rather than left to the queue's
+Each invocation runs the pipeline consume runs (actions/pipeline.py) on the event's
+records: this module only builds it once per warm environment and turns its outcome into
+the partial batch response. A reject is dead-lettered here rather than left to the queue's
 RedrivePolicy: it is then reported as done and deleted at once, instead of being retried
 maxReceiveCount times and reaching the DLQ without its reason. The answer lists the
-records the event source must leave in the queue: rejects the DLQ did not take (one too
-big to carry the attributes reaches the DLQ later, by the RedrivePolicy). A batch whose
-load cannot commit (the database down past a short retry) raises: the invocation fails,
-every record comes back, and Lambda counts the error and slows its polling. On a FIFO
-queue the handler stops at the first failure and reports it and every later record, as
-AWS requires: a reject that cannot be dead-lettered is not even tried, nor is anything
-after it.
+records the pipeline left to retry (a reject the DLQ did not take, and on FIFO what it
+holds back in its group: Powertools' ``skip_group_on_error``, so a record of another group
+is never reported after it was loaded or dead-lettered). A failure that is
+ours (the database down past a short retry, or refusing every row; the masker or sealer
+broken; SendMessage to the DLQ denied) raises: the invocation fails, every record comes
+back, nothing was dead-lettered, and Lambda counts the error.
 
 Deleting is the event source mapping's job: it deletes every record not listed. A crash
 between the commit and the answer redelivers the whole batch; the rows' unique
@@ -22,10 +19,10 @@ idempotency key (the SQS MessageId, or the signed original id of a replayed copy
 the second load skip them.
 
 Settings come from the environment as for the CLI (``LOGINETL_DATABASE_URL`` or
-``LOGINETL_DATABASE_URL_FILE``, ``LOGINETL_DLQ``, ``AWS_REGION``, ``LOGINETL_KEYS_DIR``
-pointing at a mounted copy of ``loginetl keys export-consumer``'s set). The engine, the
-SQS client and the keys are built on the first invocation and reused while the execution
-environment stays warm.
+``LOGINETL_DATABASE_URL_FILE``, required: no local default here; ``LOGINETL_DLQ``,
+``AWS_REGION``, ``LOGINETL_KEYS_DIR`` pointing at a mounted copy of ``loginetl keys
+export-consumer``'s set). The engine, the SQS client and the keys are built on the first
+invocation and reused while the execution environment stays warm.
 """
 
 from __future__ import annotations
@@ -34,26 +31,23 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from functools import partial
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loginetl.actions.acknowledge import Acknowledger, DeadLettered
+from sqlalchemy import Engine
+
+from loginetl.actions.acknowledge import Acknowledger
 from loginetl.actions.load import Loader
-from loginetl.actions.prepare import prepare_isolating, trust_all
+from loginetl.actions.pipeline import Pipeline
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys
-from loginetl.core.batch import InboundMessage, RejectedMessage
-from loginetl.core.fifo import first_failure_onwards, without
 from loginetl.core.lambda_event import batch_response, is_fifo, messages_of
-from loginetl.core.masking import Masker
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError
-from loginetl.services import db, failpoints, keys, migrations
+from loginetl.logs import quiet_chatty_libraries
+from loginetl.services import db, keys, migrations
 from loginetl.services.sqs import SqsService
 
 log = logging.getLogger("loginetl.lambda")  # Lambda's root handler sends it to CloudWatch
@@ -61,21 +55,22 @@ log = logging.getLogger("loginetl.lambda")  # Lambda's root handler sends it to 
 RETRY_SECONDS = 10.0  # a transient database failure is retried this long; then the invocation fails
 STATEMENT_TIMEOUT_MS = 30_000
 _HOUSEKEEPING_SECONDS = 3600.0  # partitions ahead, as consume checks them
+NO_DATABASE = (
+    "the Lambda has no database setting: set LOGINETL_DATABASE_URL or "
+    "LOGINETL_DATABASE_URL_FILE (it never falls back to a local default)"
+)
 
 
 @dataclass
 class _Runtime:
     """What a warm execution environment keeps between invocations."""
 
-    settings: Settings
-    masker: Masker
-    sealer: VaultSealer
-    attribute_keys: AttributeKeys
-    sqs: SqsService
-    dlq_url: str
-    loader: Loader
-    acknowledger: Acknowledger
+    pipeline: Pipeline
     partitions_checked: float = float("-inf")
+
+    @property
+    def engine(self) -> Engine:
+        return self.pipeline.loader.engine
 
 
 _runtime: _Runtime | None = None
@@ -84,9 +79,9 @@ _lock = threading.Lock()
 
 
 def _settings(environ: Mapping[str, str]) -> Settings:
-    """Settings from the environment; the database URL may be a mounted secret file."""
+    """Settings from the environment; the database URL (required) may be a mounted file."""
     url_file = environ.get("LOGINETL_DATABASE_URL_FILE")
-    database_url = None
+    database_url = environ.get("LOGINETL_DATABASE_URL")
     if url_file:
         try:
             database_url = Path(url_file).read_text(encoding="utf-8").strip()
@@ -94,10 +89,14 @@ def _settings(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(
                 f"cannot read LOGINETL_DATABASE_URL_FILE {url_file!r} ({error.strerror})"
             ) from None
+    if not database_url:
+        log.error("%s", NO_DATABASE)
+        raise ConfigError(NO_DATABASE)
     return Settings.load(environ, database_url=database_url)
 
 
 def _build(environ: Mapping[str, str]) -> _Runtime:
+    quiet_chatty_libraries()  # botocore at DEBUG would log a DLQ send's body: plaintext PII
     settings = _settings(environ)
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
@@ -113,29 +112,31 @@ def _build(environ: Mapping[str, str]) -> _Runtime:
     except BaseException:
         engine.dispose()  # not cached: the next invocation starts again
         raise
+    loader = Loader(
+        engine,
+        stop=threading.Event(),  # never set: an invocation ends by returning
+        new_outage=lambda: Outage(_retry_budget[0], follow=False),
+        wait_out=_wait_out,
+    )
+    # The event source mapping deletes; this acknowledger only dead-letters.
+    acknowledger = Acknowledger(
+        sqs,
+        "",
+        dlq_url,
+        attribute_keys,
+        workers=1,
+        on_delete_failures=lambda _: None,
+        on_fatal=lambda _: None,
+    )
     return _Runtime(
-        settings=settings,
-        masker=masker,
-        sealer=sealer,
-        attribute_keys=attribute_keys,
-        sqs=sqs,
-        dlq_url=dlq_url,
-        loader=Loader(
-            engine,
-            stop=threading.Event(),  # never set: an invocation ends by returning
-            new_outage=lambda: Outage(_retry_budget[0], follow=False),
-            wait_out=_wait_out,
-        ),
-        # The event source mapping deletes; this acknowledger only dead-letters.
-        acknowledger=Acknowledger(
-            sqs,
-            "",
-            dlq_url,
-            attribute_keys,
-            workers=1,
-            on_delete_failures=lambda _: None,
-            on_fatal=lambda _: None,
-        ),
+        Pipeline(
+            loader=loader,
+            acknowledger=acknowledger,
+            masker=masker,
+            sealer=sealer,
+            attribute_keys=attribute_keys,
+            envelope=settings.envelope,
+        )
     )
 
 
@@ -160,8 +161,8 @@ def reset() -> None:
     global _runtime
     with _lock:
         if _runtime is not None:
-            _runtime.loader.engine.dispose()
-            _runtime.acknowledger.close()
+            _runtime.engine.dispose()
+            _runtime.pipeline.acknowledger.close()
         _runtime = None
 
 
@@ -187,61 +188,21 @@ def handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     rt = runtime()
     _retry_budget[0] = retry_seconds(context)
     _housekeeping(rt)
-    outcome = process(rt, messages, fifo=is_fifo(event))
+    try:
+        outcome = rt.pipeline.process(messages, fifo=is_fifo(event))
+    except Fatal as fatal:  # ours: every record comes back, nothing was dead-lettered
+        raise fatal.error from None
+    failed = outcome.retry  # on FIFO: a stuck record and what it held back in its group
     log.info(
         "records=%d loaded=%d duplicates=%d dead_lettered=%d failed=%d forged_attributes=%d",
         len(messages),
-        outcome.loaded,
+        outcome.inserted,
         outcome.duplicates,
-        outcome.dead_lettered,
-        len(outcome.failed),
+        len(outcome.dead_lettered),
+        len(failed),
         outcome.forged_attributes_ignored,
     )
-    return batch_response(outcome.failed)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one invocation did with its records; failed are left for redelivery."""
-
-    loaded: int
-    duplicates: int
-    dead_lettered: int
-    failed: list[InboundMessage]
-    forged_attributes_ignored: int = 0
-
-
-def process(rt: _Runtime, messages: Sequence[InboundMessage], *, fifo: bool) -> Outcome:
-    """consume's steps for one event's records; raise when the batch could not commit."""
-    trusted, forged = trust_all(messages, rt.attribute_keys)
-    cache = rt.loader.cache()  # a purge since it was filled: the load seals again
-    prepare = partial(
-        prepare_isolating, masker=rt.masker, sealer=rt.sealer, envelope=rt.settings.envelope
-    )
-    batch = prepare(trusted, known_tokens=cache.tokens)
-    if fifo:
-        # A reject too big for the DLQ will fail: on FIFO, neither load nor dead-letter it
-        # or anything after it (those are reported as failed, as AWS requires).
-        cut = first_failure_onwards(trusted, rt.acknowledger.undeliverable(batch.rejected))
-        out = {m.message_id for m in cut}
-        batch = replace(
-            without(batch, cut),
-            rejected=[r for r in batch.rejected if r.message.message_id not in out],
-        )
-    try:
-        loaded = rt.loader.load(batch, cache=cache, reseal=prepare)
-    except Fatal as fatal:  # nothing was dead-lettered yet: the whole batch is retried
-        raise fatal.error from None
-    failpoints.hit("crash_after_commit")
-    dead = _dead_letter(rt, [*batch.rejected, *loaded.refused])
-    done = {m.message_id for m in (*loaded.messages, *dead.accepted)}
-    return Outcome(
-        loaded=loaded.inserted,
-        duplicates=len(loaded.messages) - loaded.inserted,
-        dead_lettered=len(dead.accepted),
-        failed=_failed(messages, done, fifo=fifo),
-        forged_attributes_ignored=forged,
-    )
+    return batch_response(failed)
 
 
 def _housekeeping(rt: _Runtime) -> None:
@@ -250,22 +211,6 @@ def _housekeeping(rt: _Runtime) -> None:
         return
     rt.partitions_checked = time.monotonic()
     try:
-        db.ensure_partitions(rt.loader.engine)
+        db.ensure_partitions(rt.engine)
     except Exception as error:
         log.warning("could not create partitions ahead (%s)", db.describe(error))
-
-
-def _dead_letter(rt: _Runtime, rejected: Sequence[RejectedMessage]) -> DeadLettered:
-    try:
-        return rt.acknowledger.dead_letter(rejected)
-    except LoginetlError as error:  # e.g. SendMessage denied: these stay in the queue
-        log.error("could not dead-letter %d reject(s) (%s)", len(rejected), error)
-        return DeadLettered([], Counter(), len(rejected))
-
-
-def _failed(
-    messages: Sequence[InboundMessage], done: set[str], *, fifo: bool
-) -> list[InboundMessage]:
-    """Every record not done; on FIFO, from the first such record on, all of them."""
-    failed = [m for m in messages if m.message_id not in done]
-    return first_failure_onwards(messages, failed) if fifo else failed

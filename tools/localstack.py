@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start, check and stop a host-run LocalStack (SQS and SNS) without Docker.
+"""Start, check and stop a host-run LocalStack (SQS, SNS, EventBridge) without Docker.
 
 Used by the Makefile and by the test fixtures, so both run the endpoint the same way.
 Standard library only: it runs under the project's Python and starts LocalStack under
@@ -27,9 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".localstack-venv" / "bin" / "python"
-# SNS for the envelope tests (a topic subscribed to a queue): LocalStack's SNS provider is
-# native (no moto), so the slim pinned set runs it; it adds no measurable start-up time.
-SERVICES = ("sqs", "sns")
+# SNS and EventBridge for the envelope tests (a topic subscribed to a queue, a rule with a
+# queue or a topic as its target): real deliveries, not hand-built envelopes. SNS is native;
+# EventBridge needs moto-ext and crontab in the pinned set.
+SERVICES = ("sqs", "sns", "events")
 
 
 def free_port() -> int:
@@ -132,7 +133,7 @@ def main() -> None:
         started = time.monotonic()
         pid = start(args.port, args.state_dir)
         print(
-            f"LocalStack (SQS, SNS) ready on http://127.0.0.1:{args.port} "
+            f"LocalStack (SQS, SNS, EventBridge) ready on http://127.0.0.1:{args.port} "
             f"(pid {pid}, {time.monotonic() - started:.1f}s)"
         )
         return

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,10 +41,10 @@ def _size(message: OutboundMessage) -> int:
 
 @dataclass(frozen=True)
 class DeadLettered:
-    """What the DLQ accepted (by reason) and how many it did not."""
+    """What the DLQ accepted (with each one's reason) and how many it did not."""
 
     accepted: list[InboundMessage]
-    by_reason: Counter[str]
+    reasons: dict[str, str]  # accepted message id -> reason code
     failed: int
     unsent: list[InboundMessage] = field(default_factory=list)  # the ``failed`` ones
 
@@ -77,7 +76,7 @@ class Acknowledger:
     def dead_letter(self, rejected: Sequence[RejectedMessage]) -> DeadLettered:
         """Send rejects to the DLQ with their (signed) reason; report what it accepted."""
         if not rejected:
-            return DeadLettered([], Counter(), 0)
+            return DeadLettered([], {}, 0)
         now = datetime.now(UTC)
         outbound = [self._outbound(r, now) for r in rejected]
         # SQS refuses a message over 1 MiB (body and attributes): do not even try, it would
@@ -98,18 +97,10 @@ class Acknowledger:
         failpoints.hit("crash_after_dead_letter", when=bool(accepted))
         return DeadLettered(
             [r.message for r in accepted],
-            Counter(r.rejection.reason for r in accepted),
+            {r.message.message_id: r.rejection.reason for r in accepted},
             len(failed),
             [r.message for i, r in enumerate(rejected) if i in failed],
         )
-
-    def undeliverable(self, rejected: Sequence[RejectedMessage]) -> list[InboundMessage]:
-        """The rejects whose DLQ copy (body and signed attributes) SQS would refuse as too
-        big: they can only reach the DLQ through the queue's RedrivePolicy."""
-        now = datetime.now(UTC)
-        return [
-            r.message for r in rejected if _size(self._outbound(r, now)) > SQS_MAX_MESSAGE_BYTES
-        ]
 
     def _outbound(self, rejected: RejectedMessage, now: datetime) -> OutboundMessage:
         """The DLQ copy: signed reason and identity; on a FIFO DLQ, the original's group,

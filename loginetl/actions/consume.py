@@ -1,15 +1,16 @@
 """``consume``: drain the login queue into PostgreSQL, at least once, idempotently.
 
 Per batch (one receive, or several back to back while the queue keeps returning full
-ones, bounded by count and by body bytes): verify loginetl's attributes -> parse ->
-validate -> mask -> one transaction (rows + vault) -> commit -> dead-letter the rejects ->
-delete exactly what was committed or dead-lettered. A message is never deleted before its
-row is committed or its DLQ copy accepted; a crash anywhere leaves it in the queue, and a
+ones, bounded by count and by body bytes), the pipeline the Lambda runs too
+(pipeline.py): verify loginetl's attributes -> parse -> validate -> mask -> one
+transaction (rows + vault) -> commit -> dead-letter the rejects; then this module deletes
+exactly what was committed or dead-lettered. A message is never deleted before its row is
+committed or its DLQ copy accepted; a crash anywhere leaves it in the queue, and a
 redelivery is absorbed by the unique idempotency key. Anything wrong with one message
-dead-letters that message alone; rows the database refuses as data are found by bisection
-and dead-lettered; transient failures are retried while a heartbeat keeps the batch
-hidden. consume only appends: the rollups and the vault are folded from what it
-committed by `loginetl fold` (and `stats`), never by the writer role.
+dead-letters that message alone; a failure the message does not explain stops consume
+(exit 1) with the batch released; transient failures are retried while a heartbeat keeps
+the batch hidden. consume only appends: the rollups and the vault are folded from what
+it committed by `loginetl fold` (and `stats`), never by the writer role.
 """
 
 from __future__ import annotations
@@ -19,24 +20,23 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from loginetl.actions.acknowledge import Acknowledger, DeadLettered
-from loginetl.actions.load import Loader, VaultCache
+from loginetl.actions.acknowledge import Acknowledger
+from loginetl.actions.load import Loader
+from loginetl.actions.pipeline import Pipeline
 from loginetl.actions.prefetch import Inline, Prefetcher
-from loginetl.actions.prepare import prepare_isolating, trust_all
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat, Hold
 from loginetl.config import Settings
 from loginetl.core.attributes import AttributeKeys
-from loginetl.core.batch import InboundMessage, PreparedBatch, RejectedMessage
+from loginetl.core.batch import InboundMessage
 from loginetl.core.envelope import EnvelopeMode
-from loginetl.core.fifo import behind, in_group_order, without
 from loginetl.core.lag import LagSample
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
@@ -195,10 +195,10 @@ class _Quota:
 class Consumer:
     """Orchestrates worker threads that each receive, load and acknowledge batches.
 
-    Policies live in their own modules: error classes (core/error_classes.py), back-off
-    (retry_policy.py), the write with its retries and bisection (load.py), the visibility
-    heartbeat (visibility.py), dead-lettering, deletes and releases (acknowledge.py),
-    attribute verification (core/attributes.py).
+    Policies live in their own modules: what a batch comes to (pipeline.py), error classes
+    (core/error_classes.py), back-off (retry_policy.py), the write with its retries and
+    bisection (load.py), the visibility heartbeat (visibility.py), dead-lettering, deletes
+    and releases (acknowledge.py), attribute verification (core/attributes.py).
     """
 
     def __init__(
@@ -250,6 +250,15 @@ class Consumer:
             on_delete_failures=lambda n: self._tally.add(delete_failures=n),
             on_fatal=self._fail,
         )
+        self.pipeline = Pipeline(
+            loader=self.loader,
+            acknowledger=self.acknowledger,
+            masker=masker,
+            sealer=sealer,
+            attribute_keys=attribute_keys,
+            envelope=envelope,
+            max_body_bytes=options.max_body_bytes,
+        )
 
     # -- public -----------------------------------------------------------------------
 
@@ -279,6 +288,7 @@ class Consumer:
             self.acknowledger.close()
         finally:
             self.heartbeat.close()
+        self._finish("max_reached" if self._max_received() else "idle")  # if none said why
         if self._failure is not None:
             raise self._failure
         return self.snapshot()
@@ -325,10 +335,14 @@ class Consumer:
         if not self._stopped_because:
             self._stopped_because = reason
 
+    def _max_received(self) -> bool:
+        limit = self.options.max_messages
+        return limit is not None and self._tally.received >= limit
+
     def _fail(self, error: LoginetlError) -> None:
         """Stop everything with this error (from any thread)."""
         self._failure = self._failure or error
-        self._finish("error")
+        self._stopped_because = "error"  # whatever stopped first, the error is why
         self.stop.set()
 
     def _worker(self) -> None:
@@ -376,9 +390,10 @@ class Consumer:
         outage: Outage | None = None
         while not self.stop.is_set():
             wanted = self._quota.take(self._receive_size(gathering.largest))
-            if wanted == 0:
-                self._finish("max_reached")
-                return None
+            if wanted == 0:  # the rest of --max is received, or granted to other workers
+                if self._max_received():
+                    self._finish("max_reached")
+                return None  # else the worker holding the grant says why it stopped
             received_at = time.monotonic()  # before the receive: visibility counts from it
             try:
                 messages = self._receive(wanted, wait_seconds=self.options.wait_seconds)
@@ -497,83 +512,29 @@ class Consumer:
     # -- one batch --------------------------------------------------------------------
 
     def _handle(self, messages: Sequence[InboundMessage], hold: Hold) -> None:
-        held_back: list[InboundMessage] = []
+        """Run the pipeline on one batch; delete what is done, keep the rest hidden."""
         try:
-            trusted = self._trust(messages)
-            if self.fifo:
-                trusted = in_group_order(trusted)
-            cache = self.loader.cache()
-            batch = self._prepare(trusted, cache.tokens)
-            early = DeadLettered([], Counter(), 0)
-            if self.fifo:
-                # A group's reject goes to the DLQ before its later messages commit; one the
-                # DLQ did not take holds the rest of its group back: uncommitted, and left
-                # hidden with it, so they come back together and in order (released at
-                # once, some endpoints hand them out again while the stuck one is away).
-                early = self.acknowledger.dead_letter(batch.rejected)
-                taken = {m.message_id for m in early.accepted}
-                held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]
-                batch = replace(without(batch, held_back), rejected=[])
-            loaded, refused = self._load(batch, cache)
-            dead = self.acknowledger.dead_letter([*batch.rejected, *refused])
-        except Fatal:
+            outcome = self.pipeline.process(messages, fifo=self.fifo)
+        except BaseException as error:  # ours: nothing is deleted, all of it comes back
             hold.release()
             self._release(messages)
+            if isinstance(error, LoginetlError):  # e.g. SendMessage to the DLQ denied
+                raise Fatal(error) from None
             raise
-        except ConfigError as error:  # e.g. SendMessage to the DLQ denied: no retry cures it
-            hold.release()
-            self._release(messages)
-            raise Fatal(error) from None
-        except BaseException:
-            hold.release()
-            raise
+        self._record_lag(outcome.loaded)
         with self._tally.lock:
-            for outcome in (early, dead):
-                self._tally.dead_lettered.update(outcome.by_reason)
-                # Left hidden until their visibility times out: a natural back-off for the DLQ.
-                self._tally.dead_letter_failures += outcome.failed
-                self._tally.unfinished += outcome.failed
-            self._tally.ignored_fields += batch.ignored_fields
-            self._tally.unfinished += len(held_back)
-        done = [*loaded, *early.accepted, *dead.accepted]
-        if done:
-            self.acknowledger.delete_later(done, hold)
+            t = self._tally
+            t.loaded += outcome.inserted
+            t.duplicates_skipped += outcome.duplicates
+            t.dead_lettered.update(outcome.by_reason)
+            t.dead_letter_failures += outcome.dead_letter_failures
+            t.unfinished += len(outcome.retry)  # hidden until their visibility times out
+            t.ignored_fields += outcome.ignored_fields
+            t.forged_attributes_ignored += outcome.forged_attributes_ignored
+        if outcome.done:
+            self.acknowledger.delete_later(outcome.done, hold)
         else:
             hold.release()
-
-    def _trust(self, messages: Sequence[InboundMessage]) -> list[InboundMessage]:
-        """Keep only the loginetl-* attributes whose signature verifies and values are sane."""
-        trusted, forged = trust_all(messages, self.attribute_keys)
-        if forged:
-            self._tally.add(forged_attributes_ignored=forged)
-        return trusted
-
-    def _prepare(
-        self,
-        messages: Sequence[InboundMessage],
-        known_tokens: set[str] | frozenset[str] = frozenset(),
-    ) -> PreparedBatch:
-        """Prepare the batch (actions/prepare.py: the path the Lambda handler shares)."""
-        return prepare_isolating(
-            messages,
-            masker=self.masker,
-            sealer=self.sealer,
-            known_tokens=known_tokens,
-            max_body_bytes=self.options.max_body_bytes,
-            envelope=self.envelope,
-        )
-
-    def _load(
-        self, batch: PreparedBatch, cache: VaultCache
-    ) -> tuple[list[InboundMessage], list[RejectedMessage]]:
-        """Write the rows; return the messages now safe to delete and those refused as data."""
-        loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)
-        self._record_lag(loaded.messages)
-        failpoints.hit("crash_after_commit")
-        self._tally.add(
-            loaded=loaded.inserted, duplicates_skipped=len(loaded.messages) - loaded.inserted
-        )
-        return loaded.messages, loaded.refused
 
     def _record_lag(self, committed: Sequence[InboundMessage]) -> None:
         """Send-to-commit time of each committed message (summary and histogram)."""

@@ -5,8 +5,10 @@ A batch the database refuses as data (a check or not-null violation, an invalid 
 sequence: core/error_classes.py) is split in halves until the refused rows stand alone;
 they come back as rejects (``rejected_by_database``, detail: SQLSTATE and constraint,
 never a value) and everything else loads. k bad rows in n cost about k * log2(n) extra
-transactions. An error that is not the database's (a bug tripped by one row) is isolated
-the same way and rejected ``preparation_failed``, so it cannot loop on innocent messages.
+transactions. A refusal is the rows' only when it isolates to a strict subset: when every
+row of the batch is refused (a botched constraint or trigger refuses valid traffic), it is
+ours, and the load stops (Fatal) with nothing dead-lettered. So does an error that is not
+the database's (an unexpected exception in the write path: a bug, not the message).
 
 The vault cache: tokens whose vault entries this process saw committed are not sealed
 again. ``forget`` and ``retention apply`` delete vault entries, so a cache is tied to the
@@ -26,7 +28,6 @@ from sqlalchemy import Engine
 
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.core.batch import (
-    PREPARATION_FAILED,
     REJECTED_BY_DATABASE,
     InboundMessage,
     LoginRow,
@@ -36,7 +37,7 @@ from loginetl.core.batch import (
 from loginetl.core.messages import Rejection
 from loginetl.core.vault_crypto import SealedVaultEntry
 from loginetl.errors import LoginetlError, ServiceUnavailable
-from loginetl.services import db
+from loginetl.services import db, failpoints
 
 log = logging.getLogger("loginetl.consume")
 
@@ -149,6 +150,16 @@ class Loader:
         vault = {e.token: e for e in batch.vault_entries}
         refused: dict[str, Rejection] = {}
         inserted = self._write_isolating(batch.rows, vault, refused, cache, committed)
+        if refused and len(refused) == len(batch.rows):  # not isolated: nothing was accepted
+            why = sorted({r.detail for r in refused.values()})
+            log.error("the database refused every row of a batch (%s); stopping", why[0])
+            raise Fatal(
+                LoginetlError(
+                    f"the database refused every row of a batch ({'; '.join(why[:3])}), so "
+                    "the fault is not the messages': check the table's constraints and "
+                    "triggers; the messages were released, nothing was dead-lettered"
+                )
+            )
         return Loaded(
             inserted,
             [m for m in batch.loadable if m.idempotency_key not in refused],
@@ -199,21 +210,19 @@ class Loader:
         outage: Outage | None = None
         while True:
             try:
+                failpoints.hit("raise_in_write")
                 inserted = db.write_batch(
                     self.engine, rows, entries, vault_epoch=cache.epoch if cache else None
                 )
             except Exception as error:
                 if db.is_vault_epoch_stale(error):
                     raise _VaultEpochStale from None
-                kind = db.classify(error) if db.is_database_error(error) else "row"
+                if not db.is_database_error(error):  # a bug in the write path: ours
+                    raise _unexpected(error) from None
+                kind = db.classify(error)
                 if kind == "data":
                     raise _RowsRejected(
                         Rejection(REJECTED_BY_DATABASE, db.rejection_detail(error))
-                    ) from None
-                if kind == "row":  # not the database: maybe one row trips a bug; isolate it
-                    log.warning("writing a batch failed (%s); isolating", type(error).__name__)
-                    raise _RowsRejected(
-                        Rejection(PREPARATION_FAILED, type(error).__name__)
                     ) from None
                 if kind == "fatal":
                     log.error("database refused a batch (%s); stopping", db.describe(error))
@@ -239,3 +248,15 @@ class Loader:
             if len(cache.tokens) > VAULT_CACHE_LIMIT:
                 cache.tokens.clear()
             cache.tokens.update(e.token for e in entries)
+
+
+def _unexpected(error: Exception) -> Fatal:
+    """An exception in the write that is not the database's: a fault of ours, never a row's."""
+    name = type(error).__name__  # its text may quote a value: the type only
+    log.error("writing a batch failed unexpectedly (%s); stopping", name)
+    return Fatal(
+        LoginetlError(
+            f"writing a batch failed with an unexpected {name}, a fault of loginetl's, not "
+            "the messages'; the messages were released, nothing was dead-lettered"
+        )
+    )

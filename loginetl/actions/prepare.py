@@ -3,7 +3,8 @@
 verify loginetl's attributes (``trust_all``) -> unwrap, parse, validate, mask, seal
 (``core.batch.prepare_batch``, the one place a body becomes a row) -> if that fails unexpectedly,
 the same one message at a time, so a bug costs only the message that trips it
-(``prepare_isolating``).
+(``prepare_isolating``). When it trips every message that would have become a row, the
+fault is ours (a broken masker or sealer), not theirs: Fatal, nothing dead-lettered.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from loginetl.actions.retry_policy import Fatal
 from loginetl.core.attributes import AttributeKeys, trust
 from loginetl.core.batch import (
     PREPARATION_FAILED,
@@ -25,6 +27,8 @@ from loginetl.core.envelope import EnvelopeMode
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, Rejection
 from loginetl.core.vault_crypto import VaultSealer
+from loginetl.errors import LoginetlError
+from loginetl.services import failpoints
 
 log = logging.getLogger("loginetl.consume")
 
@@ -56,6 +60,7 @@ def prepare_isolating(
     """Prepare the batch; if that fails unexpectedly, find the message(s) at fault."""
 
     def prepare(some: Sequence[InboundMessage]) -> PreparedBatch:
+        failpoints.hit("raise_in_prepare", when=bool(some))
         return prepare_batch(
             some,
             masker=masker,
@@ -66,8 +71,10 @@ def prepare_isolating(
         )
 
     try:
-        return prepare(messages)
+        return _not_ours(prepare(messages))
     except Exception as error:  # its text may quote a value: the type only, never the message
+        if isinstance(error, Fatal):
+            raise
         log.error(
             "preparing a batch failed (%s); preparing its messages one at a time",
             type(error).__name__,
@@ -83,4 +90,20 @@ def prepare_isolating(
                 RejectedMessage(message, Rejection(PREPARATION_FAILED, type(error).__name__))
             )
     batch = prepare(good)
-    return replace(batch, rejected=[*batch.rejected, *broken])
+    return _not_ours(replace(batch, rejected=[*batch.rejected, *broken]))
+
+
+def _not_ours(batch: PreparedBatch) -> PreparedBatch:
+    """The batch, unless preparing failed for every message that would have been a row."""
+    failed = [r for r in batch.rejected if r.rejection.reason == PREPARATION_FAILED]
+    if not failed or batch.rows:
+        return batch
+    why = sorted({r.rejection.detail for r in failed})
+    log.error("preparing every message of a batch failed (%s); stopping", why[0])
+    raise Fatal(
+        LoginetlError(
+            f"masking and sealing failed for every message of a batch ({', '.join(why[:3])}), "
+            "so the fault is not the messages': check the keys directory and the loginetl "
+            "version; the messages were released, nothing was dead-lettered"
+        )
+    )

@@ -27,6 +27,7 @@ log = logging.getLogger("loginetl.consume")
 class _Held:
     messages: Sequence[InboundMessage]
     due: float  # monotonic time of the next extension
+    extending: bool = False  # a ChangeMessageVisibility call for it is in flight
 
 
 class Hold:
@@ -57,7 +58,11 @@ class Heartbeat:
         self.extensions = 0
         self._held: dict[int, _Held] = {}
         self._ids = itertools.count()
-        self._lock = threading.Lock()  # held while extending, so a release waits for it
+        # Guards _held only, never across an SQS call: a slow endpoint must not block every
+        # worker's hold and release. A release waits (on _extended) only for its own
+        # batch's extension in flight, so no extension lands after a release or a delete.
+        self._lock = threading.Lock()
+        self._extended = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="visibility", daemon=True)
@@ -73,7 +78,9 @@ class Heartbeat:
 
     def _drop(self, key: int) -> None:
         with self._lock:
-            self._held.pop(key, None)
+            held = self._held.pop(key, None)
+            while held is not None and held.extending:
+                self._extended.wait()
 
     def close(self) -> None:
         self._closed.set()
@@ -82,14 +89,26 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._closed.is_set():
+            while (held := self._next_due()) is not None:
+                self._extend(held)  # no lock held: holds and other releases go on meanwhile
+                with self._lock:
+                    held.extending = False
+                    held.due = time.monotonic() + self.period
+                    self._extended.notify_all()
             with self._lock:
                 now = time.monotonic()
-                due = [h for h in self._held.values() if h.due <= now]
-                for held in due:
-                    self._extend(held)
-                    held.due = time.monotonic() + self.period
                 next_due = min((h.due for h in self._held.values()), default=now + self.period)
-            self._wake.wait(max(0.05, next_due - time.monotonic()))
+            self._wake.wait(max(0.05, next_due - now))
+            self._wake.clear()
+
+    def _next_due(self) -> _Held | None:
+        """The next held batch whose extension is due, marked as being extended."""
+        with self._lock:
+            now = time.monotonic()
+            held = next((h for h in self._held.values() if h.due <= now), None)
+            if held is not None:
+                held.extending = True
+            return held
             self._wake.clear()
 
     def _extend(self, held: _Held) -> None:

@@ -15,11 +15,10 @@ from rich.console import Console, RenderableType
 from rich.logging import RichHandler
 from rich.text import Text
 
+from loginetl.logs import quiet_chatty_libraries
+
 stdout = Console(soft_wrap=True, emoji=False)  # ":abc:" in data must stay text
 stderr = Console(stderr=True, soft_wrap=True, emoji=False)
-
-# Libraries whose debug output contains request bodies, i.e. plaintext PII: never below WARNING.
-_CHATTY = ("botocore", "boto3", "urllib3", "s3transfer", "sqlalchemy.engine")
 
 
 class InertFormatter(logging.Formatter):
@@ -81,8 +80,7 @@ def setup_logging(*, verbose: int, debug: bool, log_format: str = "auto") -> Non
     root.setLevel(logging.WARNING)
     logging.getLogger("loginetl").setLevel(level)
     logging.getLogger("alembic").setLevel(logging.INFO if verbose or debug else logging.WARNING)
-    for name in _CHATTY:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_chatty_libraries()
 
 
 # Characters that can move the cursor, talk to the terminal, reorder or hide text:

@@ -21,7 +21,7 @@ from loginetl.core.attributes import (
 )
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
 from loginetl.core.masking import Masker
-from loginetl.core.messages import MAX_BODY_BYTES, LoginEvent, Rejection
+from loginetl.core.messages import ENVELOPE_INVALID, MAX_BODY_BYTES, LoginEvent, Rejection
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 
 # Message attributes loginetl sets when it moves a message (SQS gives a moved message a
@@ -44,8 +44,16 @@ REJECTED_BY_DATABASE: Final = "rejected_by_database"  # detail: SQLSTATE and con
 # the time SQS (or a verified loginetl attribute) gives: SNS and EventBridge deliver within
 # seconds and retry for at most a day, so a producer forging an envelope can move its row's
 # send time by at most a day back, and can never claim to be fresher than SQS saw it.
+# The row's day comes from the envelope's time alone (it is in the body, the same in every
+# delivery of one event), so an envelope whose time is missing or outside this bound is
+# rejected, never loaded on SQS's day: a late redelivery can reach the DLQ, never a second
+# row under the same key on another day.
 ENVELOPE_TIME_MAX_AGE: Final = timedelta(hours=24)
 ENVELOPE_TIME_MAX_AHEAD: Final = timedelta(minutes=1)
+ENVELOPE_TIME_UNFIT: Final = (
+    "the envelope's time is missing, or more than a day before or a minute after the time "
+    "SQS sent it; the row's day must come from the envelope"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +89,22 @@ class InboundMessage:
         An envelope's time when it lies within a day before the SQS/attribute time (so a
         redelivery of one event keeps one ``create_date``), else that time.
         """
+        at = self.envelope_time
+        return (
+            at
+            if at is not None and self.envelope_time_fits
+            else original_sent_at(self.attributes, self.sent_at)
+        )
+
+    @property
+    def envelope_time_fits(self) -> bool:
+        """Whether the envelope's time is within the bound around SQS's (or the verified
+        original) send time; a loaded envelope's row takes its day from it."""
         base = original_sent_at(self.attributes, self.sent_at)
         at = self.envelope_time
-        if at is not None and base - ENVELOPE_TIME_MAX_AGE <= at <= base + ENVELOPE_TIME_MAX_AHEAD:
-            return at
-        return base
+        return (
+            at is not None and base - ENVELOPE_TIME_MAX_AGE <= at <= base + ENVELOPE_TIME_MAX_AHEAD
+        )
 
     @property
     def lag_from(self) -> datetime:
@@ -181,6 +200,10 @@ def parse_batch(
             )
         if isinstance(outcome, EnvelopeRejection):
             rejected.append(RejectedMessage(message, outcome.rejection))
+        elif outcome.envelope_id is not None and not message.envelope_time_fits:
+            rejected.append(
+                RejectedMessage(message, Rejection(ENVELOPE_INVALID, ENVELOPE_TIME_UNFIT))
+            )
         else:
             events.append((message, outcome.event))
     return ParsedBatch(events, rejected)

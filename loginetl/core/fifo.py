@@ -61,21 +61,6 @@ def behind(
     return out
 
 
-def first_failure_onwards(
-    messages: Sequence[InboundMessage], failed: Iterable[InboundMessage]
-) -> list[InboundMessage]:
-    """From the first failed message on, everything (what a FIFO Lambda must report).
-
-    AWS requires a FIFO event source's handler to stop at the first failure and report it
-    and every later record as failed, whatever their group.
-    """
-    failed_ids = {m.message_id for m in failed}
-    for index, message in enumerate(messages):
-        if message.message_id in failed_ids:
-            return list(messages[index:])
-    return []
-
-
 def without(batch: PreparedBatch, held: Iterable[InboundMessage]) -> PreparedBatch:
     """The batch minus the rows of held-back messages (their vault entries may stay)."""
     held_ids = {m.message_id for m in held}

@@ -2,56 +2,21 @@
 InboundMessages, and the partial batch response.
 
 Everything in a record's body and message attributes is the producer's, so hostile; the
-record's frame (messageId, receiptHandle, the system attributes) is SQS's. Pure.
+record's frame (messageId, receiptHandle, the system attributes) is SQS's. Each record is
+decoded by core/sqs_message.py, the decoder ReceiveMessage's answers go through too. Pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from loginetl.core.batch import InboundMessage
+from loginetl.core.sqs_message import MalformedMessage, decode_message
 
 
 class MalformedEvent(ValueError):
     """The event is not an SQS event source mapping's (no Records, a record without an id)."""
-
-
-def _int(raw: object, default: int) -> int:
-    return int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else default
-
-
-def _sent_at(raw: object) -> datetime:
-    """SQS's SentTimestamp (epoch milliseconds); the epoch itself if it is unusable."""
-    try:
-        return datetime.fromtimestamp(_int(raw, 0) / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return datetime.fromtimestamp(0, tz=UTC)
-
-
-def _message(record: Mapping[str, Any]) -> InboundMessage:
-    message_id, body = record.get("messageId"), record.get("body")
-    if not isinstance(message_id, str) or not message_id or not isinstance(body, str):
-        raise MalformedEvent("an SQS record without a messageId or a body")
-    system = record.get("attributes") or {}
-    attributes = {
-        str(name): value["stringValue"]
-        for name, value in (record.get("messageAttributes") or {}).items()
-        if isinstance(value, Mapping) and isinstance(value.get("stringValue"), str)
-    }
-    group = system.get("MessageGroupId")
-    sequence = system.get("SequenceNumber")
-    return InboundMessage(
-        message_id=message_id,
-        receipt_handle=str(record.get("receiptHandle", "")),
-        body=body,
-        sent_at=_sent_at(system.get("SentTimestamp")),
-        receive_count=_int(system.get("ApproximateReceiveCount"), 1),
-        attributes=attributes,
-        group_id=group if isinstance(group, str) else None,
-        sequence_number=_int(sequence, -1) if isinstance(sequence, str) else None,
-    )
 
 
 def messages_of(event: Mapping[str, Any]) -> list[InboundMessage]:
@@ -59,7 +24,10 @@ def messages_of(event: Mapping[str, Any]) -> list[InboundMessage]:
     records = event.get("Records")
     if not isinstance(records, list):
         raise MalformedEvent("not an SQS event: no Records list")
-    return [_message(record) for record in records]
+    try:
+        return [decode_message(record) for record in records]
+    except MalformedMessage as error:
+        raise MalformedEvent(str(error)) from None
 
 
 def is_fifo(event: Mapping[str, Any]) -> bool:

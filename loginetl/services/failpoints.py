@@ -19,6 +19,10 @@
   hold_before_commit:N       from the Nth batch on, hold the open transaction until the gate
   hold_after_receive:N       from the Nth non-empty receive on, hold the received messages
                              (before consume looks at its stop flag) until the gate
+  raise_in_prepare:N         from the Nth preparation on, raise RuntimeError while masking
+                             and sealing (a broken masker or sealer: every message fails)
+  raise_in_write:N           from the Nth batch write on, raise RuntimeError before it (an
+                             unexpected exception in the write path)
 
 The gate is the file named by ``LOGINETL_FAILPOINT_GATE``: a hold waits until it exists
 (at most 120 s, so a broken test cannot hang a run), which lets a test order events
@@ -62,6 +66,9 @@ def hit(name: str, *, when: bool = True) -> None:
         return
     if name.startswith("sleep_"):
         time.sleep(float(argument or 1))
+    elif name.startswith("raise_"):
+        if _count(name) >= int(argument or 1):
+            raise RuntimeError(f"failpoint {name}")
     elif name.startswith("hold_"):
         if _count(name) >= int(argument or 1):
             _wait_for_gate()

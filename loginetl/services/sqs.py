@@ -12,7 +12,6 @@ import ipaddress
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
 from loginetl.core.error_classes import permanent_sqs_fix
+from loginetl.core.sqs_message import decode_message
 from loginetl.errors import ConfigError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 from loginetl.services import failpoints
 
@@ -291,7 +291,7 @@ class SqsService:
                 MessageAttributeNames=["All"],
                 **extra,
             )
-        return [_to_inbound(raw) for raw in response.get("Messages", [])]
+        return [decode_message(raw) for raw in response.get("Messages", [])]
 
     def delete(self, queue_url: str, messages: Sequence[InboundMessage]) -> list[str]:
         """Delete messages; return the ids SQS did not delete (redelivery is harmless)."""
@@ -483,28 +483,3 @@ def _is_unsupported(error: BaseException | None) -> bool:
 def _chunks(messages: Sequence[InboundMessage]) -> Iterator[Sequence[InboundMessage]]:
     for start in range(0, len(messages), MAX_BATCH):
         yield messages[start : start + MAX_BATCH]
-
-
-def _to_inbound(raw: Any) -> InboundMessage:
-    system = raw.get("Attributes", {})
-    sent_ms = int(system.get("SentTimestamp", "0") or 0)
-    attributes = {
-        name: value["StringValue"]
-        for name, value in raw.get("MessageAttributes", {}).items()
-        if "StringValue" in value
-    }
-    return InboundMessage(
-        message_id=raw["MessageId"],
-        receipt_handle=raw["ReceiptHandle"],
-        body=raw.get("Body", ""),
-        sent_at=datetime.fromtimestamp(sent_ms / 1000, tz=UTC),
-        receive_count=int(system.get("ApproximateReceiveCount", "1") or 1),
-        attributes=attributes,
-        group_id=system.get("MessageGroupId"),
-        sequence_number=_sequence_number(system.get("SequenceNumber")),
-    )
-
-
-def _sequence_number(raw: str | None) -> int | None:
-    """SQS's SequenceNumber (a decimal string of up to 128 bits), or None."""
-    return int(raw) if raw is not None and raw.isascii() and raw.isdigit() else None

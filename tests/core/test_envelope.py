@@ -210,14 +210,32 @@ def test_an_envelope_id_cannot_collide_with_an_sqs_message_id() -> None:
     assert sorted(r.idempotency_key for r in batch.rows) == ["sns:sqs-1", "sqs-1"]
 
 
-def test_an_envelope_time_is_believed_only_within_a_day_before_sqs() -> None:
-    def sent_at(stamp: str) -> datetime:
+def test_a_loaded_envelope_takes_its_day_from_its_own_time_and_only_within_the_bound() -> None:
+    def outcome(stamp: object) -> datetime | str:
         batch = prepare_batch([inbound("m", sns(Timestamp=stamp))], masker=MASKER, sealer=SEALER)
-        return batch.rows[0].sent_at
+        return batch.rows[0].sent_at if batch.rows else batch.rejected[0].rejection.reason
 
-    assert sent_at("2026-11-24T01:00:05Z") == datetime(2026, 11, 24, 1, 0, 5, tzinfo=UTC)
-    assert sent_at("2026-11-23T00:00:04Z") == SQS_SENT  # more than a day earlier: SQS's
-    assert sent_at("2026-11-25T00:10:00Z") == SQS_SENT  # later than SQS saw it: SQS's
+    assert outcome("2026-11-24T01:00:05Z") == datetime(2026, 11, 24, 1, 0, 5, tzinfo=UTC)
+    # Outside the bound, or no usable time: rejected, never loaded on SQS's day instead.
+    assert outcome("2026-11-23T00:00:04Z") == "envelope_invalid"  # over a day earlier
+    assert outcome("2026-11-25T00:10:00Z") == "envelope_invalid"  # later than SQS saw it
+    assert outcome("yesterday") == "envelope_invalid"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=30)))
+def test_a_redelivery_however_late_never_makes_a_second_row_on_another_day(
+    late: timedelta,
+) -> None:
+    # One SNS notification delivered twice, the second time ``late`` after the first (a new
+    # SQS message, a new SentTimestamp): wherever each delivery lands, every row it makes
+    # is under one key on one day, so the primary key (idempotency_key, create_date)
+    # absorbs the second.
+    first = prepare_batch([inbound("sqs-1", sns())], masker=MASKER, sealer=SEALER)
+    second = prepare_batch([inbound("sqs-2", sns(), SQS_SENT + late)], masker=MASKER, sealer=SEALER)
+    keys = {(r.idempotency_key, r.create_date) for r in [*first.rows, *second.rows]}
+    assert len(keys) == 1
+    assert len(second.rows) + len(second.rejected) == 1
 
 
 def test_lag_starts_no_later_than_sqs_and_at_the_move_for_a_replayed_copy() -> None:
@@ -226,7 +244,10 @@ def test_lag_starts_no_later_than_sqs_and_at_the_move_for_a_replayed_copy() -> N
     assert message.lag_from == SQS_SENT
     older = prepare_batch([inbound("m", sns())], masker=MASKER, sealer=SEALER).loadable[0]
     assert older.lag_from == datetime(2026, 11, 24, 23, 59, 59, 616000, tzinfo=UTC)
-    replayed = inbound("r", sns(), SQS_SENT + timedelta(days=3), **{ATTR_ORIGINAL_SENT_AT: "1"})
+    original = str(int(SQS_SENT.timestamp() * 1000))  # a replay carries the first send
+    replayed = inbound(
+        "r", sns(), SQS_SENT + timedelta(days=3), **{ATTR_ORIGINAL_SENT_AT: original}
+    )
     moved = prepare_batch([replayed], masker=MASKER, sealer=SEALER).loadable[0]
     assert moved.lag_from == SQS_SENT + timedelta(days=3)
 

@@ -13,7 +13,6 @@ from loginetl.core.fifo import (
     MAX_DEDUPLICATION_ID,
     behind,
     deduplication_id,
-    first_failure_onwards,
     in_group_order,
 )
 
@@ -74,14 +73,3 @@ def test_behind_a_stuck_message_is_the_rest_of_its_group_only() -> None:
     assert [m.message_id for m in behind(batch, [batch[0], batch[1]])] == ["a2", "a3", "b2"]
     assert behind(batch, [batch[5]]) == []
     assert behind(batch, []) == []
-
-
-def test_first_failure_onwards_is_everything_from_it_whatever_the_group() -> None:
-    batch = [message("a1", "a", 1), message("b1", "b", 2), message("a2", "a", 3)]
-    assert [m.message_id for m in first_failure_onwards(batch, [batch[1]])] == ["b1", "a2"]
-    assert [m.message_id for m in first_failure_onwards(batch, [batch[2], batch[0]])] == [
-        "a1",
-        "b1",
-        "a2",
-    ]
-    assert first_failure_onwards(batch, []) == []

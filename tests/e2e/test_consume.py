@@ -256,6 +256,16 @@ def test_max_stops_after_that_many_messages(
     assert sqs.depth(queues[0]).visible == 25
 
 
+def test_max_on_an_empty_queue_stops_because_idle(
+    cli_env: dict[str, str], queues: tuple[str, str]
+) -> None:
+    # Four workers: the first takes the whole --max 5 grant; the others, finding none
+    # left, used to report max_reached though nothing was received.
+    summary = consume_json(cli_env, "--max", "5", "--idle-exit", "1", "--wait-seconds", "0")
+    assert summary["received"] == 0
+    assert summary["stopped_because"] == "idle"
+
+
 def test_create_queues_lets_consume_start_on_a_fresh_endpoint(
     cli_env: dict[str, str], sqs: SqsService, settings: Settings
 ) -> None:

@@ -183,21 +183,96 @@ def test_an_sns_redelivery_with_a_new_sqs_message_id_loads_once(
 # -- EventBridge ------------------------------------------------------------------------------
 
 
-def test_eventbridge_events_load_keyed_by_their_id_and_a_redelivery_is_skipped(
+@pytest.fixture
+def events(sqs_endpoint: str) -> Any:
+    return boto3.client(
+        "events",
+        region_name="us-east-1",
+        endpoint_url=sqs_endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+def rule_to(events: Any, target_arn: str) -> str:
+    """An EventBridge rule on the default bus for this test's own source, targeting
+    ``target_arn`` (a queue or a topic); return the source to put events with."""
+    source = f"com.example.app.{uuid.uuid4().hex[:12]}"
+    name = f"logins-{uuid.uuid4().hex[:12]}"
+    events.put_rule(Name=name, EventPattern=json.dumps({"source": [source]}))
+    events.put_targets(Rule=name, Targets=[{"Id": "target", "Arn": target_arn}])
+    return source
+
+
+def put_events(events: Any, source: str, details: list[Any]) -> list[str]:
+    """PutEvents, one entry each; return EventBridge's event ids."""
+    ids = []
+    for detail in details:
+        answer = events.put_events(
+            Entries=[{"Source": source, "DetailType": "user.login", "Detail": json.dumps(detail)}]
+        )
+        assert answer["FailedEntryCount"] == 0
+        ids.append(str(answer["Entries"][0]["EventId"]))
+    return ids
+
+
+def test_eventbridge_deliveries_load_keyed_by_their_id_and_a_redelivery_is_skipped(
     cli_env: dict[str, str],
     settings: Settings,
     sqs: SqsService,
+    events: Any,
     queues: tuple[str, str],
     valid_bodies: Bodies,
 ) -> None:
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    events = [
-        eventbridge(json.loads(b), event_id=i) for b, i in zip(valid_bodies(3, 5), ids, strict=True)
-    ]
-    send(sqs, queues[0], [*events, events[0]])  # the first one delivered twice
-    summary = consume_json(cli_env, "--envelope", "eventbridge")
-    assert (summary["loaded"], summary["duplicates_skipped"], summary["dead_lettered"]) == (3, 1, 0)
+    source = rule_to(events, sqs.queue_arn(queues[0]))
+    ids = put_events(events, source, [json.loads(b) for b in valid_bodies(3, 5)])
+    other = put_events(events, source, [{"orderId": "o-1"}])  # another event type on the bus
+    wait_visible(sqs, queues[0], 4)
+    # EventBridge delivers at least once: a second delivery of one event is a new SQS
+    # message with the same body. Send one of the real deliveries' bodies again.
+    delivered = sqs.receive(queues[0], max_messages=10, wait_seconds=1, visibility_timeout=30)
+    sqs.set_visibility(queues[0], delivered, 0)
+    first = next(m for m in delivered if json.loads(m.body)["id"] == ids[0])
+    send(sqs, queues[0], [first.body])
+    summary = consume_json(cli_env)  # --envelope auto recognises EventBridge's shape
+    assert (summary["loaded"], summary["duplicates_skipped"]) == (3, 1)
+    assert summary["dead_lettered_by_reason"] == {"envelope_not_login": 1}
     assert keys_in_db(settings.database_url) == sorted(f"eventbridge:{i}" for i in ids)
+    dead = drain(sqs, queues[1])
+    assert [m.attributes[ATTR_ORIGINAL_MESSAGE_ID] for m in dead] == [f"eventbridge:{other[0]}"]
+
+
+def test_eventbridge_through_an_sns_topic_fans_out_and_loads_once_per_queue(
+    cli_env: dict[str, str],
+    settings: Settings,
+    sns: Any,
+    sqs: SqsService,
+    events: Any,
+    queues: tuple[str, str],
+    valid_bodies: Bodies,
+) -> None:
+    # A rule targets a topic; the topic fans the event out to the queue (raw delivery, so
+    # the event arrives as EventBridge sent it) and to a second subscriber queue.
+    arn = str(sns.create_topic(Name=f"logins-{uuid.uuid4().hex[:12]}")["TopicArn"])
+    second = sqs.client.create_queue(QueueName=f"fan-{uuid.uuid4().hex[:12]}")["QueueUrl"]
+    for queue_arn in (sqs.queue_arn(queues[0]), sqs.queue_arn(second)):
+        sns.subscribe(
+            TopicArn=arn,
+            Protocol="sqs",
+            Endpoint=queue_arn,
+            Attributes={"RawMessageDelivery": "true"},
+        )
+    ids = put_events(events, rule_to(events, arn), [json.loads(b) for b in valid_bodies(3, 6)])
+    wait_visible(sqs, queues[0], 3)
+    wait_visible(sqs, second, 3)
+    summary = consume_json(cli_env)
+    assert (summary["loaded"], summary["dead_lettered"]) == (3, 0)
+    assert keys_in_db(settings.database_url) == sorted(f"eventbridge:{i}" for i in ids)
+    # The second queue's copies, consumed into the same table, are the same events.
+    fanned = consume_json({**cli_env, "LOGINETL_QUEUE": second.rsplit("/", 1)[-1]})
+    assert (fanned["loaded"], fanned["duplicates_skipped"]) == (0, 3)
+    sns.delete_topic(TopicArn=arn)
+    sqs.client.delete_queue(QueueUrl=second)
 
 
 # -- malformed envelopes ------------------------------------------------------------------------
@@ -335,17 +410,33 @@ def test_lag_in_the_summary_covers_the_time_a_message_waited(
 def test_lag_uses_an_envelope_time_but_never_a_fresher_one_than_sqs(
     cli_env: dict[str, str],
     sqs: SqsService,
+    events: Any,
     queues: tuple[str, str],
     valid_bodies: Bodies,
 ) -> None:
-    older, forged = valid_bodies(2, 10)
+    older, forged, far = (json.loads(b) for b in valid_bodies(3, 10))
     now = datetime.now(UTC)
-    # Published 40 s ago (EventBridge retried), and one claiming to come from the future.
-    send(sqs, queues[0], [eventbridge(json.loads(older), at=now - timedelta(seconds=40))])
-    send(sqs, queues[0], [eventbridge(json.loads(forged), at=now + timedelta(hours=1))])
+    source = rule_to(events, sqs.queue_arn(queues[0]))
+    # Real deliveries with the event time a PutEvents caller may set: 40 s ago (EventBridge
+    # retried), 30 s ahead, and an hour ahead: outside the bound, dead-lettered (its day
+    # cannot be trusted).
+    for detail, at in ((older, -40), (forged, 30), (far, 3600)):
+        answer = events.put_events(
+            Entries=[
+                {
+                    "Source": source,
+                    "DetailType": "user.login",
+                    "Detail": json.dumps(detail),
+                    "Time": now + timedelta(seconds=at),
+                }
+            ]
+        )
+        assert answer["FailedEntryCount"] == 0
+    wait_visible(sqs, queues[0], 3)
     time.sleep(2)
     summary = consume_json(cli_env)
     assert summary["loaded"] == 2
+    assert summary["dead_lettered_by_reason"] == {"envelope_invalid": 1}
     assert summary["lag_max_seconds"] >= 40
     assert 2 <= summary["lag_p50_seconds"] < 40  # the forged one: from SQS's SentTimestamp
 

@@ -59,13 +59,15 @@ def hostile(good: dict[str, Any]) -> tuple[list[str], int]:
     """The hostile bodies, and how many of them are valid logins that must load."""
     canary = json.dumps({**good, "ip": CANARY_IP, "device_id": CANARY_DEVICE, "app_version": "v"})
     loads = [
-        sns(json.dumps(good), at="0001-01-01T00:00:00+23:59"),  # absurd times: SQS's is used
-        sns(json.dumps(good), at="9999-12-31T23:59:59-23:59"),
-        sns(json.dumps(good), at=(datetime.now(UTC) - timedelta(days=3)).isoformat()),
         sns(json.dumps(good), message_id="x:" * 49 + "ab"),  # the longest id allowed
         json.dumps(good),  # a plain login in the same batch
     ]
     rejects = [
+        # Absurd times: envelope_invalid (a row's day comes from the envelope, so it must
+        # lie within the bound around SQS's time; never SQS's day instead).
+        sns(json.dumps(good), at="0001-01-01T00:00:00+23:59"),
+        sns(json.dumps(good), at="9999-12-31T23:59:59-23:59"),
+        sns(json.dumps(good), at=(datetime.now(UTC) - timedelta(days=3)).isoformat()),
         sns("[" * 200_000),  # deep nesting inside the Message string
         sns("1" * 5_000),  # an integer too large to convert
         sns(json.dumps({**good, "user_id": "\u0000"})),

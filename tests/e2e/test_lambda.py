@@ -238,7 +238,7 @@ def test_every_message_ends_loaded_once_or_dead_lettered_across_a_crash_after_co
     assert loginetl_connections(settings.database_url) == 1
 
 
-def test_on_fifo_the_handler_stops_at_the_first_failure(
+def test_on_fifo_a_stuck_record_holds_its_group_back_and_is_reported_with_all_after_it(
     database_url: str,
     sqs_endpoint: str,
     keys_dir: Path,
@@ -279,20 +279,30 @@ def test_on_fifo_the_handler_stops_at_the_first_failure(
     assert 0 < stuck < len(records) - 1  # LocalStack hands out group a first: a-00, a-01, ...
     response = mapping.invoke(records)
     assert response is not None
-    # The stuck reject and every record after it, whatever its group.
+    # The stuck reject and what it holds back in its group (Powertools' skip_group_on_error):
+    # a record of another group is loaded or dead-lettered, and deleted.
+    stuck_group = records[stuck]["attributes"]["MessageGroupId"]
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [
-        r["messageId"] for r in records[stuck:]
+        r["messageId"] for r in records[stuck:] if r["attributes"]["MessageGroupId"] == stuck_group
     ]
     engine = create_engine(settings.database_url)
     with engine.connect() as conn:
         users = list(conn.execute(text("SELECT user_id FROM user_logins ORDER BY id")).scalars())
-    assert users == [json.loads(r["body"])["user_id"] for r in records[:stuck]]
+    # consume's FIFO rule, the one pipeline's: nothing behind the stuck record in its group
+    # commits; other groups load (in one transaction).
+    expected = [
+        json.loads(r["body"])["user_id"]
+        for i, r in enumerate(records)
+        if r["body"].startswith("{")
+        and (i < stuck or r["attributes"]["MessageGroupId"] != stuck_group)
+    ]
+    assert sorted(users) == sorted(expected)
     mapping.apply(records, response)
 
-    # The stuck one fails every invocation it is in, and AWS's rule fails everything after
-    # it too: those records come back until the RedrivePolicy (maxReceiveCount 5) moves
-    # them to the DLQ, keeping their group (then replay-dlq loads the valid ones). Every
-    # message ends loaded once or in the DLQ once.
+    # The stuck one fails every invocation it is in, and holds its group back: those
+    # records come back until the RedrivePolicy (maxReceiveCount 5) moves them to the DLQ,
+    # keeping their group (then replay-dlq loads the valid ones). Every message ends
+    # loaded once or in the DLQ once.
     mapping.run(timeout=120)
     with engine.connect() as conn:
         loaded = list(conn.execute(text("SELECT user_id FROM user_logins")).scalars())
@@ -442,3 +452,24 @@ def test_the_retry_budget_leaves_time_before_the_lambda_timeout() -> None:
     assert lambda_handler.retry_seconds(Context(60_000)) == lambda_handler.RETRY_SECONDS
     assert lambda_handler.retry_seconds(Context(9_000)) == 3.0
     assert lambda_handler.retry_seconds(Context(100)) == 0.5
+
+
+def test_the_handler_refuses_to_start_without_a_database_setting(
+    settings: Settings,
+    sqs: SqsService,
+    queues: tuple[str, str],
+    lambda_env: Callable[[Settings], dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lambda_env(settings)
+    monkeypatch.delenv("LOGINETL_DATABASE_URL")
+    monkeypatch.delenv("LOGINETL_DATABASE_URL_FILE", raising=False)
+    sqs.client.send_message(QueueUrl=queues[0], MessageBody="{}")
+    records = Mapping(sqs, queues[0]).poll()
+    with pytest.raises(LoginetlError) as raised:
+        lambda_handler.handler({"Records": records}, None)
+    sentence = "set LOGINETL_DATABASE_URL or LOGINETL_DATABASE_URL_FILE"
+    assert sentence in str(raised.value)
+    assert any(sentence in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert lambda_handler._runtime is None  # nothing cached: the next invocation tries again

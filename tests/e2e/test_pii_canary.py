@@ -7,8 +7,10 @@ and holds whatever the app sent; the attributes loginetl adds must not.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -148,3 +150,45 @@ def test_secrets_stay_out_of_help_errors_and_command_lines(tmp_path: Path) -> No
     assert "hunter2-secret" not in text
     assert secret not in text
     assert private.splitlines()[1] not in text
+
+
+def test_the_lambda_at_debug_logs_no_canary(
+    settings: Settings, sqs: SqsService, queues: tuple[str, str]
+) -> None:
+    """The handler under Lambda's runtime at log level DEBUG (root logger at DEBUG, as
+    AWS_LAMBDA_LOG_LEVEL=DEBUG sets it), a canary loaded and one dead-lettered."""
+    from tests.conftest import env_for
+    from tests.e2e.test_lambda import Mapping
+
+    sqs.send(
+        queues[0],
+        [
+            OutboundMessage(body(CANARY_IPS[1])),
+            OutboundMessage(body(CANARY_IPS[0], app_version="x")),
+        ],
+    )
+    records = Mapping(sqs, queues[0]).poll()
+    assert len(records) == 2
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, logging, sys\n"
+            "logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)\n"
+            "logging.getLogger('probe').debug('at debug')\n"
+            "from loginetl.lambda_handler import handler\n"
+            "print(json.dumps(handler(json.load(sys.stdin))))\n",
+        ],
+        input=json.dumps({"Records": records}),
+        env={**os.environ, **env_for(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout) == {"batchItemFailures": []}
+    assert "DEBUG:probe:at debug" in child.stderr  # it really ran at DEBUG
+    dead = sqs.receive(queues[1], wait_seconds=2)
+    assert [m.attributes.get(ATTR_REASON) for m in dead] == ["invalid_app_version"]
+    haystack = child.stdout + child.stderr
+    assert [c for c in CANARIES if c.lower() in haystack.lower()] == []

@@ -111,7 +111,7 @@ def test_a_warm_lambda_seals_a_value_again_after_forget_purged_it(
     publish([body(ERASED, IP, DEVICE)])
     mapping.run()
     runtime = lambda_handler.runtime()
-    assert set(token.values()) <= runtime.loader.vault_cache  # warm: cached
+    assert set(token.values()) <= runtime.pipeline.loader.vault_cache  # warm: cached
     forget(cli_env, login_role("loginetl_eraser"))
     assert in_vault(url, token) == set()
     publish([body(RETURNING, IP, DEVICE)])

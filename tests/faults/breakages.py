@@ -41,10 +41,22 @@ class Breakage:
 
 CONSUME = "loginetl/actions/consume.py"
 FUNCTIONS = "loginetl/sql/functions/"
+PIPELINE = "loginetl/actions/pipeline.py"
 RECEIPT_AS_KEY = (
     "core/batch.py",
     "        return self.envelope_id or self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
     "        return self.receipt_handle\n",
+)
+
+OURS = "tests/faults/test_ours.py::"
+LOAD = "loginetl/actions/load.py"
+ALL_REFUSED = (
+    "        if refused and len(refused) == len(batch.rows):  # not isolated: nothing was accepted\n",
+    "        if False:\n",
+)
+HELD_BEHIND = (
+    "            held = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]\n",
+    "            held: list[InboundMessage] = []\n",
 )
 
 BREAKAGES = [
@@ -52,10 +64,10 @@ BREAKAGES = [
         "delete-before-commit",
         "deleted only after its row is committed",
         FAULTS + "test_kill_9_mid_batch_then_rerun[crash_before_commit]",
-        CONSUME,
-        "        loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)\n",
-        "        self.sqs.delete(self.queue_url, batch.loadable); "
-        "loaded = self.loader.load(batch, cache=cache, reseal=self._prepare)\n",
+        PIPELINE,
+        "        loaded = self.loader.load(batch, cache=cache, reseal=prepare)\n",
+        "        self.acknowledger.sqs.delete(self.acknowledger.queue_url, batch.loadable); "
+        "loaded = self.loader.load(batch, cache=cache, reseal=prepare)\n",
     ),
     Breakage(
         "key-per-delivery:after-commit",
@@ -78,8 +90,8 @@ BREAKAGES = [
         "past --retry-seconds the batch is released, exit 2, a rerun loads all",
         FAULTS + "test_database_down_longer_than_retry_seconds_without_follow",
         CONSUME,
-        "        except Fatal:\n            hold.release()\n            self._release(messages)\n            raise\n",
-        "        except Fatal:\n            hold.release()\n            raise\n",
+        "            hold.release()\n            self._release(messages)\n            if isinstance",
+        "            hold.release()\n            if isinstance",
     ),
     Breakage(
         "sqs-outage-fatal",
@@ -196,6 +208,31 @@ BREAKAGES = [
         "        return self.attributes.get(ATTR_ORIGINAL_MESSAGE_ID) or self.message_id\n",
     ),
     Breakage(
+        "envelope-day-from-sqs",
+        "an envelope loads once whatever day a redelivery arrives (its day is its own time)",
+        "tests/core/test_envelope.py::"
+        "test_a_redelivery_however_late_never_makes_a_second_row_on_another_day",
+        "loginetl/core/batch.py",
+        "        elif outcome.envelope_id is not None and not message.envelope_time_fits:\n",
+        "        elif False:\n",
+    ),
+    Breakage(
+        "lambda-debug-logs-bodies",
+        "no entry point logs a body or plaintext PII at any level, the Lambda's DEBUG included",
+        "tests/e2e/test_pii_canary.py::test_the_lambda_at_debug_logs_no_canary",
+        "loginetl/lambda_handler.py",
+        "    quiet_chatty_libraries()  # botocore at DEBUG would log a DLQ send's body: plaintext PII\n",
+        "    pass\n",
+    ),
+    Breakage(
+        "lambda-default-database",
+        "the Lambda refuses to start without an explicit database setting",
+        "tests/e2e/test_lambda.py::test_the_handler_refuses_to_start_without_a_database_setting",
+        "loginetl/lambda_handler.py",
+        "    if not database_url:\n",
+        "    if False:\n",
+    ),
+    Breakage(
         "controls-printed-raw",
         "everything printed from data is inert",
         "tests/e2e/test_hostile_output.py",
@@ -207,17 +244,66 @@ BREAKAGES = [
         "fifo-commits-behind-stuck",
         "a FIFO group's later message is never committed while an earlier one is retried",
         "tests/e2e/test_fifo.py::test_a_reject_the_fifo_dlq_cannot_take_holds_its_group_back",
-        CONSUME,
-        "                held_back = [m for m in behind(trusted, early.unsent) if m.message_id not in taken]\n",
-        "                held_back = []\n",
+        PIPELINE,
+        *HELD_BEHIND,
     ),
     Breakage(
-        "lambda-fifo-loads-past-a-failure",
-        "a FIFO Lambda stops at the first failure: nothing after it is loaded",
-        "tests/e2e/test_lambda.py::test_on_fifo_the_handler_stops_at_the_first_failure",
+        "lambda-fifo-drops-held-back",
+        "a FIFO Lambda reports a stuck record and everything it holds back in its group",
+        "tests/e2e/test_lambda.py::"
+        "test_on_fifo_a_stuck_record_holds_its_group_back_and_is_reported_with_all_after_it",
         "loginetl/lambda_handler.py",
-        "        cut = first_failure_onwards(trusted, rt.acknowledger.undeliverable(batch.rejected))\n",
-        "        cut: list[InboundMessage] = []\n",
+        "    failed = outcome.retry  # on FIFO: a stuck record and what it held back in its group\n",
+        "    failed = outcome.retry[:1]\n",
+    ),
+    *(
+        Breakage(
+            f"ours-dead-lettered:{name}",
+            "a failure that is ours stops the line: exit 1, nothing dead-lettered, nothing lost",
+            OURS + f"test_a_failure_that_is_ours_stops_consume_and_dead_letters_nothing[{fault}]",
+            path,
+            old,
+            new,
+        )
+        for name, fault, path, old, new in (
+            ("constraint", "a constraint that refuses every row", LOAD, *ALL_REFUSED),
+            ("trigger", "a trigger that raises", LOAD, *ALL_REFUSED),
+            (
+                "sealer",
+                "a sealer that fails",
+                "loginetl/actions/prepare.py",
+                "    if not failed or batch.rows:\n",
+                "    if True:\n",
+            ),
+            (
+                "write",
+                "an unexpected exception in the write",
+                LOAD,
+                "                    raise _unexpected(error) from None\n",
+                "                    raise _RowsRejected(Rejection(REJECTED_BY_DATABASE, "
+                "type(error).__name__)) from None\n",
+            ),
+        )
+    ),
+    Breakage(
+        "ours-lambda-answers-instead-of-raising",
+        "a failure that is ours fails the Lambda invocation: every record comes back",
+        OURS + "test_a_failure_that_is_ours_fails_the_lambda_invocation_and_dead_letters_nothing"
+        "[a constraint that refuses every row]",
+        "loginetl/lambda_handler.py",
+        "        raise fatal.error from None\n",
+        "        return batch_response(messages)\n",
+    ),
+    *(
+        Breakage(
+            f"fifo-dlq-gone-commits-behind:{entry}",
+            "a FIFO group's later message is never committed while an earlier one is retried",
+            OURS + f"test_fifo_dlq_taken_away_mid_run_holds_the_group_back_in_{entry}",
+            PIPELINE,
+            HELD_BEHIND[0],
+            HELD_BEHIND[1],
+        )
+        for entry in ("consume", "the_lambda")
     ),
     Breakage(
         "fifo-dedup-per-send",
@@ -316,7 +402,7 @@ def check(breakage: Breakage) -> bool:
             check=True,
         ).stdout.split()
         assert all(w.startswith(str(copy)) for w in where), f"not the copy's code: {where}"
-        marker = ["-m", "slow"] if breakage.test.startswith(FAULTS) else []
+        marker = ["-m", "slow"] if breakage.test.startswith((FAULTS, OURS)) else []
         pytest = [sys.executable, "-m", "pytest", *marker, "-x", "-q", "-p", "no:cacheprovider"]
         run = subprocess.run(
             [*pytest, breakage.test],
