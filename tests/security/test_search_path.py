@@ -51,12 +51,12 @@ def test_the_temp_table_cannot_feed_vault_open(world: World) -> None:
         conn.execute(
             text(
                 "INSERT INTO unmask_audit VALUES (7, now() , session_user, NULL, NULL, NULL, "
-                ":t, 'ip', 'r', 'released', '', '')"
+                ":t, 'ip', 'r', 'requested', '', '')"
             ),
             {"t": token},
         )
         conn.commit()
-        with pytest.raises(ProgrammingError, match="not a recent released row"):
+        with pytest.raises(ProgrammingError, match="not a recent requested row"):
             conn.execute(text("SELECT ciphertext FROM loginetl_vault_open(7)"))
 
 
