@@ -17,14 +17,19 @@ from sqlalchemy.exc import DBAPIError
 
 from loginetl.actions.unmask import operator_identity
 from loginetl.core import audit_chain
-from loginetl.errors import Refused
+from loginetl.errors import Refused, ServiceUnavailable
 from loginetl.services import audit, db, keys
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_NOT_YET_DURABLE = "55000"  # loginetl_await_durable
 
 
-class LockBusy(Exception):
-    """A lock was not granted within the function's lock_timeout (retry later)."""
+class LockBusy(ServiceUnavailable):
+    """A lock was not granted within the function's lock_timeout (retry later).
+
+    Its message is the database's sentence, which names the holder where it can (the
+    audit log's chain lock does), so an uncaught one is shown as it is (exit 2).
+    """
 
 
 @dataclass
@@ -57,4 +62,6 @@ class SignedAudit:
                     raise Refused(f"the database refused: {db.describe(error)}") from None
                 if code == _LOCK_NOT_AVAILABLE:
                     raise LockBusy(db.describe(error)) from None
+                if code == _NOT_YET_DURABLE:  # the request row is not on disk in time
+                    raise ServiceUnavailable(db.describe(error)) from None
                 raise
