@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 
-from loginetl.services import keys
+from loginetl.services import db, keys, migrations
 from tests.security.conftest import REASON, World, attack, role_of, run, session, sql
 
 REQUEST = "SELECT * FROM loginetl_unmask_request(:t, :r, 'mallory', 'laptop')"
@@ -309,3 +309,29 @@ def test_an_idle_appender_stalls_nobody_past_the_bound(
     # Once the holder's transaction ends, both go through.
     sql(eraser, "SELECT * FROM loginetl_forget_request('user-w-0', :r, NULL, NULL)", {"r": REASON})
     assert run(world.env(other), "unmask", world.ip_tokens[0], "--reason", REASON).exit_code == 0
+
+
+def test_no_role_stalls_a_migrate(world: World, eraser: str) -> None:
+    with (
+        attack("writer: hold 'loginetl.migrate' and alembic_version idle; migrate still runs"),
+        holding(
+            world.writer,
+            "SELECT pg_advisory_lock(hashtext('loginetl.migrate'))",
+            "LOCK TABLE alembic_version IN ACCESS SHARE MODE",
+        ),
+        holding(eraser, "LOCK TABLE alembic_version IN ACCESS SHARE MODE"),
+    ):
+        engine = db.make_engine(world.owner, pool_size=1)
+        try:
+            started = time.monotonic()
+            assert migrations.upgrade(engine).at_head
+            assert time.monotonic() - started < BOUND
+        finally:
+            engine.dispose()
+    for group in ("writer", "analyst", "unmasker", "rederiver"):
+        with (
+            attack(f"{group}: take the migrate lock (alembic_version, SHARE UPDATE EXCLUSIVE)"),
+            session(getattr(world, group)) as conn,
+            pytest.raises(ProgrammingError, match="permission denied"),
+        ):
+            conn.execute(text(migrations.MIGRATE_LOCK))
