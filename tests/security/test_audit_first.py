@@ -126,6 +126,17 @@ def test_the_rederive_request_does_not_consult_the_vault(world: World) -> None:
     assert count(world) == 0
 
 
+def test_a_rederive_to_a_key_not_deployed_is_refused_behind_its_row(world: World) -> None:
+    keys.rotate_hmac_key(world.keys_dir)  # k2 current here, but no consumer wrote with it
+    with attack("rederiver: keys rederive to a key the consumers do not write with yet"):
+        refused = run(world.env(world.rederiver), "keys", "rederive", "--reason", REASON)
+        assert refused.exit_code == 3, refused.output
+        assert "write with now, not k2" in refused.stderr
+    rows = sql(world.owner, "SELECT outcome, token FROM unmask_audit ORDER BY seq")
+    assert [(o, t.split(":")[0]) for o, t in rows] == [("rederive", "rederive->k2")]
+    assert sql(world.owner, "SELECT count(*) FROM token_aliases") == [(0,)]
+
+
 # -- 2. durable before served ------------------------------------------------------------
 
 
