@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from loginetl.actions.unmask import operator_identity
@@ -51,10 +51,12 @@ class SignedAudit:
 
     @contextlib.contextmanager
     def transaction(self, what: str) -> Iterator[Connection]:
-        """One transaction; a refusal by the database becomes Refused (exit 3)."""
+        """One transaction, committed synchronously (its audit row on disk before anything
+        is reported); a refusal by the database becomes Refused (exit 3)."""
         with db.translate_errors(self.engine, what):
             try:
                 with self.engine.begin() as conn:
+                    conn.execute(text("SET LOCAL synchronous_commit = on"))
                     yield conn
             except DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)
