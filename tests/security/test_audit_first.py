@@ -228,10 +228,10 @@ def test_writer_and_analyst_see_the_same_locks_whatever_the_unmask_found(
             assert not [lock for lock in locks if lock[0] == "advisory"]  # type: ignore[index]
 
 
-def test_a_loginetl_unmask_looks_alike_whatever_it_found(
+def test_through_the_cli_each_outcome_follows_its_request(
     world: World, guesses: dict[str, str]
 ) -> None:
-    # Through the CLI: the same statements, locks and application_name for every outcome.
+    # loginetl's own path: the request, then the database's outcome (and loginetl's).
     for kind in ("released", "unknown_token"):
         result = run(world.env(world.unmasker), "unmask", guesses[kind], "--reason", REASON)
         assert result.exit_code == (0 if kind == "released" else 4), result.output
