@@ -254,11 +254,10 @@ def _unmask_audited(
             session.audit(token, policy.REFUSED_NO_SIGNING_KEY)
         raise signer_error
     maskers = hmac_keys(settings.keys_dir)
-    return [_one(engine, session, opener, maskers, token) for token in tokens]
+    return [_one(session, opener, maskers, token) for token in tokens]
 
 
 def _one(
-    engine: Engine,
     session: AuditSession,
     opener: VaultOpener,
     maskers: dict[str, Masker] | None,
