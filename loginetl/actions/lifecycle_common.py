@@ -12,19 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from loginetl.actions.unmask import operator_identity
 from loginetl.core import audit_chain
-from loginetl.errors import Refused
+from loginetl.errors import Refused, ServiceUnavailable
 from loginetl.services import audit, db, keys
 
 _LOCK_NOT_AVAILABLE = "55P03"
+_NOT_YET_DURABLE = "55000"  # loginetl_await_durable
 
 
-class LockBusy(Exception):
-    """A lock was not granted within the function's lock_timeout (retry later)."""
+class LockBusy(ServiceUnavailable):
+    """A lock was not granted within the function's lock_timeout (retry later).
+
+    Its message is the database's sentence, which names the holder where it can (the
+    audit log's chain lock does), so an uncaught one is shown as it is (exit 2).
+    """
 
 
 @dataclass
@@ -46,10 +51,12 @@ class SignedAudit:
 
     @contextlib.contextmanager
     def transaction(self, what: str) -> Iterator[Connection]:
-        """One transaction; a refusal by the database becomes Refused (exit 3)."""
+        """One transaction, committed synchronously (its audit row on disk before anything
+        is reported); a refusal by the database becomes Refused (exit 3)."""
         with db.translate_errors(self.engine, what):
             try:
                 with self.engine.begin() as conn:
+                    conn.execute(text("SET LOCAL synchronous_commit = on"))
                     yield conn
             except DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)
@@ -57,4 +64,6 @@ class SignedAudit:
                     raise Refused(f"the database refused: {db.describe(error)}") from None
                 if code == _LOCK_NOT_AVAILABLE:
                     raise LockBusy(db.describe(error)) from None
+                if code == _NOT_YET_DURABLE:  # the request row is not on disk in time
+                    raise ServiceUnavailable(db.describe(error)) from None
                 raise

@@ -20,15 +20,16 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from loginetl.actions.unmask import AuditSession, check_reason
 from loginetl.config import Settings
 from loginetl.core.masking import Masker, token_key_id
-from loginetl.core.vault_crypto import VaultOpener
-from loginetl.errors import AliasConflict, ConfigError
+from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener
+from loginetl.errors import AliasConflict, ConfigError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
 
-# The definer functions of migration 0007 that rederive calls.
+# The definer functions (loginetl/sql/functions) that rederive calls.
 _FUNCTIONS = (
     "loginetl_rederive_request(text, text, text, text, text)",
     "loginetl_rederive_page(bigint, text, integer)",
@@ -87,8 +88,7 @@ def _rederive(
     examined = aliased = undecryptable = unverified = conflicting = 0
     after = ""
     while True:
-        with engine.connect() as conn:
-            page = vault.rederive_page(conn, seq, after=after)
+        page = _page(engine, seq, after)
         if not page:
             break
         chunk: list[tuple[str, str, str]] = []
@@ -120,3 +120,16 @@ def _rederive(
             "have the database owner delete those rows from token_aliases and run rederive again"
         )
     return RederiveResult(target.key_id, examined, aliased, undecryptable, seq, unverified)
+
+
+def _page(engine: Engine, seq: int, after: str) -> list[SealedVaultEntry]:
+    """The next page; the database's refusal (e.g. a key not deployed yet) exits 3."""
+    try:
+        with engine.connect() as conn:
+            return vault.rederive_page(conn, seq, after=after)
+    except DBAPIError as error:
+        if getattr(error.orig, "pgcode", None) == db.INSUFFICIENT_PRIVILEGE:
+            raise Refused(
+                f"the database refused under audit row {seq}: {db.describe(error)}"
+            ) from None
+        raise

@@ -1,10 +1,12 @@
 """``unmask``: recover plaintext for tokens, audited before anything is revealed.
 
 PostgreSQL enforces the order: the unmasker role cannot read the vault, only ask
-``loginetl_unmask_request`` to audit a request (the database decides whether the token
-is there) and then, once that row is committed, fetch the ciphertext it names with
-``loginetl_vault_open``. loginetl then decrypts, checks that the value hashes to the
-token (a planted vault entry is refused), records what it did, and only then returns the
+``loginetl_unmask_request`` to audit a request (a row that depends on nothing but the
+token and the operator) and then, once that row is committed and on disk, ask
+``loginetl_vault_open`` what the vault holds for it: the ciphertext, or that the token
+is erased or unknown, recorded as the database's outcome row. In that same transaction
+loginetl decrypts, checks that the value hashes to the token (a planted vault entry is
+refused), records what it did, commits (synchronously), and only then returns the
 plaintext. Each row loginetl writes carries its signed head, in the same transaction. If
 any audit write fails, nothing is revealed.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from loginetl.config import Settings
@@ -32,7 +34,7 @@ from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener
 from loginetl.errors import ConfigError, KeyMaterialError, LoginetlError, Refused
 from loginetl.services import audit, db, keys, migrations, vault
 
-# The definer functions of migration 0007 that unmask calls.
+# The definer functions (loginetl/sql/functions) that unmask calls.
 REQUEST_FN = "loginetl_unmask_request(text, text, text, text)"
 APPEND_FN = "loginetl_audit_append(text, text, text, text, text, text)"
 OPEN_FN = "loginetl_vault_open(bigint)"
@@ -83,9 +85,15 @@ class AuditSession:
         self.last: audit.Appended | None = None
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """One audited transaction, committed synchronously whatever the session's default.
+
+        A commit acknowledged before it is on disk could lose the row a crash after the
+        plaintext was shown; ``SET LOCAL`` holds until this transaction's COMMIT.
+        """
         try:
             with self.engine.begin() as conn:
+                conn.execute(text("SET LOCAL synchronous_commit = on"))
                 yield conn
         except DBAPIError as error:
             if getattr(error.orig, "pgcode", None) == db.INSUFFICIENT_PRIVILEGE:
@@ -94,7 +102,7 @@ class AuditSession:
                 f"the audit log could not be written ({db.describe(error)}); nothing was revealed"
             ) from None
 
-    def _appended(self, conn: Connection, row: audit.Appended) -> audit.Appended:
+    def appended(self, conn: Connection, row: audit.Appended) -> audit.Appended:
         """Sign the head this row makes, in the row's own transaction (no extra commit)."""
         if self.signer is not None:
             audit.add_signed_head(conn, audit_chain.sign_head(self.signer, row.seq, row.row_hash))
@@ -103,29 +111,31 @@ class AuditSession:
 
     def request(self, token: str) -> audit.Appended:
         """Audit (and commit) a request for a token's ciphertext."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = audit.request_unmask(conn, token=token[:200], operator=self.operator)
-            return self._appended(conn, row)
+            return self.appended(conn, row)
 
     def request_rederive(self, target: Masker) -> audit.Appended:
         """Audit (and commit) a re-derivation to ``target``, the deployed key."""
-        with self._transaction() as conn:
+        with self.transaction() as conn:
             row = audit.request_rederive(
                 conn, key_id=target.key_id, fingerprint=target.fingerprint, operator=self.operator
             )
-            return self._appended(conn, row)
+            return self.appended(conn, row)
+
+    def record(
+        self, conn: Connection, token: str, outcome: str, pii_field: str | None = None
+    ) -> audit.Appended:
+        """Record an outcome loginetl determined itself, in ``conn``'s transaction."""
+        row = audit.record(
+            conn, token=token[:200], pii_field=pii_field, outcome=outcome, operator=self.operator
+        )
+        return self.appended(conn, row)
 
     def audit(self, token: str, outcome: str, pii_field: str | None = None) -> audit.Appended:
-        """Record an outcome loginetl determined itself."""
-        with self._transaction() as conn:
-            row = audit.record(
-                conn,
-                token=token[:200],
-                pii_field=pii_field,
-                outcome=outcome,
-                operator=self.operator,
-            )
-            return self._appended(conn, row)
+        """Record (and commit) an outcome loginetl determined itself."""
+        with self.transaction() as conn:
+            return self.record(conn, token, outcome, pii_field)
 
 
 def check_reason(reason: str) -> None:
@@ -244,22 +254,38 @@ def _unmask_audited(
             session.audit(token, policy.REFUSED_NO_SIGNING_KEY)
         raise signer_error
     maskers = hmac_keys(settings.keys_dir)
-    return [_one(engine, session, opener, maskers, token) for token in tokens]
+    return [_one(session, opener, maskers, token) for token in tokens]
 
 
 def _one(
-    engine: Engine,
     session: AuditSession,
     opener: VaultOpener,
     maskers: dict[str, Masker] | None,
     token: str,
 ) -> UnmaskResult:
-    # Committed before the database will hand out anything.
+    # Committed (and on disk) before the database tells anything about the token.
     request = session.request(token)
-    if request.outcome != policy.RELEASED:
-        return UnmaskResult(token, request.outcome, request.seq, request.row_hash)
-    with engine.connect() as conn:
-        sealed = vault.open_released(conn, request.seq)
+    # One transaction: the database's outcome row, then loginetl's, each signed; the
+    # plaintext leaves this function only after its COMMIT.
+    with session.transaction() as conn:
+        opened = vault.open_requested(conn, request.seq)
+        session.appended(conn, opened.audit)
+        result = _judge(conn, session, opener, maskers, token, opened)
+    return result
+
+
+def _judge(
+    conn: Connection,
+    session: AuditSession,
+    opener: VaultOpener,
+    maskers: dict[str, Masker] | None,
+    token: str,
+    opened: vault.Opened,
+) -> UnmaskResult:
+    """Decrypt and check what the vault released, and record the outcome in ``conn``."""
+    sealed, field_ = opened.entry, opened.audit.pii_field
+    if opened.outcome != policy.RELEASED:
+        return UnmaskResult(token, opened.outcome, opened.audit.seq, opened.audit.row_hash)
     plaintext = None
     if sealed is not None:
         try:
@@ -267,12 +293,11 @@ def _one(
         except (InvalidTag, ValueError):
             plaintext = None
     if sealed is None or plaintext is None:
-        row = session.audit(token, policy.DECRYPT_FAILED, request.pii_field)
-        return UnmaskResult(token, policy.DECRYPT_FAILED, row.seq, row.row_hash, request.pii_field)
+        row = session.record(conn, token, policy.DECRYPT_FAILED, field_)
+        return UnmaskResult(token, policy.DECRYPT_FAILED, row.seq, row.row_hash, field_)
     problem = value_problem(maskers, sealed, plaintext)
     if problem is not None:
-        row = session.audit(token, problem, sealed.pii_field)
+        row = session.record(conn, token, problem, sealed.pii_field)
         return UnmaskResult(token, problem, row.seq, row.row_hash, sealed.pii_field)
-    # Audit before reveal: the plaintext leaves this function only after this commit.
-    row = session.audit(token, policy.REVEALED, sealed.pii_field)
+    row = session.record(conn, token, policy.REVEALED, sealed.pii_field)
     return UnmaskResult(token, policy.REVEALED, row.seq, row.row_hash, sealed.pii_field, plaintext)

@@ -27,8 +27,10 @@ _TRIVIAL = frozenset(
     }
 )
 
-# Outcomes recorded in the audit log. The database writes RELEASED (and the unknown and
-# malformed ones) when it decides whether to hand out a ciphertext; loginetl writes the rest.
+# Outcomes recorded in the audit log. The database writes REQUESTED first (it depends on
+# nothing but the token), then, once that is committed and on disk, RELEASED (or erased,
+# unknown, malformed) when it opens the vault; loginetl writes the rest.
+REQUESTED: Final = "requested"
 RELEASED: Final = "released"  # the database handed the ciphertext to this role
 REVEALED: Final = "revealed"
 UNKNOWN_TOKEN: Final = "unknown_token"  # noqa: S105 - an outcome name, not a secret

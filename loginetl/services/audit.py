@@ -1,8 +1,8 @@
-"""The unmask audit log, written only through the definer functions of migration 0007.
+"""The unmask audit log, written only through the definer functions in loginetl/sql.
 
-The database sets seq, time, role, address and the hashes; a ciphertext is handed out
-only against a committed row (``loginetl_vault_open``). Signed heads live in
-``audit_heads``.
+The database sets seq, time, role, address and the hashes; what the vault holds is told
+only against a committed, durable request row (``loginetl_vault_open``). Signed heads
+live in ``audit_heads``.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ class Operator:
 
 
 def request_unmask(conn: Connection, *, token: str, operator: Operator) -> Appended:
-    """Audit a request for a token's ciphertext; ``released`` means it may be fetched.
+    """Audit a request for a token (outcome ``requested``); commit it, then open it.
 
-    The database decides the outcome (released, unknown_token, unknown_key_id or
-    malformed_token) from the vault, which the caller cannot read.
+    The row depends on nothing but the arguments: what the vault holds for the token
+    is told only by ``loginetl_vault_open``, once this row is committed and on disk.
     """
     row = conn.execute(
         text("SELECT * FROM public.loginetl_unmask_request(:token, :reason, :os_user, :host)"),

@@ -42,21 +42,29 @@ ADOPT_0016 = (
     "triggers.sql",
     "grants.sql",
 )
-# A session-level advisory lock: one `migrate upgrade`/`downgrade` at a time per database. Not
-# the rollups' key (hashtext('loginetl.rollups')), which the fold takes in its transactions.
-MIGRATE_LOCK = "pg_catalog.hashtext('loginetl.migrate')"
+_LOCK_NOT_AVAILABLE = "55P03"
+# One `migrate upgrade`/`downgrade` at a time per database: SHARE UPDATE EXCLUSIVE on
+# alembic_version, which no loginetl role may take (they may only read it, so LOCK it in
+# ACCESS SHARE at most) and which neither their reads nor Alembic's own UPDATE of the
+# version row conflict with. Never an advisory lock: any role could take that and hold it.
+MIGRATE_LOCK = "LOCK TABLE public.alembic_version IN SHARE UPDATE EXCLUSIVE MODE"
+# Alembic's own DDL for its table, made first so the lock has something to lock on a new
+# database (Alembic then finds it there); the same text as `migrate upgrade --sql` prints.
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS public.alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+)
 MIGRATE_RUNNING = (
     "another `loginetl migrate` is running against this database; "
     "wait for it to finish, then run this again"
 )
-# Who holds it, for the operator to look up in pg_stat_activity (pg_locks is readable by all).
-_MIGRATE_LOCK_HOLDER = f"""
-SELECT l.pid FROM pg_catalog.pg_locks l
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-  AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
-                    WHERE d.datname = pg_catalog.current_database())
-  AND ((l.classid::bigint << 32) | l.objid::bigint) = ({MIGRATE_LOCK})::bigint
-LIMIT 1
+# Who holds it: only the owner can, so another migrate (pg_locks is readable by all).
+_MIGRATE_LOCK_HOLDER = """
+SELECT pg_catalog.format('%s, backend pid %s', s.usename, l.pid)
+  FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity s ON s.pid = l.pid
+ WHERE l.relation = 'public.alembic_version'::regclass AND l.granted
+   AND l.mode = 'ShareUpdateExclusiveLock' AND l.pid <> pg_catalog.pg_backend_pid()
+ LIMIT 1
 """
 _ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
 
@@ -127,33 +135,38 @@ def heads() -> tuple[str, ...]:
 
 @contextmanager
 def _migrate_lock(connection: Connection) -> Iterator[None]:
-    """Hold the migrate lock on ``connection`` for the whole run, or fail fast.
+    """Hold the migrate lock for the whole run, on a session of its own, or fail fast.
 
     Two runs at once could interleave one migration's steps: a second 0016 took the first's
-    build, still INVALID, for a failed leftover and dropped it. The lock is session-level, so
-    it survives the per-migration commits; its query's transaction is committed at once, or
-    Alembic would see an enclosing transaction (no transaction_per_migration, no
-    autocommit_block). Released explicitly: a pooled connection keeps its session's locks.
+    build, still INVALID, for a failed leftover and dropped it. The lock is a table lock,
+    so it lives in a transaction: a second session keeps one open for the run, and so it
+    survives the per-migration commits of ``connection``. Waits at most 2 s (autovacuum,
+    which also takes this mode, gives way within deadlock_timeout).
     """
-    taken = connection.execute(text(f"SELECT pg_catalog.pg_try_advisory_lock({MIGRATE_LOCK})"))
-    held = bool(taken.scalar())
-    holder = None if held else connection.execute(text(_MIGRATE_LOCK_HOLDER)).scalar()
-    connection.commit()
-    if not held:
-        # Only the pid: anything else of the holder's (application_name, role) is its to set.
-        who = f" (held by backend pid {int(holder)})" if holder is not None else ""
-        raise MigrationRunning(MIGRATE_RUNNING.replace(";", f"{who};", 1))
+    holder = connection.engine.connect()
     try:
+        try:
+            holder.execute(text(_VERSION_TABLE))
+            holder.commit()
+        except ProgrammingError:  # the other run made it at the same moment
+            holder.rollback()
+        holder.execute(text("SET LOCAL lock_timeout = '2s'"))
+        try:
+            holder.execute(text(MIGRATE_LOCK))
+        except DBAPIError as error:
+            if getattr(error.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            holder.rollback()
+            who = holder.execute(text(_MIGRATE_LOCK_HOLDER)).scalar()
+            holder.rollback()
+            held = f" (held by {who})" if who is not None else ""
+            raise MigrationRunning(MIGRATE_RUNNING.replace(";", f"{held};", 1)) from None
         yield
     finally:
         try:
-            connection.rollback()  # a failed migration's transaction, if Alembic left one
-            connection.execute(text(f"SELECT pg_catalog.pg_advisory_unlock({MIGRATE_LOCK})"))
-            connection.commit()
-        except DBAPIError:
-            # The session is unusable (e.g. the server went away): closing it for good
-            # releases the lock, and the error that brought us here is the one to report.
-            connection.invalidate()
+            holder.rollback()
+        finally:
+            holder.close()
 
 
 def _run(engine: Engine, step: Callable[[Config], None]) -> SchemaStatus:

@@ -1,19 +1,22 @@
-"""The PII vault, reached only through the definer functions of migration 0007.
+"""The PII vault, reached only through the definer functions in loginetl/sql/functions.
 
-No role but the owner reads ``pii_vault``: a ciphertext comes out only against an audit
-row the same login role has already committed, and aliases go in only under a
-committed ``rederive`` row.
+No role but the owner reads ``pii_vault``: what it holds for a token (the ciphertext, or
+that it is erased or unknown) comes out only against a ``requested`` audit row the same
+login role has already committed, and on disk; aliases go in only under a committed
+``rederive`` row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import Text
 
 from loginetl.core.vault_crypto import SealedVaultEntry
+from loginetl.services.audit import Appended
 
 PAGE = 1000  # vault entries a rederive page fetches; the function allows up to 10,000
 _SEALED = "token, pii_field, recipient, ephemeral_public_key, nonce, ciphertext"
@@ -23,12 +26,31 @@ def _entry(row: Sequence[object]) -> SealedVaultEntry:
     return SealedVaultEntry(*row)  # type: ignore[arg-type]
 
 
-def open_released(conn: Connection, audit_seq: int) -> SealedVaultEntry | None:
-    """The sealed entry named by a committed ``released`` audit row of this login role."""
+@dataclass(frozen=True)
+class Opened:
+    """What the vault holds for a requested token, and the outcome row that records it."""
+
+    outcome: str  # released, erased, unknown_token, unknown_key_id or malformed_token
+    audit: Appended
+    entry: SealedVaultEntry | None  # only when released
+
+
+def open_requested(conn: Connection, audit_seq: int) -> Opened:
+    """Open the token of a committed, durable ``requested`` audit row of this login role.
+
+    The database appends the outcome row in ``conn``'s transaction (the caller signs its
+    head and commits); a refusal (not committed, not one's own, too old) raises.
+    """
     row = conn.execute(
-        text(f"SELECT {_SEALED} FROM public.loginetl_vault_open(:seq)"), {"seq": audit_seq}
-    ).one_or_none()
-    return None if row is None else _entry(row)
+        text(
+            f"SELECT outcome, audit_seq, audit_hash, {_SEALED} "
+            "FROM public.loginetl_vault_open(:seq)"
+        ),
+        {"seq": audit_seq},
+    ).one()
+    appended = Appended(row.audit_seq, row.audit_hash, row.outcome, row.pii_field)
+    entry = _entry(tuple(row)[3:]) if row.ciphertext is not None else None
+    return Opened(row.outcome, appended, entry)
 
 
 def rederive_page(

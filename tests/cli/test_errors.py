@@ -139,14 +139,15 @@ def test_a_second_migrate_is_one_sentence_and_exit_1(database_url: str, tmp_path
     env = {"LOGINETL_DATABASE_URL": database_url, "LOGINETL_KEYS_DIR": str(tmp_path)}
     engine = db.make_engine(database_url, pool_size=1)
     try:
-        with engine.connect() as other:
-            other.execute(text(f"SELECT pg_catalog.pg_advisory_lock({migrations.MIGRATE_LOCK})"))
+        with engine.connect() as other:  # another migrate, in the middle of its run
+            other.execute(text(migrations.MIGRATE_LOCK))
             pid = other.execute(text("SELECT pg_catalog.pg_backend_pid()")).scalar_one()
-            other.commit()
+            login = other.execute(text("SELECT session_user")).scalar_one()
             result = runner.invoke(app, ["migrate", "upgrade"], env=env)
+            other.rollback()
     finally:
         engine.dispose()
     assert result.exit_code == 1, result.output
     said = " ".join(result.output.split())
-    holder = f" (held by backend pid {pid})"  # to look up; nothing the holder sets itself
+    holder = f" (held by {login}, backend pid {pid})"  # nothing the holder sets itself
     assert said == "error: " + migrations.MIGRATE_RUNNING.replace(";", f"{holder};", 1)

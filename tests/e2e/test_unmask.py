@@ -142,19 +142,22 @@ def test_unmask_round_trip_for_an_ip_and_a_device_id(
         assert expected not in result.stderr
     role = unmasker.split("//")[1].split("@")[0]
     rows = audit_rows(settings.database_url)
-    # The database's own "released" row, committed before it handed out the ciphertext,
-    # then loginetl's "revealed" row, committed before it printed the value.
+    # The request (committed and on disk before the database looked at the vault), then
+    # the database's own "released" row and loginetl's "revealed" row, committed together
+    # before it printed the value.
     assert [(r[1], r[3], r[4], r[5], r[6]) for r in rows] == [
+        (role, ip_token, None, REASON, "requested"),
         (role, ip_token, "ip", REASON, "released"),
         (role, ip_token, "ip", REASON, "revealed"),
+        (role, device_token, None, REASON, "requested"),
         (role, device_token, "device_id", REASON, "released"),
         (role, device_token, "device_id", REASON, "revealed"),
     ]
     assert all(r[2] for r in rows)  # the OS user is recorded
     verify = run(env, "audit", "verify")
     assert verify.exit_code == 0
-    assert "intact: 4 rows" in verify.stdout
-    assert "signed through row 4" in verify.stdout
+    assert "intact: 6 rows" in verify.stdout
+    assert "signed through row 6" in verify.stdout
 
 
 def test_bulk_unmask_needs_max_raised_and_audits_each_token(
@@ -177,7 +180,11 @@ def test_bulk_unmask_needs_max_raised_and_audits_each_token(
     lines = [line.split("\t") for line in result.stdout.splitlines()]
     assert [t for t, _ in lines] == tokens
     assert [v for _, v in lines] == [str(ipaddress.ip_address(d["ip"])) for d in loaded[:3]]
-    assert [r[6] for r in audit_rows(settings.database_url)] == ["released", "revealed"] * 3
+    assert [r[6] for r in audit_rows(settings.database_url)] == [
+        "requested",
+        "released",
+        "revealed",
+    ] * 3
 
 
 # -- refusals ----------------------------------------------------------------------------
@@ -211,9 +218,9 @@ def test_each_refusal_has_its_own_message_and_exit_code(
     assert "vault private key not found" in no_key.stderr
     outcomes = [r[6] for r in audit_rows(settings.database_url)]
     assert outcomes == [
-        "malformed_token",
-        "unknown_token",
-        "unknown_key_id",
+        *("requested", "malformed_token"),
+        *("requested", "unknown_token"),
+        *("requested", "unknown_key_id"),
         "refused_no_private_key",
     ]
 
@@ -236,7 +243,11 @@ def test_a_consumer_key_set_cannot_decrypt(
     result = run(env, "unmask", ip_token, "--reason", REASON)
     assert result.exit_code == 4
     assert "would not decrypt" in result.stderr
-    assert [r[6] for r in audit_rows(settings.database_url)] == ["released", "decrypt_failed"]
+    assert [r[6] for r in audit_rows(settings.database_url)] == [
+        "requested",
+        "released",
+        "decrypt_failed",
+    ]
 
 
 def test_without_the_hmac_key_file_nothing_is_revealed(
@@ -262,7 +273,7 @@ def test_without_the_hmac_key_file_nothing_is_revealed(
     assert result.stdout == ""
     assert loaded[0]["ip"] not in result.output
     outcomes = [r[6] for r in audit_rows(settings.database_url)]
-    assert outcomes == ["released", "refused_unverifiable"]
+    assert outcomes == ["requested", "released", "refused_unverifiable"]
 
 
 # -- audit before reveal -----------------------------------------------------------------
@@ -293,8 +304,9 @@ def test_no_plaintext_when_the_audit_write_fails(
     revoked = run(env, "unmask", ip_token, "--reason", REASON)
     assert revoked.exit_code == 3
     assert revoked.stdout == ""
-    # Only the database's record of the first attempt: it released, loginetl showed nothing.
-    assert [r[6] for r in audit_rows(settings.database_url)] == ["released"]
+    # Only the first attempt's request: the database's "released" row went with loginetl's
+    # failed one (one transaction), and nothing was shown.
+    assert [r[6] for r in audit_rows(settings.database_url)] == ["requested"]
 
 
 # -- tamper evidence ---------------------------------------------------------------------
@@ -349,11 +361,11 @@ def test_verify_names_a_deleted_row_and_a_removed_tail(
     assert "BROKEN at row 4: row 3 is missing" in result.stdout
     sql(
         settings.database_url, "DELETE FROM unmask_audit WHERE seq >= 3"
-    )  # now a clean, shorter chain, but the heads signed for rows 4, 6 and 8 name rows gone
+    )  # now a clean, shorter chain, but the heads signed for rows 3 to 12 name rows gone
     assert run(chain, "audit", "verify", "--no-signatures").exit_code == 0
     signed = run(chain, "audit", "verify")
     assert signed.exit_code == 1
-    assert "BROKEN at row 4: a signed head names it, but it is gone" in signed.stdout
+    assert "BROKEN at row 3: a signed head names it, but it is gone" in signed.stdout
     # The owner can drop the signatures too: only a head recorded elsewhere sees that.
     sql(settings.database_url, "ALTER TABLE audit_heads DISABLE TRIGGER audit_heads_no_change")
     sql(settings.database_url, "DELETE FROM audit_heads WHERE seq >= 3")
@@ -362,14 +374,14 @@ def test_verify_names_a_deleted_row_and_a_removed_tail(
         chain, "audit", "verify", "--expect-head", f"{recorded['head_seq']}:{recorded['head_hash']}"
     )
     assert anchored.exit_code == 1
-    assert "ends at row 2, but row 8 was recorded" in anchored.stdout
+    assert "ends at row 2, but row 12 was recorded" in anchored.stdout
 
 
 def test_audit_list_shows_who_when_and_why(chain: dict[str, str]) -> None:
     result = run(chain, "audit", "list", "--since", "1h", "--json")
     assert result.exit_code == 0, result.output
     entries = json.loads(result.stdout)["entries"]
-    assert [e["seq"] for e in entries] == list(range(1, 9))
+    assert [e["seq"] for e in entries] == list(range(1, 13))
     assert {e["reason"] for e in entries} == {REASON}
     assert all(e["db_role"].endswith("_unmasker") for e in entries)
 

@@ -47,7 +47,7 @@ def rewrite_and_rehash(world: World, seq: int, **changes: str) -> None:
 
 
 def test_an_owner_rewrite_with_rehash_is_detected(world: World) -> None:
-    env = unmask_all(world, 4)  # rows 1-8: released/revealed pairs, each row's head signed
+    env = unmask_all(world, 4)  # rows 1-12: requested/released/revealed, each head signed
     rewrite_and_rehash(world, 3, reason="routine check, nothing to see")
     with attack("owner: rewrite audit row 3 and re-hash every later row", "detected"):
         chain_only = run(env, "audit", "verify", "--no-signatures")
@@ -59,12 +59,12 @@ def test_an_owner_rewrite_with_rehash_is_detected(world: World) -> None:
         )
     # Every signed head after the edit is reported, not just the first.
     report = json.loads(run(env, "audit", "verify", "--json").stdout)
-    assert [b["seq"] for b in report["breaks"]] == [3, 4, 5, 6, 7, 8]
+    assert [b["seq"] for b in report["breaks"]] == list(range(3, 13))
     assert report["signed_through"] == 2
 
 
 def test_deleting_later_heads_then_rewriting_and_rehashing_is_detected(world: World) -> None:
-    env = unmask_all(world, 4)  # rows 1-8, each row's head signed
+    env = unmask_all(world, 4)  # rows 1-12, each row's head signed
     with session(world.owner) as conn:
         conn.execute(text("ALTER TABLE audit_heads DISABLE TRIGGER audit_heads_no_change"))
         conn.execute(text("DELETE FROM audit_heads WHERE seq >= 4"))
@@ -74,7 +74,7 @@ def test_deleting_later_heads_then_rewriting_and_rehashing_is_detected(world: Wo
     with attack("owner: delete the signed heads from row 4 on, rewrite row 4, re-hash", "detected"):
         verdict = run(env, "audit", "verify")
         assert verdict.exit_code == 1, verdict.output
-        assert "BROKEN at row 4: rows 4-8 are after signing began" in verdict.stdout
+        assert "BROKEN at row 4: rows 4-12 are after signing began" in verdict.stdout
         assert "signed through row 3" in verdict.stdout
     report = json.loads(run(env, "audit", "verify", "--json").stdout)
     assert [b["seq"] for b in report["breaks"]] == [4]
@@ -133,4 +133,4 @@ def test_a_forged_head_from_the_unmasker_is_refused(world: World) -> None:
         )
     verdict = run(env, "audit", "verify")
     assert verdict.exit_code == 0
-    assert "2 signed head(s) hold; signed through row 2" in verdict.stdout
+    assert "3 signed head(s) hold; signed through row 3" in verdict.stdout

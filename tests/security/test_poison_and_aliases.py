@@ -34,7 +34,7 @@ def test_a_poisoned_vault_entry_is_refused_and_audited(world: World) -> None:
         assert result.stdout == ""
         assert "203.0.113.66" not in result.output
         assert "does not hash to this token" in result.stderr
-    assert outcomes(world) == ["released", "refused_token_mismatch"]
+    assert outcomes(world) == ["requested", "released", "refused_token_mismatch"]
 
 
 def test_unmask_reveals_a_true_entry_beside_it(world: World) -> None:
@@ -92,11 +92,14 @@ def test_a_forged_alias_is_refused(rotated: tuple[World, Masker]) -> None:
 def test_rederive_maps_only_to_the_deployed_key(rotated: tuple[World, Masker]) -> None:
     world, k2 = rotated
     k1 = keys.load_maskers(world.keys_dir)["k1"]
+    # The request looks at nothing but its arguments; the vault says "not k1" only to a
+    # committed request row, on its first page.
+    seq = rederive_row(world, k1)
     with (
         attack("rederiver: rederive to a key the consumers no longer write with (raw SQL)"),
         pytest.raises(ProgrammingError, match="write with now, not k1") as wrong_key,
     ):
-        rederive_row(world, k1)
+        sql(world.rederiver, "SELECT token FROM loginetl_rederive_page(:s, '', 10)", {"s": seq})
     assert "k2" not in str(wrong_key.value)  # the refusal does not name the deployed key
     env = world.env(world.rederiver)
     with attack("rederiver: keys rederive --to k1 (CLI)"):
@@ -106,7 +109,9 @@ def test_rederive_maps_only_to_the_deployed_key(rotated: tuple[World, Masker]) -
     done = run(env, "keys", "rederive", "--reason", REASON)
     assert done.exit_code == 0, done.output
     assert "8 of 8 older tokens now alias to k2" in done.stdout
-    token = sql(world.owner, "SELECT token FROM unmask_audit WHERE outcome = 'rederive'")[0][0]
+    token = sql(
+        world.owner, "SELECT token FROM unmask_audit WHERE outcome = 'rederive' ORDER BY seq"
+    )[-1][0]
     assert token == f"rederive->k2:{k2.fingerprint}"
 
 

@@ -7,7 +7,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import ProgrammingError
 
 from loginetl.core.audit_chain import GENESIS
-from tests.conftest import as_superuser
 from tests.security.conftest import REASON, World, attack, role_of, run, session, sql
 
 REQUEST = "SELECT * FROM loginetl_unmask_request(:t, :r, NULL, NULL)"
@@ -52,12 +51,12 @@ def test_the_temp_table_cannot_feed_vault_open(world: World) -> None:
         conn.execute(
             text(
                 "INSERT INTO unmask_audit VALUES (7, now() , session_user, NULL, NULL, NULL, "
-                ":t, 'ip', 'r', 'released', '', '')"
+                ":t, 'ip', 'r', 'requested', '', '')"
             ),
             {"t": token},
         )
         conn.commit()
-        with pytest.raises(ProgrammingError, match="not a recent released row"):
+        with pytest.raises(ProgrammingError, match="not a recent requested row"):
             conn.execute(text("SELECT ciphertext FROM loginetl_vault_open(7)"))
 
 
@@ -74,9 +73,10 @@ def test_a_look_alike_in_a_writable_public_runs_nothing(world: World) -> None:
     sql(world.owner, f'GRANT CREATE ON SCHEMA public TO "{role}"')
     try:
         _look_alikes_run_nothing(world)
-    finally:  # the login role must own nothing, so that it can be dropped (housekeeping:
-        # only a member of the role may, which a managed PostgreSQL's owner is not)
-        sql(as_superuser(world.owner), f'DROP OWNED BY "{role}"')
+    finally:  # the login role must own nothing, so that it can be dropped; by itself,
+        # since a managed owner (CREATEROLE, not a member of it) may not drop its objects
+        sql(writer, f'DROP OWNED BY "{role}"')
+        sql(world.owner, f'REVOKE CREATE ON SCHEMA public FROM "{role}"')
 
 
 def _look_alikes_run_nothing(world: World) -> None:

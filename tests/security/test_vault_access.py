@@ -92,13 +92,13 @@ def test_open_needs_a_committed_audit_row_of_ones_own(world: World) -> None:
         seq = conn.execute(text(REQUEST), {"t": token, "r": REASON}).one().audit_seq
         conn.commit()
     with (
-        attack("unmasker: fetch with a seq that names no released row"),
-        pytest.raises(ProgrammingError, match="not a recent released row"),
+        attack("unmasker: fetch with a seq that names no requested row"),
+        pytest.raises(ProgrammingError, match="not a recent requested row"),
     ):
         sql(world.unmasker, OPEN, {"seq": seq + 1000})
     # Committed and one's own: now, and only now, the ciphertext comes out.
     assert sql(world.unmasker, OPEN, {"seq": seq})[0][0]
-    assert audit_outcomes(world) == [(token, "released")]
+    assert audit_outcomes(world) == [(token, "requested"), (token, "released")]
 
 
 def test_another_login_cannot_use_my_audit_row(
@@ -109,7 +109,7 @@ def test_another_login_cannot_use_my_audit_row(
     other = login_role("loginetl_unmasker")
     with (
         attack("second unmasker: fetch with the first one's committed row"),
-        pytest.raises(ProgrammingError, match="not a recent released row of this login"),
+        pytest.raises(ProgrammingError, match="not a recent requested row of this login"),
     ):
         sql(other, OPEN, {"seq": rows[0][0]})
 
@@ -126,14 +126,15 @@ def test_audit_rows_are_written_only_by_the_functions(world: World) -> None:
             f"row_hash) VALUES (0, now(), '', '{token}', 'r', 'released', '', '')",
         )
     with (
-        attack("unmasker: forge a 'released' row through loginetl_audit_append"),
-        pytest.raises(DBAPIError, match="not an outcome loginetl reports"),
+        attack("unmasker: forge a 'released' or 'requested' row through loginetl_audit_append"),
     ):
-        sql(
-            world.unmasker,
-            "SELECT * FROM loginetl_audit_append(:t, 'ip', :r, 'released', NULL, NULL)",
-            {"t": token, "r": REASON},
-        )
+        for forged in ("released", "requested"):
+            with pytest.raises(DBAPIError, match="not an outcome loginetl reports"):
+                sql(
+                    world.unmasker,
+                    "SELECT * FROM loginetl_audit_append(:t, 'ip', :r, :o, NULL, NULL)",
+                    {"t": token, "r": REASON, "o": forged},
+                )
     for group in ("analyst", "writer"):
         with attack(f"{group}: call loginetl_unmask_request / loginetl_vault_open"):
             for statement in (REQUEST, OPEN):

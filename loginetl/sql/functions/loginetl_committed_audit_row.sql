@@ -2,7 +2,8 @@
 -- given outcome, within the window, and COMMITTED. Its inserting transaction id, widened
 -- to 64 bits against this snapshot, must be reported committed: never the caller's own
 -- (in progress) transaction, never an aborted one. So BEGIN; request; open; ROLLBACK
--- yields nothing.
+-- yields nothing. And DURABLE: the WAL is flushed past its commit (loginetl_await_durable,
+-- at most 5 seconds), whatever synchronous_commit the session that wrote it ran with.
 CREATE OR REPLACE FUNCTION public.loginetl_committed_audit_row(p_seq bigint, p_outcome text, p_window interval)
  RETURNS unmask_audit
  LANGUAGE plpgsql
@@ -36,6 +37,9 @@ BEGIN
         RAISE EXCEPTION 'audit row % is not committed yet: commit it, then fetch', p_seq
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- Its commit record is in the WAL before pg_xact_status says committed, so before
+    -- the insert position read now.
+    PERFORM public.loginetl_await_durable(pg_catalog.pg_current_wal_insert_lsn(), interval '5 seconds');
     RETURN r;
 END $function$
 ;

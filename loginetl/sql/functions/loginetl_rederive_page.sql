@@ -1,5 +1,6 @@
 -- keys rederive (loginetl_rederiver): page through the vault entries of other keys under
--- a committed rederive audit row (12 hours).
+-- a committed rederive audit row (12 hours). The first page (p_after empty) refuses a
+-- row naming any key but the one the consumers wrote with last (the newest entry's).
 CREATE OR REPLACE FUNCTION public.loginetl_rederive_page(p_seq bigint, p_after text, p_limit integer)
  RETURNS TABLE(token text, pii_field text, recipient text, ephemeral_public_key bytea, nonce bytea, ciphertext bytea)
  LANGUAGE plpgsql
@@ -15,6 +16,12 @@ BEGIN
     END IF;
     r := public.loginetl_committed_audit_row(p_seq, 'rederive', interval '12 hours');
     v_key_id := pg_catalog.substring(r.token, '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$');
+    IF coalesce(p_after, '') = '' AND v_key_id IS DISTINCT FROM (
+            SELECT pg_catalog.split_part(v.token, ':', 1) FROM public.pii_vault v
+             ORDER BY v.created_at DESC LIMIT 1) THEN
+        RAISE EXCEPTION 'rederive maps only to the key the consumers write with now, not %', v_key_id
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     RETURN QUERY
     SELECT v.token::text, v.pii_field::text, v.recipient::text, v.ephemeral_public_key,
            v.nonce, v.ciphertext

@@ -1,5 +1,7 @@
 -- keys rederive (loginetl_rederiver): append the rederive audit row naming the target
--- key id and its fingerprint; only the key the consumers write with now.
+-- key id and its fingerprint. It looks at nothing but its arguments: whether that key is
+-- the one the consumers write with now is the vault's to tell, so loginetl_rederive_page
+-- and loginetl_add_aliases refuse any other, after this row is committed.
 CREATE OR REPLACE FUNCTION public.loginetl_rederive_request(p_key_id text, p_fingerprint text, p_reason text, p_os_user text, p_client_host text)
  RETURNS TABLE(audit_seq bigint, audit_hash text)
  LANGUAGE plpgsql
@@ -7,7 +9,6 @@ CREATE OR REPLACE FUNCTION public.loginetl_rederive_request(p_key_id text, p_fin
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 DECLARE
-    v_deployed text;
     v_token text := 'rederive->' || coalesce(p_key_id, '') || ':' || coalesce(p_fingerprint, '');
 BEGIN
     
@@ -20,15 +21,6 @@ BEGIN
 
     IF v_token !~ '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$' THEN
         RAISE EXCEPTION 'key id or fingerprint malformed' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- The deployed key is the one the consumers wrote with last (settled or not yet).
-    SELECT pg_catalog.split_part(w.token, ':', 1) INTO v_deployed FROM (
-        SELECT v.token, v.created_at FROM public.pii_vault v
-        UNION ALL SELECT i.token, i.created_at FROM public.vault_inbox i) w
-      ORDER BY w.created_at DESC LIMIT 1;
-    IF v_deployed IS DISTINCT FROM p_key_id THEN
-        RAISE EXCEPTION 'rederive maps only to the key the consumers write with now, not %', p_key_id
-            USING ERRCODE = 'insufficient_privilege';
     END IF;
     RETURN QUERY
     INSERT INTO public.unmask_audit AS a

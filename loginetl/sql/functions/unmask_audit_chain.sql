@@ -1,18 +1,36 @@
 -- Trigger on unmask_audit: the server, not the client, sets seq, time, role and the
--- hash chain. One appender at a time, so the chain has no forks and seq no gaps. The
--- hash formula is mirrored in loginetl/core/audit_chain.py, which recomputes it:
+-- hash chain. One appender at a time, so the chain has no forks and seq no gaps: each
+-- takes SHARE UPDATE EXCLUSIVE on unmask_audit until its transaction ends, a mode no
+-- loginetl role but the owner can take (the audit readers may LOCK it only in ACCESS
+-- SHARE) and which inserts (ROW EXCLUSIVE) and reads do not conflict with. An appender
+-- whose transaction stays open holds it: the next one waits at most lock_timeout (5 s),
+-- then fails with one sentence naming the holder's login and pid. The hash formula is
+-- mirrored in loginetl/core/audit_chain.py, which recomputes it:
 -- one field is '~' for NULL or '<length>:<value>', fields joined by '|'.
 CREATE OR REPLACE FUNCTION public.unmask_audit_chain()
  RETURNS trigger
  LANGUAGE plpgsql
  SET search_path TO 'pg_catalog', 'pg_temp'
+ SET lock_timeout TO '5s'
 AS $function$
 DECLARE
     last_seq  bigint;
     last_hash text;
+    v_holder  text;
 BEGIN
-    -- One writer at a time, so the chain has no forks and seq no gaps.
-    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('loginetl.unmask_audit'));
+    BEGIN
+        LOCK TABLE public.unmask_audit IN SHARE UPDATE EXCLUSIVE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        SELECT pg_catalog.format('login %s (backend pid %s)',
+                                 coalesce(s.usename::text, s.backend_type), l.pid)
+          INTO v_holder
+          FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity s ON s.pid = l.pid
+         WHERE l.relation = 'public.unmask_audit'::regclass AND l.granted
+           AND l.mode = 'ShareUpdateExclusiveLock' AND l.pid <> pg_catalog.pg_backend_pid()
+         LIMIT 1;
+        RAISE EXCEPTION 'the audit log is held by %, whose transaction has appended to it and is still open; nothing was done: try again once it ends, or have a DBA end that session',
+            coalesce(v_holder, 'another session') USING ERRCODE = 'lock_not_available';
+    END;
     SELECT a.seq, a.row_hash INTO last_seq, last_hash
       FROM public.unmask_audit a ORDER BY a.seq DESC LIMIT 1;
     NEW.seq := coalesce(last_seq, 0) + 1;
