@@ -46,8 +46,14 @@ for revision in "$root"/migrations/versions/*.py; do
   grep -qx "migrations/versions/$name" "$work/sdist.txt" || fail "$name is not in the sdist"
 done
 grep -qx "loginetl/_migrations/env.py" "$work/wheel.txt" || fail "env.py is not in the wheel"
-echo "$(basename "$wheel") and $(basename "$sdist") carry env.py and" \
-  "$(ls "$root"/migrations/versions/*.py | wc -l) revisions"
+# The baseline runs the schema's SQL files from the package: every one must ship.
+(cd "$root" && find loginetl/sql -name '*.sql') | while read -r sql; do
+  grep -qx "$sql" "$work/wheel.txt" || fail "$sql is not in the wheel"
+  grep -qx "$sql" "$work/sdist.txt" || fail "$sql is not in the sdist"
+done
+echo "$(basename "$wheel") and $(basename "$sdist") carry env.py," \
+  "$(ls "$root"/migrations/versions/*.py | wc -l) revision(s) and" \
+  "$(cd "$root" && find loginetl/sql -name '*.sql' | wc -l) SQL files"
 
 step "install the wheel into a fresh virtualenv"
 python3 -m venv "$work/venv"
