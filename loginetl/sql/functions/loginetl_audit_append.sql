@@ -7,13 +7,7 @@ CREATE OR REPLACE FUNCTION public.loginetl_audit_append(p_token text, p_pii_fiel
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    
-    IF p_reason IS NULL OR pg_catalog.length(p_reason) NOT BETWEEN 1 AND 1000
-       OR pg_catalog.length(coalesce(p_os_user, '')) > 256
-       OR pg_catalog.length(coalesce(p_client_host, '')) > 256 THEN
-        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM public.loginetl_check_audit_text(p_reason, p_os_user, p_client_host);
 
     IF p_outcome IS NULL OR p_outcome <> ALL (ARRAY['revealed', 'decrypt_failed', 'refused_token_mismatch', 'refused_unverifiable', 'refused_no_private_key', 'refused_no_vault_grant', 'refused_no_signing_key']::text[]) THEN
         RAISE EXCEPTION 'not an outcome loginetl reports: %', pg_catalog.left(p_outcome, 40)

@@ -11,13 +11,7 @@ AS $function$
 DECLARE
     v_token text := 'rederive->' || coalesce(p_key_id, '') || ':' || coalesce(p_fingerprint, '');
 BEGIN
-    
-    IF p_reason IS NULL OR pg_catalog.length(p_reason) NOT BETWEEN 1 AND 1000
-       OR pg_catalog.length(coalesce(p_os_user, '')) > 256
-       OR pg_catalog.length(coalesce(p_client_host, '')) > 256 THEN
-        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM public.loginetl_check_audit_text(p_reason, p_os_user, p_client_host);
 
     IF v_token !~ '^rederive->(k[0-9]{1,6}):[0-9a-f]{16}$' THEN
         RAISE EXCEPTION 'key id or fingerprint malformed' USING ERRCODE = 'invalid_parameter_value';

@@ -12,13 +12,7 @@ DECLARE
     v_seq bigint;
     v_hash text;
 BEGIN
-    
-    IF p_reason IS NULL OR pg_catalog.length(p_reason) NOT BETWEEN 1 AND 1000
-       OR pg_catalog.length(coalesce(p_os_user, '')) > 256
-       OR pg_catalog.length(coalesce(p_client_host, '')) > 256 THEN
-        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM public.loginetl_check_audit_text(p_reason, p_os_user, p_client_host);
 
     
     IF p_keep_months IS NULL OR p_keep_months < 1 OR p_keep_months > 1200 THEN

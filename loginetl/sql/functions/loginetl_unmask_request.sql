@@ -10,13 +10,7 @@ CREATE OR REPLACE FUNCTION public.loginetl_unmask_request(p_token text, p_reason
  SET search_path TO 'pg_catalog', 'pg_temp'
 AS $function$
 BEGIN
-    
-    IF p_reason IS NULL OR pg_catalog.length(p_reason) NOT BETWEEN 1 AND 1000
-       OR pg_catalog.length(coalesce(p_os_user, '')) > 256
-       OR pg_catalog.length(coalesce(p_client_host, '')) > 256 THEN
-        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM public.loginetl_check_audit_text(p_reason, p_os_user, p_client_host);
 
     RETURN QUERY
     INSERT INTO public.unmask_audit AS a
