@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loginetl.cli.output import LOG_FORMATS, inert, print_json, setup_logging, stderr, stdout
+from loginetl.cli.output import inert, print_json, stderr, stdout
 from loginetl.cli.state import (
     EnvelopeOption,
     MetricsHostOption,
@@ -157,10 +157,6 @@ def consume_command(
     envelope: EnvelopeOption = None,
     metrics_port: MetricsPortOption = None,
     metrics_host: MetricsHostOption = "127.0.0.1",
-    log_format: Annotated[
-        str | None,
-        typer.Option("--log-format", help="auto, text or json (same as the global option)."),
-    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Load login messages from the queue into PostgreSQL, masking ip and device_id.
@@ -184,15 +180,6 @@ def consume_command(
         statement_timeout_seconds=statement_timeout,
         prefetch=prefetch,
     )
-    if log_format is not None:
-        if log_format not in LOG_FORMATS:
-            raise typer.BadParameter(
-                f"{log_format!r} is not one of {', '.join(LOG_FORMATS)}", param_hint="--log-format"
-            )
-        root = ctx.find_root().params
-        setup_logging(
-            verbose=root.get("verbose", 0), debug=root.get("debug", False), log_format=log_format
-        )
     stop = threading.Event()
     run = functools.partial(
         consume,
