@@ -34,6 +34,7 @@ from loginetl.actions.prefetch import Inline, Prefetcher
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat, Hold
 from loginetl.config import Settings
+from loginetl.core import limits
 from loginetl.core.attributes import AttributeKeys
 from loginetl.core.batch import InboundMessage
 from loginetl.core.envelope import EnvelopeMode
@@ -71,22 +72,18 @@ class ConsumeOptions:
     prefetch: bool = True  # receive a worker's next batch while it loads the last (prefetch.py)
 
     def __post_init__(self) -> None:
-        if self.max_messages is not None and self.max_messages < 1:
-            raise ValueError("max_messages must be at least 1")
-        if not 1 <= self.workers <= 64:
-            raise ValueError("workers must be between 1 and 64")
-        if not MAX_BATCH <= self.batch_messages <= 1000:
-            raise ValueError(f"batch_messages must be between {MAX_BATCH} and 1000")
-        if not 0 <= self.wait_seconds <= 20:
-            raise ValueError("wait_seconds must be between 0 and 20 (SQS long-poll limit)")
-        if self.idle_exit_seconds <= 0:
-            raise ValueError("idle_exit_seconds must be positive")
-        if not 1024 <= self.max_body_bytes <= 1024 * 1024:
-            raise ValueError("max_body_bytes must be between 1 KiB and 1 MiB (SQS's limit)")
-        if self.batch_bytes is not None and self.batch_bytes < 1024 * 1024:
-            raise ValueError("batch_bytes must be at least 1 MiB (one body of SQS's maximum)")
-        if self.statement_timeout_seconds <= 0:
-            raise ValueError("statement_timeout_seconds must be positive")
+        limits.MAX_MESSAGES.check("max_messages", self.max_messages)
+        limits.IDLE_EXIT_SECONDS.check("idle_exit_seconds", self.idle_exit_seconds)
+        limits.WORKERS.check("workers", self.workers)
+        limits.BATCH_MESSAGES.check("batch_messages", self.batch_messages)
+        limits.WAIT_SECONDS.check("wait_seconds", self.wait_seconds, "SQS long-poll limit")
+        limits.VISIBILITY_TIMEOUT.check("visibility_timeout", self.visibility_timeout)
+        limits.RETRY_SECONDS.check("retry_seconds", self.retry_seconds)
+        limits.MAX_BODY_BYTES.check("max_body_bytes", self.max_body_bytes, "SQS's limit")
+        limits.BATCH_BYTES.check("batch_bytes", self.batch_bytes, "one body of SQS's maximum")
+        limits.STATEMENT_TIMEOUT_SECONDS.check(
+            "statement_timeout_seconds", self.statement_timeout_seconds
+        )
 
     @property
     def gather_bytes(self) -> int:

@@ -21,6 +21,7 @@ from loginetl.cli.state import (
     settings_with_envelope,
 )
 from loginetl.cli.stopping import stop_on_signals
+from loginetl.core import limits
 from loginetl.core.messages import MAX_BODY_BYTES
 
 if TYPE_CHECKING:  # the action (boto3, SQLAlchemy, prometheus_client) loads when it runs
@@ -74,13 +75,15 @@ def consume_command(
     ctx: typer.Context,
     max_messages: Annotated[
         int | None,
-        typer.Option("--max", min=1, help="Stop after receiving this many messages."),
+        typer.Option(
+            "--max", min=limits.MAX_MESSAGES.lo, help="Stop after receiving this many messages."
+        ),
     ] = None,
     idle_exit: Annotated[
         float | None,
         typer.Option(
             "--idle-exit",
-            min=0.1,
+            min=limits.IDLE_EXIT_SECONDS.lo,
             help="Exit once no message has arrived for this many seconds (default 5).",
             show_default=False,
         ),
@@ -89,27 +92,36 @@ def consume_command(
         bool, typer.Option("--follow", help="Run as a worker until SIGINT/SIGTERM.")
     ] = False,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="Parallel receivers.")
+        int,
+        typer.Option(
+            "--workers", min=limits.WORKERS.lo, max=limits.WORKERS.hi, help="Parallel receivers."
+        ),
     ] = 4,
     batch_size: Annotated[
         int,
         typer.Option(
             "--batch-size",
-            min=10,
-            max=1000,
+            min=limits.BATCH_MESSAGES.lo,
+            max=limits.BATCH_MESSAGES.hi,
             help="Most messages per database transaction; a worker gathers more than one "
             "receive (10) only while the queue has a backlog.",
         ),
     ] = 300,
     wait_seconds: Annotated[
-        int, typer.Option("--wait-seconds", min=0, max=20, help="SQS long-poll wait per receive.")
+        int,
+        typer.Option(
+            "--wait-seconds",
+            min=limits.WAIT_SECONDS.lo,
+            max=limits.WAIT_SECONDS.hi,
+            help="SQS long-poll wait per receive.",
+        ),
     ] = 2,
     visibility_timeout: Annotated[
         int | None,
         typer.Option(
             "--visibility-timeout",
-            min=1,
-            max=43200,
+            min=limits.VISIBILITY_TIMEOUT.lo,
+            max=limits.VISIBILITY_TIMEOUT.hi,
             help="Override the queue's visibility timeout.",
         ),
     ] = None,
@@ -117,7 +129,7 @@ def consume_command(
         float,
         typer.Option(
             "--retry-seconds",
-            min=0,
+            min=limits.RETRY_SECONDS.lo,
             help="Ride out an SQS or database outage this long, then exit with code 2.",
         ),
     ] = 60.0,
@@ -125,8 +137,8 @@ def consume_command(
         int,
         typer.Option(
             "--max-body-bytes",
-            min=1024,
-            max=1024 * 1024,
+            min=limits.MAX_BODY_BYTES.lo,
+            max=limits.MAX_BODY_BYTES.hi,
             help="Larger bodies are dead-lettered as too_large (the contract: 256 KiB).",
         ),
     ] = MAX_BODY_BYTES,
@@ -134,7 +146,7 @@ def consume_command(
         float,
         typer.Option(
             "--statement-timeout",
-            min=0.1,
+            min=limits.STATEMENT_TIMEOUT_SECONDS.lo,
             help="Seconds one SQL statement may run (or wait for a lock); then it is retried.",
         ),
     ] = 60.0,
