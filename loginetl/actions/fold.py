@@ -86,5 +86,5 @@ def fold(
         vault_pending=last.inbox_entries if last else 0,
         behind_seconds=last.behind_seconds if last else 0.0,
         failed_rounds=failed,
-        stopped_because=stopped_because if follow else "nothing_pending",
+        stopped_because=stopped_because,
     )
