@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from loginetl.core.envelope import ENVELOPE_MODES, EnvelopeMode
+from loginetl.core.fifo import is_fifo
 from loginetl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,11 +30,6 @@ DEFAULT_ENVELOPE: EnvelopeMode = "auto"
 
 # SQS: 1-80 characters, a FIFO queue's name being one that ends in ".fifo".
 _QUEUE_NAME = re.compile(r"^(?=.{1,80}$)[A-Za-z0-9_-]+(\.fifo)?$")
-
-
-def is_fifo_name(name: str) -> bool:
-    """Whether a queue name names a FIFO queue (SQS requires the suffix on every FIFO queue)."""
-    return name.endswith(".fifo")
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ class Settings:
             )
         if self.queue_name == self.dlq_name:
             raise ConfigError("the queue and the dead-letter queue must be different queues")
-        if is_fifo_name(self.queue_name) != is_fifo_name(self.dlq_name):
+        if is_fifo(self.queue_name) != is_fifo(self.dlq_name):
             raise ConfigError(
                 "a FIFO queue needs a FIFO dead-letter queue and a standard queue a standard one; "
                 "name both *.fifo or neither (LOGINETL_QUEUE, LOGINETL_DLQ)"
@@ -120,11 +116,6 @@ class Settings:
                 raise ConfigError(
                     "AWS_ENDPOINT_URL must be an http(s) URL such as http://127.0.0.1:4566"
                 )
-
-    @property
-    def fifo(self) -> bool:
-        """Whether the queue (and so its dead-letter queue) is a FIFO queue."""
-        return is_fifo_name(self.queue_name)
 
     @property
     def safe_database_url(self) -> str:

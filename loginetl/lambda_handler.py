@@ -43,7 +43,7 @@ from loginetl.actions.load import Loader
 from loginetl.actions.pipeline import Pipeline
 from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.config import Settings
-from loginetl.core.lambda_event import batch_response, is_fifo, messages_of
+from loginetl.core.lambda_event import batch_response, from_fifo, messages_of
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError
 from loginetl.logs import quiet_chatty_libraries
@@ -100,7 +100,7 @@ def _build(environ: Mapping[str, str]) -> _Runtime:
     settings = _settings(environ)
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
-    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
+    attribute_keys = keys.load_keyring(settings.keys_dir, keys.ATTRIBUTE_FILE)
     engine = db.make_engine(
         settings.database_url, pool_size=1, statement_timeout_ms=STATEMENT_TIMEOUT_MS
     )
@@ -189,7 +189,7 @@ def handler(event: Mapping[str, Any], context: object = None) -> dict[str, Any]:
     _retry_budget[0] = retry_seconds(context)
     _housekeeping(rt)
     try:
-        outcome = rt.pipeline.process(messages, fifo=is_fifo(event))
+        outcome = rt.pipeline.process(messages, fifo=from_fifo(event))
     except Fatal as fatal:  # ours: every record comes back, nothing was dead-lettered
         raise fatal.error from None
     failed = outcome.retry  # on FIFO: a stuck record and what it held back in its group

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from loginetl.actions.visibility import Hold
-from loginetl.core.attributes import AttributeKeys, sign
+from loginetl.core.attributes import sign
 from loginetl.core.batch import InboundMessage, RejectedMessage, dead_letter_attributes
-from loginetl.core.fifo import deduplication_id
+from loginetl.core.fifo import deduplication_id, is_fifo
+from loginetl.core.keyring import Keyring
 from loginetl.core.messages import body_bytes
 from loginetl.errors import ConfigError, LoginetlError
 from loginetl.services import failpoints
@@ -57,14 +58,14 @@ class Acknowledger:
         sqs: SqsService,
         queue_url: str,
         dlq_url: str,
-        attribute_keys: AttributeKeys,
+        attribute_keys: Keyring,
         *,
         workers: int,
         on_delete_failures: Callable[[int], None],
         on_fatal: Callable[[LoginetlError], None],
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
-        self.fifo = dlq_url.endswith(".fifo")
+        self.fifo = is_fifo(dlq_url)
         self.attribute_keys = attribute_keys
         self.on_delete_failures = on_delete_failures
         self.on_fatal = on_fatal

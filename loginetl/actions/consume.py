@@ -35,9 +35,10 @@ from loginetl.actions.retry_policy import Fatal, Outage
 from loginetl.actions.visibility import Heartbeat, Hold
 from loginetl.config import Settings
 from loginetl.core import limits
-from loginetl.core.attributes import AttributeKeys
 from loginetl.core.batch import InboundMessage
 from loginetl.core.envelope import EnvelopeMode
+from loginetl.core.fifo import is_fifo
+from loginetl.core.keyring import Keyring
 from loginetl.core.lag import LagSample
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
@@ -205,7 +206,7 @@ class Consumer:
         engine: Engine,
         masker: Masker,
         sealer: VaultSealer,
-        attribute_keys: AttributeKeys,
+        attribute_keys: Keyring,
         queue_url: str,
         dlq_url: str,
         options: ConsumeOptions,
@@ -219,7 +220,7 @@ class Consumer:
         self.attribute_keys = attribute_keys
         self.queue_url = queue_url
         self.dlq_url = dlq_url
-        self.fifo = queue_url.endswith(".fifo")  # keep each message group's order
+        self.fifo = is_fifo(queue_url)  # keep each message group's order
         self.options = options
         self.envelope = envelope
         self.stop = stop or threading.Event()
@@ -565,7 +566,7 @@ def consume(
     """Check keys, schema and queues, then consume; the CLI's ``consume`` in one call."""
     masker = keys.load_masker(settings.keys_dir)
     sealer = VaultSealer(keys.load_public_key(settings.keys_dir))
-    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
+    attribute_keys = keys.load_keyring(settings.keys_dir, keys.ATTRIBUTE_FILE)
     if excess := keys.excess_for_consumer(settings.keys_dir):
         log.warning(
             "the keys directory holds more than consume needs (%s); give consumer hosts "

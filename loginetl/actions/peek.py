@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, trust
+from loginetl.core.attributes import trust
 from loginetl.core.batch import (
     ATTR_DETAIL,
     ATTR_FIRST_SEEN,
@@ -27,6 +27,7 @@ from loginetl.core.batch import (
     parse_batch,
 )
 from loginetl.core.envelope import EnvelopeMode, kind_of
+from loginetl.core.keyring import Keyring
 from loginetl.core.masking import Masker
 from loginetl.errors import Refused
 from loginetl.services import keys
@@ -83,7 +84,7 @@ def describe_message(
     masker: Masker,
     max_receive_count: int | None,
     *,
-    attribute_keys: AttributeKeys | None,
+    attribute_keys: Keyring | None,
     now: datetime,
     envelope: EnvelopeMode = "auto",
 ) -> PeekedMessage:
@@ -116,11 +117,11 @@ def describe_message(
     )
 
 
-def attribute_keys_of(settings: Settings) -> AttributeKeys | None:
+def attribute_keys_of(settings: Settings) -> Keyring | None:
     """The attribute keys, or None on a host without the file (then nothing is believed)."""
     if not (settings.keys_dir / keys.ATTRIBUTE_FILE).exists():
         return None
-    return keys.load_attribute_keys(settings.keys_dir)
+    return keys.load_keyring(settings.keys_dir, keys.ATTRIBUTE_FILE)
 
 
 def queue_health(sqs: SqsService, settings: Settings) -> tuple[QueueHealth, str, str]:

@@ -34,10 +34,10 @@ from functools import partial
 from loginetl.actions.acknowledge import Acknowledger
 from loginetl.actions.load import Loader
 from loginetl.actions.prepare import prepare_isolating, trust_all
-from loginetl.core.attributes import AttributeKeys
 from loginetl.core.batch import InboundMessage
 from loginetl.core.envelope import EnvelopeMode
 from loginetl.core.fifo import behind, in_group_order, without
+from loginetl.core.keyring import Keyring
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES
 from loginetl.core.vault_crypto import VaultSealer
@@ -79,7 +79,7 @@ class Pipeline:
     acknowledger: Acknowledger
     masker: Masker
     sealer: VaultSealer
-    attribute_keys: AttributeKeys
+    attribute_keys: Keyring
     envelope: EnvelopeMode = "auto"
     max_body_bytes: int = MAX_BODY_BYTES
 

@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from loginetl.actions.retry_policy import Fatal
-from loginetl.core.attributes import AttributeKeys, trust
+from loginetl.core.attributes import trust
 from loginetl.core.batch import (
     PREPARATION_FAILED,
     InboundMessage,
@@ -24,6 +24,7 @@ from loginetl.core.batch import (
     prepare_batch,
 )
 from loginetl.core.envelope import EnvelopeMode
+from loginetl.core.keyring import Keyring
 from loginetl.core.masking import Masker
 from loginetl.core.messages import MAX_BODY_BYTES, Rejection
 from loginetl.core.vault_crypto import VaultSealer
@@ -34,7 +35,7 @@ log = logging.getLogger("loginetl.consume")
 
 
 def trust_all(
-    messages: Sequence[InboundMessage], attribute_keys: AttributeKeys
+    messages: Sequence[InboundMessage], attribute_keys: Keyring
 ) -> tuple[list[InboundMessage], int]:
     """Keep only the loginetl-* attributes whose signature verifies and values are sane;
     return the messages and how many carried attributes that did not verify."""

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, sign, trust
+from loginetl.core.attributes import sign, trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
-from loginetl.core.fifo import deduplication_id, in_group_order
+from loginetl.core.fifo import deduplication_id, in_group_order, is_fifo
+from loginetl.core.keyring import Keyring
 from loginetl.core.pacing import DEFAULT_HOLD_SECONDS, RampedRate
 from loginetl.errors import LoginetlError
 from loginetl.services import failpoints, keys
@@ -77,7 +78,7 @@ class _Entry:
     unverified: bool
 
 
-def _entry(message: InboundMessage, attribute_keys: AttributeKeys, now: datetime) -> _Entry:
+def _entry(message: InboundMessage, attribute_keys: Keyring, now: datetime) -> _Entry:
     """What consume would believe of it (core.attributes.trust), and the reason to select by."""
     verified = trust(message.attributes, message.body, attribute_keys, now=now)
     reason = verified.attributes.get(ATTR_REASON)
@@ -98,7 +99,7 @@ class _Replay:
         queue_url: str,
         dlq_url: str,
         *,
-        attribute_keys: AttributeKeys,
+        attribute_keys: Keyring,
         max_messages: int | None,
         reason: str | None,
         dry_run: bool,
@@ -108,7 +109,7 @@ class _Replay:
         envelope: EnvelopeMode = "auto",
     ) -> None:
         self.sqs, self.queue_url, self.dlq_url = sqs, queue_url, dlq_url
-        self.fifo = queue_url.endswith(".fifo")
+        self.fifo = is_fifo(queue_url)
         self.envelope = envelope
         self.attribute_keys = attribute_keys
         self.unverified = 0
@@ -264,7 +265,7 @@ def replay_dlq(
 
     ``on_start`` is told the DLQ's approximate depth first (for a progress bar).
     """
-    attribute_keys = keys.load_attribute_keys(settings.keys_dir)
+    attribute_keys = keys.load_keyring(settings.keys_dir, keys.ATTRIBUTE_FILE)
     sqs = SqsService.for_settings(settings)
     queue_url, dlq_url = sqs.queue_url(settings.queue_name), sqs.queue_url(settings.dlq_name)
     if on_start is not None:

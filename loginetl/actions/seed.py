@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loginetl.config import Settings
+from loginetl.core.fifo import is_fifo
 from loginetl.errors import LoginetlError
 from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
 
@@ -61,7 +62,7 @@ def send_bodies(
 ) -> tuple[int, int]:
     """Send bodies in batches of 10 from several threads; return (sent, failed)."""
     source: Iterator[str] = iter(bodies)
-    fifo = queue_url.endswith(".fifo")
+    fifo = is_fifo(queue_url)
     lock = threading.Lock()
     counts = {"sent": 0, "failed": 0}
     errors: list[BaseException] = []

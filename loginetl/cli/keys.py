@@ -27,8 +27,8 @@ def init(
 ) -> None:
     """Create the HMAC key, vault key pair, attribute key and audit-signing key pair.
 
-    Files 0600; never overwrites. Run on a keys directory from an older loginetl, it adds
-    only the files that directory lacks.
+    Files 0600; never overwrites: a complete directory is left as it is, a partial one
+    is refused.
 
     Example: loginetl keys init --dir /etc/loginetl/keys
     """
@@ -65,7 +65,7 @@ def rotate(
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
     from loginetl.services import keys
 
-    result = keys.rotate_hmac_key(target)
+    result = keys.rotate_keyring(target, keys.HMAC_FILE)
     stdout.print(
         inert(
             f"new tokens now use {result.current} (was {result.previous}); old tokens still "
@@ -123,7 +123,7 @@ def rotate_attributes(
     target = (directory or settings_of(ctx).keys_dir).expanduser().absolute()
     from loginetl.services import keys
 
-    result = keys.rotate_attribute_key(target)
+    result = keys.rotate_keyring(target, keys.ATTRIBUTE_FILE)
     stdout.print(
         inert(
             f"message attributes are now signed with {result.current} (was {result.previous}); "

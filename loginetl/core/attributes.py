@@ -17,9 +17,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
+
+from loginetl.core.keyring import Keyring
 
 ATTR_ORIGINAL_MESSAGE_ID: Final = "loginetl-original-message-id"
 ATTR_ORIGINAL_SENT_AT: Final = "loginetl-original-sent-at"  # epoch milliseconds
@@ -56,18 +58,6 @@ _TAG_FORMAT: Final = re.compile(r"[0-9a-f]{64}")  # what _tag returns; compare_d
 
 
 @dataclass(frozen=True)
-class AttributeKeys:
-    """HMAC keys for loginetl's attributes: sign with ``current``, verify with any."""
-
-    current: str
-    keys: Mapping[str, bytes] = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if self.current not in self.keys:
-            raise ValueError("the current attribute key id is not among the keys")
-
-
-@dataclass(frozen=True)
 class Verified:
     """The loginetl attributes that can be believed, and whether anything was dropped."""
 
@@ -92,7 +82,7 @@ def _tag(key: bytes, attributes: Mapping[str, str], body: str) -> str:
     return hmac.digest(key, _canonical(attributes, body), "sha256").hex()
 
 
-def sign(attributes: Mapping[str, str], body: str, keys: AttributeKeys) -> dict[str, str]:
+def sign(attributes: Mapping[str, str], body: str, keys: Keyring) -> dict[str, str]:
     """Return the attributes with a key id and a tag over them and the body."""
     signed = {k: v for k, v in attributes.items() if k not in (ATTR_KEY_ID, ATTR_TAG)}
     mine = {k: v for k, v in signed.items() if k in SIGNED}
@@ -131,9 +121,7 @@ def _in_range(name: str, value: str, now: datetime) -> bool:
     return len(value) <= _DETAIL_MAX  # ATTR_DETAIL
 
 
-def verify(
-    attributes: Mapping[str, str], body: str, keys: AttributeKeys, *, now: datetime
-) -> Verified:
+def verify(attributes: Mapping[str, str], body: str, keys: Keyring, *, now: datetime) -> Verified:
     """Keep the loginetl attributes whose tag verifies and whose values are in range.
 
     Never raises. Attributes that are not loginetl's pass through untouched.
@@ -163,7 +151,7 @@ def unverified(attributes: Mapping[str, str]) -> Verified:
 
 
 def trust(
-    attributes: Mapping[str, str], body: str, keys: AttributeKeys | None, *, now: datetime
+    attributes: Mapping[str, str], body: str, keys: Keyring | None, *, now: datetime
 ) -> Verified:
     """What consume believes of a message's attributes: the one path consume, peek and
     replay share. Without keys, or if verification fails unexpectedly, nothing of

@@ -18,6 +18,11 @@ from loginetl.core.batch import InboundMessage, PreparedBatch
 MAX_DEDUPLICATION_ID = 128  # SQS: up to 128 of a-z A-Z 0-9 and !"#$%&'()*+,-./:;<=>?@[\]^_`{|}~
 
 
+def is_fifo(queue: str) -> bool:
+    """Whether a queue's name, URL or ARN names a FIFO queue (SQS requires the suffix)."""
+    return queue.endswith(".fifo")
+
+
 def deduplication_id(purpose: str, message: InboundMessage) -> str:
     """A MessageDeduplicationId for a copy of ``message`` sent for ``purpose``.
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from loginetl.core.batch import InboundMessage
+from loginetl.core.fifo import is_fifo
 from loginetl.core.sqs_message import MalformedMessage, decode_message
 
 
@@ -30,10 +31,10 @@ def messages_of(event: Mapping[str, Any]) -> list[InboundMessage]:
         raise MalformedEvent(str(error)) from None
 
 
-def is_fifo(event: Mapping[str, Any]) -> bool:
+def from_fifo(event: Mapping[str, Any]) -> bool:
     """Whether the records come from a FIFO queue (its ARN ends in .fifo)."""
     return any(
-        str(record.get("eventSourceARN", "")).endswith(".fifo")
+        is_fifo(str(record.get("eventSourceARN", "")))
         for record in event.get("Records") or []
         if isinstance(record, Mapping)
     )

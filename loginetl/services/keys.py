@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from loginetl.core.attributes import ATTRIBUTE_KEY_ID, AttributeKeys
+from loginetl.core.attributes import ATTRIBUTE_KEY_ID
+from loginetl.core.keyring import Keyring
 from loginetl.core.masking import KEY_ID_PATTERN, MIN_KEY_BYTES, Masker
 from loginetl.errors import KeyMaterialError
 
@@ -44,6 +46,19 @@ ATTRIBUTE_FILE = "attribute-keys.json"
 # What a consumer host gets from ``keys export-consumer``: the HMAC file trimmed to its
 # current key, then every other file here copied as it is. Only what writing needs.
 CONSUMER_FILES: tuple[str, ...] = (HMAC_FILE, PUBLIC_FILE, ATTRIBUTE_FILE)
+
+
+@dataclass(frozen=True)
+class _KeyringKind:
+    what: str
+    prefix: str  # key ids are the prefix and a number: k1, k2, ... or a1, a2, ...
+    ids: re.Pattern[str]
+
+
+KEYRINGS: dict[str, _KeyringKind] = {
+    HMAC_FILE: _KeyringKind("the HMAC key file", "k", KEY_ID_PATTERN),
+    ATTRIBUTE_FILE: _KeyringKind("the attribute key file", "a", ATTRIBUTE_KEY_ID),
+}
 
 
 @dataclass(frozen=True)
@@ -74,60 +89,36 @@ def _pem_public(key: X25519PublicKey | Ed25519PublicKey) -> bytes:
     )
 
 
-def _init_audit_signing(directory: Path) -> tuple[str, ...]:
-    """Add the audit-signing pair if neither half is there; never touch another file."""
-    names = (AUDIT_PRIVATE_FILE, AUDIT_PUBLIC_FILE)
-    present = [n for n in names if (directory / n).exists()]
-    if len(present) == len(names):
-        return ()
-    if present:
-        raise KeyMaterialError(
-            f"{directory} holds only half of the audit-signing key pair ({present[0]}); "
-            "move it away, then run keys init again"
-        )
-    key = Ed25519PrivateKey.generate()
-    _write_secret(directory / AUDIT_PRIVATE_FILE, _pem_private(key))
-    _write_secret(directory / AUDIT_PUBLIC_FILE, _pem_public(key.public_key()))
-    return names
-
-
-def _new_attribute_keys() -> bytes:
-    document = {"current": "a1", "keys": {"a1": base64.b64encode(os.urandom(32)).decode()}}
+def _new_keyring(prefix: str) -> bytes:
+    key_id = f"{prefix}1"
+    document = {"current": key_id, "keys": {key_id: base64.b64encode(os.urandom(32)).decode()}}
     return json.dumps(document, indent=2).encode()
-
-
-def _add_later_files(directory: Path) -> tuple[str, ...]:
-    """Add the files later versions introduced (attribute keys, audit signing); touch no other."""
-    added: tuple[str, ...] = ()
-    if not (directory / ATTRIBUTE_FILE).exists():
-        _write_secret(directory / ATTRIBUTE_FILE, _new_attribute_keys())
-        added += (ATTRIBUTE_FILE,)
-    return added + _init_audit_signing(directory)
 
 
 def init_keys(directory: Path) -> KeysCreated:
     """Create the HMAC key, vault key pair, attribute key and audit-signing key pair.
 
-    Idempotent when complete; a directory made by an older loginetl (the first three files)
-    gains only the files it lacks, its other files untouched.
+    Idempotent when complete; a directory holding only some of them is refused (mixing
+    keys from two sets would break tokens or the vault for good).
     """
-    names = (HMAC_FILE, PUBLIC_FILE, PRIVATE_FILE)
+    names = (*KEYRINGS, PUBLIC_FILE, PRIVATE_FILE, AUDIT_PRIVATE_FILE, AUDIT_PUBLIC_FILE)
     present = [n for n in names if (directory / n).exists()]
     if len(present) == len(names):
-        added = _add_later_files(directory)
-        return KeysCreated(directory, added, already_present=not added)
+        return KeysCreated(directory, (), already_present=True)
     if present:
         raise KeyMaterialError(
             f"{directory} holds only some key files ({', '.join(present)}); refusing to "
             "overwrite or mix keys; move them away or choose another --dir"
         )
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    hmac_doc = {"current": "k1", "keys": {"k1": base64.b64encode(os.urandom(32)).decode()}}
-    private = X25519PrivateKey.generate()
-    _write_secret(directory / HMAC_FILE, json.dumps(hmac_doc, indent=2).encode())
-    _write_secret(directory / PUBLIC_FILE, _pem_public(private.public_key()))
-    _write_secret(directory / PRIVATE_FILE, _pem_private(private))
-    return KeysCreated(directory, names + _add_later_files(directory), already_present=False)
+    for name, ring in KEYRINGS.items():
+        _write_secret(directory / name, _new_keyring(ring.prefix))
+    vault, audit = X25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    _write_secret(directory / PUBLIC_FILE, _pem_public(vault.public_key()))
+    _write_secret(directory / PRIVATE_FILE, _pem_private(vault))
+    _write_secret(directory / AUDIT_PRIVATE_FILE, _pem_private(audit))
+    _write_secret(directory / AUDIT_PUBLIC_FILE, _pem_public(audit.public_key()))
+    return KeysCreated(directory, names, already_present=False)
 
 
 def _read_secret(path: Path, what: str, hint: str) -> bytes:
@@ -148,31 +139,19 @@ def _read_secret(path: Path, what: str, hint: str) -> bytes:
 _INIT_HINT = "create keys with: loginetl keys init --dir DIR, and set LOGINETL_KEYS_DIR=DIR"
 
 
-def load_masker(directory: Path) -> Masker:
-    """Load the current HMAC key as a Masker."""
-    path = directory / HMAC_FILE
-    raw = _read_secret(path, "the HMAC key file", _INIT_HINT)
-    try:
-        document = json.loads(raw)
-        key_id = document["current"]
-        key = base64.b64decode(document["keys"][key_id], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise KeyMaterialError(f"the HMAC key file at {path} is malformed") from None
-    if not isinstance(key_id, str) or not KEY_ID_PATTERN.fullmatch(key_id):
-        raise KeyMaterialError(f"the HMAC key file at {path} names an invalid current key id")
-    if len(key) < MIN_KEY_BYTES:
-        raise KeyMaterialError(f"the HMAC key {key_id} in {path} is shorter than 32 bytes")
-    return Masker(key_id=key_id, key=key)
+@dataclass(frozen=True)
+class Rotated:
+    """The HMAC key ids before and after ``keys rotate``."""
+
+    previous: str
+    current: str
+    path: Path
 
 
-def load_attribute_keys(directory: Path) -> AttributeKeys:
-    """Load every attribute key (verification accepts any; signing uses the current one)."""
-    path = directory / ATTRIBUTE_FILE
-    raw = _read_secret(
-        path,
-        "the attribute key file",
-        "add it with: loginetl keys init --dir DIR (the other key files are left alone)",
-    )
+def load_keyring(directory: Path, name: str) -> Keyring:
+    """Load and check a keyring file (``HMAC_FILE`` or ``ATTRIBUTE_FILE``): every key."""
+    path, kind = directory / name, KEYRINGS[name]
+    raw = _read_secret(path, kind.what, _INIT_HINT)
     try:
         document = json.loads(raw)
         current = document["current"]
@@ -180,27 +159,50 @@ def load_attribute_keys(directory: Path) -> AttributeKeys:
             key_id: base64.b64decode(value, validate=True)
             for key_id, value in document["keys"].items()
         }
-        if not isinstance(current, str):
-            raise TypeError
+        ring = Keyring(current=current, keys=loaded)
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
-        raise KeyMaterialError(f"the attribute key file at {path} is malformed") from None
+        raise KeyMaterialError(
+            f"{kind.what} at {path} is malformed (or names a missing current key)"
+        ) from None
     for key_id, key in loaded.items():
-        if not ATTRIBUTE_KEY_ID.fullmatch(key_id) or len(key) < MIN_KEY_BYTES:
-            raise KeyMaterialError(
-                f"the attribute key file at {path} holds an invalid key id or a key shorter "
-                "than 32 bytes"
-            )
-    if current not in loaded:
-        raise KeyMaterialError(f"the attribute key file at {path} names a missing current key")
-    return AttributeKeys(current=current, keys=loaded)
+        if not isinstance(key_id, str) or not kind.ids.fullmatch(key_id):
+            raise KeyMaterialError(f"{kind.what} at {path} holds an invalid key id")
+        if len(key) < MIN_KEY_BYTES:
+            raise KeyMaterialError(f"the key {key_id} in {path} is shorter than 32 bytes")
+    return ring
 
 
-def rotate_attribute_key(directory: Path) -> Rotated:
-    """Add a new attribute key and sign with it; old keys stay, so old DLQ messages verify."""
-    previous = load_attribute_keys(directory)  # validates the file and its permissions
-    new_id = f"a{max((int(k[1:]) for k in previous.keys), default=0) + 1}"
-    _add_current_key(directory / ATTRIBUTE_FILE, new_id)
-    return Rotated(previous=previous.current, current=new_id, path=directory / ATTRIBUTE_FILE)
+def rotate_keyring(directory: Path, name: str) -> Rotated:
+    """Add a random 32-byte key to a keyring file and make it current; old keys stay."""
+    path, prefix = directory / name, KEYRINGS[name].prefix
+    previous = load_keyring(directory, name)  # validates the file and its permissions
+    new_id = f"{prefix}{max(int(k[1:]) for k in previous.keys) + 1}"
+    document = {
+        "current": new_id,
+        "keys": {
+            **{k: base64.b64encode(v).decode() for k, v in previous.keys.items()},
+            new_id: base64.b64encode(os.urandom(32)).decode(),
+        },
+    }
+    staged = path.with_suffix(".json.new")
+    staged.unlink(missing_ok=True)
+    _write_secret(staged, json.dumps(document, indent=2).encode())
+    os.replace(staged, path)  # atomic: readers see the old file or the new one
+    return Rotated(previous=previous.current, current=new_id, path=path)
+
+
+def load_masker(directory: Path) -> Masker:
+    """The current HMAC key as a Masker (what consume masks with)."""
+    ring = load_keyring(directory, HMAC_FILE)
+    return Masker(ring.current, ring.current_key)
+
+
+def load_maskers(directory: Path) -> dict[str, Masker]:
+    """Every HMAC key as a Masker, by key id (re-deriving and unmasking need old keys)."""
+    return {
+        key_id: Masker(key_id, key)
+        for key_id, key in load_keyring(directory, HMAC_FILE).keys.items()
+    }
 
 
 def load_public_key(directory: Path) -> X25519PublicKey:
@@ -238,47 +240,6 @@ def load_private_key(path: Path) -> X25519PrivateKey:
     if not isinstance(key, X25519PrivateKey):
         raise _wrong_kind(path, what, "X25519")
     return key
-
-
-@dataclass(frozen=True)
-class Rotated:
-    """The HMAC key ids before and after ``keys rotate``."""
-
-    previous: str
-    current: str
-    path: Path
-
-
-def rotate_hmac_key(directory: Path) -> Rotated:
-    """Add a new HMAC key and make it current; old keys stay (their tokens stay valid)."""
-    path = directory / HMAC_FILE
-    masker = load_masker(directory)  # validates the file and its permissions
-    document = json.loads(path.read_bytes())
-    numbers = [int(k[1:]) for k in document["keys"] if KEY_ID_PATTERN.fullmatch(k)]
-    new_id = f"k{max(numbers, default=0) + 1}"
-    _add_current_key(path, new_id)
-    return Rotated(previous=masker.key_id, current=new_id, path=path)
-
-
-def _add_current_key(path: Path, new_id: str) -> None:
-    """Add a random 32-byte key ``new_id`` to a key file and make it current."""
-    document = json.loads(path.read_bytes())
-    document["keys"][new_id] = base64.b64encode(os.urandom(32)).decode()
-    document["current"] = new_id
-    staged = path.with_suffix(".json.new")
-    staged.unlink(missing_ok=True)
-    _write_secret(staged, json.dumps(document, indent=2).encode())
-    os.replace(staged, path)  # atomic: readers see the old file or the new one
-
-
-def load_maskers(directory: Path) -> dict[str, Masker]:
-    """Every HMAC key in the file, by key id (re-deriving tokens needs the new one by name)."""
-    load_masker(directory)  # validates the file and its permissions
-    document = json.loads((directory / HMAC_FILE).read_bytes())
-    return {
-        key_id: Masker(key_id, base64.b64decode(value))
-        for key_id, value in document["keys"].items()
-    }
 
 
 def load_audit_signer(directory: Path) -> Ed25519PrivateKey:
@@ -362,9 +323,8 @@ def excess_for_consumer(directory: Path) -> tuple[str, ...]:
     if (directory / PRIVATE_FILE).exists():
         excess.append(f"the vault private key ({PRIVATE_FILE})")
     try:
-        document = json.loads((directory / HMAC_FILE).read_bytes())
-        older = len(set(document["keys"]) - {document["current"]})
-    except (OSError, ValueError, KeyError, TypeError):
+        older = len(load_keyring(directory, HMAC_FILE).keys) - 1
+    except KeyMaterialError:
         older = 0  # load_masker reports an unreadable file; this is only a warning
     if older:
         excess.append(f"{older} HMAC key(s) other than the current one")

@@ -22,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
 from loginetl.core.error_classes import permanent_sqs_fix
+from loginetl.core.fifo import is_fifo
 from loginetl.core.sqs_message import decode_message
 from loginetl.errors import ConfigError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 from loginetl.services import failpoints
@@ -200,9 +201,7 @@ class SqsService:
         from the original message id, so content-based deduplication stays off).
         """
         fifo: dict[Any, str] = (
-            {"FifoQueue": "true", "ContentBasedDeduplication": "false"}
-            if name.endswith(".fifo")
-            else {}
+            {"FifoQueue": "true", "ContentBasedDeduplication": "false"} if is_fifo(name) else {}
         )
         created: list[str] = []
         differences: list[str] = []

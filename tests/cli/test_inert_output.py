@@ -451,7 +451,7 @@ def test_commands_that_print_one_line(data: st.DataObject) -> None:
         ),
         (
             ["keys", "rotate", "--dir", "/nonexistent"],
-            {"loginetl.services.keys.rotate_hmac_key": lambda d: Rotated("k1", current, d)},
+            {"loginetl.services.keys.rotate_keyring": lambda d, _n: Rotated("k1", current, d)},
         ),
         (["stats"], {"loginetl.actions.stats.stats": fail}),
     ]

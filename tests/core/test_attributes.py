@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 
 from loginetl.core import attributes as a
 from loginetl.core.batch import InboundMessage
+from loginetl.core.keyring import Keyring
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-KEYS = a.AttributeKeys(current="a2", keys={"a1": b"1" * 32, "a2": b"2" * 32})
+KEYS = Keyring(current="a2", keys={"a1": b"1" * 32, "a2": b"2" * 32})
 BODY = '{"user_id": "u"}'
 
 
@@ -37,7 +38,7 @@ def test_a_signed_set_verifies_and_passes_other_attributes_through() -> None:
 
 
 def test_any_key_in_the_file_verifies_so_old_dlq_messages_survive_a_rotation() -> None:
-    old = a.AttributeKeys(current="a1", keys={"a1": b"1" * 32})
+    old = Keyring(current="a1", keys={"a1": b"1" * 32})
     assert not a.verify(a.sign(genuine(), BODY, old), BODY, KEYS, now=NOW).dropped
 
 

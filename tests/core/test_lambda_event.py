@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loginetl.core.batch import InboundMessage
-from loginetl.core.lambda_event import MalformedEvent, batch_response, is_fifo, messages_of
+from loginetl.core.lambda_event import MalformedEvent, batch_response, from_fifo, messages_of
 
 RECORD: dict[str, Any] = {
     "messageId": "059f36b4-87a3-44ab-83d2-661975830a7d",
@@ -52,8 +52,8 @@ def test_a_record_becomes_the_message_consume_would_have_received() -> None:
         group_id="g1",
         sequence_number=18849496460467696128,
     )
-    assert is_fifo({"Records": [RECORD]})
-    assert not is_fifo({"Records": [{**RECORD, "eventSourceARN": "arn:aws:sqs:r:1:logins"}]})
+    assert from_fifo({"Records": [RECORD]})
+    assert not from_fifo({"Records": [{**RECORD, "eventSourceARN": "arn:aws:sqs:r:1:logins"}]})
 
 
 def test_the_response_lists_each_failed_record_once_in_order() -> None:

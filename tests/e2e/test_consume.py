@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from loginetl import __version__
 from loginetl.cli import app
 from loginetl.config import Settings
-from loginetl.core.attributes import AttributeKeys, sign
+from loginetl.core.attributes import sign
 from loginetl.core.batch import ATTR_ORIGINAL_MESSAGE_ID, InboundMessage, prepare_batch
+from loginetl.core.keyring import Keyring
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener, VaultSealer
 from loginetl.services import db, keys
-from loginetl.services.keys import load_attribute_keys
+from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
@@ -129,7 +130,7 @@ def test_a_replayed_copy_with_the_original_id_is_skipped(
     original = sqs.client.send_message(QueueUrl=queues[0], MessageBody=body)["MessageId"]
     assert consume_json(cli_env)["loaded"] == 1
     signed = sign(
-        {ATTR_ORIGINAL_MESSAGE_ID: original}, body, load_attribute_keys(settings.keys_dir)
+        {ATTR_ORIGINAL_MESSAGE_ID: original}, body, load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     )
     sqs.send(queues[0], [OutboundMessage(body, signed)])
     summary = consume_json(cli_env)
@@ -149,7 +150,7 @@ def test_a_producer_cannot_forge_an_original_id_to_get_a_login_deleted(
     original = sqs.client.send_message(QueueUrl=queues[0], MessageBody=first)["MessageId"]
     assert consume_json(cli_env)["loaded"] == 1
     # Unsigned, and signed with a key loginetl does not hold: both are ignored.
-    stranger = AttributeKeys("a1", {"a1": b"s" * 32})
+    stranger = Keyring("a1", {"a1": b"s" * 32})
     sqs.send(
         queues[0],
         [

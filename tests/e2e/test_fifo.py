@@ -20,7 +20,7 @@ from loginetl.config import Settings
 from loginetl.core.attributes import trust
 from loginetl.core.batch import InboundMessage
 from loginetl.errors import ConfigError
-from loginetl.services.keys import load_attribute_keys
+from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.sqs import SqsService
 from tests.conftest import consume_process, env_for, finish
 from tests.e2e.conftest import consume_json, count_rows, drain
@@ -159,7 +159,7 @@ def test_fifo_pair_keeps_group_order_through_consume_the_dlq_and_replay(
     # The DLQ copies keep their group, in order, with signed reasons.
     dead = sample_all(sqs, dlq_url)
     assert len(dead) == PER_GROUP + len(MALFORMED)
-    keys = load_attribute_keys(fifo_settings.keys_dir)
+    keys = load_keyring(fifo_settings.keys_dir, ATTRIBUTE_FILE)
     by_group: dict[str, list[InboundMessage]] = defaultdict(list)
     for message in sorted(dead, key=lambda m: m.sequence_number or 0):
         verified = trust(message.attributes, message.body, keys, now=datetime.now(UTC))

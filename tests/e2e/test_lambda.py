@@ -30,7 +30,7 @@ from loginetl.config import Settings
 from loginetl.core.attributes import trust
 from loginetl.errors import LoginetlError
 from loginetl.services import sqs as sqs_module
-from loginetl.services.keys import load_attribute_keys
+from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.sqs import SqsService
 from tests.conftest import database_name, env_for
 from tests.e2e.conftest import INVALID_BODIES, count_rows, drain
@@ -183,7 +183,7 @@ def loginetl_connections(database_url: str) -> int:
 
 def dead_letters(settings: Settings, sqs: SqsService, dlq_url: str) -> dict[str, str]:
     """original message id -> verified reason, of everything drained from the DLQ."""
-    keys = load_attribute_keys(settings.keys_dir)
+    keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     out: dict[str, str] = {}
     for message in drain(sqs, dlq_url):
         verified = trust(message.attributes, message.body, keys, now=datetime.now(UTC))

@@ -25,7 +25,7 @@ from loginetl.config import Settings
 from loginetl.core.attributes import ATTR_ORIGINAL_MESSAGE_ID, ATTR_ORIGINAL_SENT_AT, sign
 from loginetl.core.batch import ATTR_REASON, replay_attributes
 from loginetl.services import keys
-from loginetl.services.keys import load_attribute_keys
+from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain, wait_for
 
@@ -165,7 +165,7 @@ def test_peek_marks_a_dlq_reason_that_did_not_verify(
     tmp_path: Path,
 ) -> None:
     signed_body, forged_body = valid_bodies(2, 22)
-    attribute_keys = load_attribute_keys(settings.keys_dir)
+    attribute_keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     signed = sign({ATTR_REASON: "invalid_json"}, signed_body, attribute_keys)
     messages = [
         OutboundMessage(signed_body, signed),
@@ -241,7 +241,7 @@ def test_replay_interrupted_and_rerun_loads_each_message_exactly_once(
     to_dlq(sqs, queues[1], bodies, "invalid_app_version")
     # A crash between send and delete, made exactly: copies sent, originals left in the DLQ.
     sample = sqs.receive(queues[1], max_messages=10, wait_seconds=1)
-    attribute_keys = load_attribute_keys(settings.keys_dir)
+    attribute_keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     sqs.send(
         queues[0],
         [

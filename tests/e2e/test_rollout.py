@@ -27,7 +27,7 @@ from loginetl.core.attributes import (
 from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON, InboundMessage
 from loginetl.core.vault_crypto import PlainVaultEntry, SealedVaultEntry, VaultSealer
 from loginetl.services import db, keys
-from loginetl.services.keys import load_attribute_keys
+from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.migrations import BASELINE, COMPAT_TABLE
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
@@ -77,7 +77,10 @@ def test_rows_the_database_refuses_are_found_and_dead_lettered_alone(
     assert summary["dead_lettered_by_reason"] == {"rejected_by_database": 1}
     (dead,) = drain(sqs, queues[1])
     verified = verify(
-        dead.attributes, dead.body, load_attribute_keys(settings.keys_dir), now=datetime.now(UTC)
+        dead.attributes,
+        dead.body,
+        load_keyring(settings.keys_dir, ATTRIBUTE_FILE),
+        now=datetime.now(UTC),
     )
     assert not verified.dropped  # what consume writes to the DLQ is signed
     assert verified.attributes[ATTR_REASON] == "rejected_by_database"
@@ -106,7 +109,7 @@ def test_replay_re_signs_and_drops_identity_an_old_or_forged_dlq_message_claims(
     result = json.loads(runner.invoke(app, ["replay-dlq", "--json"], env=cli_env).stdout)
     assert (result["moved"], result["unverified"]) == (2, 1)
     moved = {m.body: m for m in drain(sqs, queues[0])}
-    attribute_keys = load_attribute_keys(settings.keys_dir)
+    attribute_keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     now = datetime.now(UTC)
     again = verify(moved[signed.body].attributes, signed.body, attribute_keys, now=now)
     assert not again.dropped
@@ -128,7 +131,7 @@ def test_one_hostile_dlq_message_costs_replay_only_that_message(
     valid_bodies: Callable[..., list[str]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    attribute_keys = load_attribute_keys(settings.keys_dir)
+    attribute_keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     good, bad, odd = valid_bodies(3, 14)
     signed = sign({ATTR_REASON: "invalid_app_version"}, good, attribute_keys)
     # A real key id with a non-ASCII tag: compare_digest raised TypeError on it.
@@ -167,7 +170,7 @@ def test_replay_by_reason_selects_on_the_verified_reason_and_counts_raw_labels(
     queues: tuple[str, str],
     valid_bodies: Callable[..., list[str]],
 ) -> None:
-    attribute_keys = load_attribute_keys(settings.keys_dir)
+    attribute_keys = load_keyring(settings.keys_dir, ATTRIBUTE_FILE)
     genuine, forged, other = valid_bodies(3, 15)
     assert (
         sqs.send(
@@ -262,7 +265,7 @@ def test_an_unexpected_error_preparing_a_batch_dead_letters_only_the_message_at_
             engine=engine,
             masker=keys.load_masker(settings.keys_dir),
             sealer=_SealerWithABug(keys.load_public_key(settings.keys_dir)),
-            attribute_keys=keys.load_attribute_keys(settings.keys_dir),
+            attribute_keys=keys.load_keyring(settings.keys_dir, keys.ATTRIBUTE_FILE),
             queue_url=queues[0],
             dlq_url=queues[1],
             options=ConsumeOptions(workers=1, idle_exit_seconds=1),

@@ -25,10 +25,10 @@ from loginetl.core.attributes import (
     ATTR_ORIGINAL_MESSAGE_ID,
     ATTR_ORIGINAL_SENT_AT,
     ATTR_REPLAYS,
-    AttributeKeys,
     sign,
 )
 from loginetl.core.batch import ATTR_DETAIL, ATTR_REASON
+from loginetl.core.keyring import Keyring
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.e2e.conftest import count_rows
 from tests.faults.conftest import (
@@ -52,7 +52,7 @@ def test_forged_and_out_of_range_attributes_mixed_into_a_large_batch(
 ) -> None:
     bodies, users = fault_bodies("forged", 2000)
     valid, invalid = bodies[:2000], bodies[2000:]
-    stranger = AttributeKeys("a1", {"a1": b"not-loginetl's-key-but-32-bytes!"})
+    stranger = Keyring("a1", {"a1": b"not-loginetl's-key-but-32-bytes!"})
     hostile: list[dict[str, str]] = [
         {ATTR_ORIGINAL_SENT_AT: "9" * 18},  # killed consume with OSError
         {ATTR_ORIGINAL_SENT_AT: "-1"},

@@ -41,28 +41,16 @@ def test_init_is_idempotent_and_never_overwrites(tmp_path: Path) -> None:
     assert (tmp_path / keys.HMAC_FILE).read_bytes() == before
 
 
-def test_init_adds_the_audit_signing_pair_to_an_older_directory(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "missing", [keys.PRIVATE_FILE, keys.ATTRIBUTE_FILE, keys.AUDIT_PUBLIC_FILE]
+)
+def test_init_refuses_a_partial_directory(tmp_path: Path, missing: str) -> None:
     keys.init_keys(tmp_path)
-    for name in (keys.AUDIT_PRIVATE_FILE, keys.AUDIT_PUBLIC_FILE):
-        (tmp_path / name).unlink()
+    (tmp_path / missing).unlink()
     others = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    added = keys.init_keys(tmp_path)
-    assert set(added.created) == {keys.AUDIT_PRIVATE_FILE, keys.AUDIT_PUBLIC_FILE}
-    assert not added.already_present
-    assert {n: (tmp_path / n).read_bytes() for n in others} == others
-    signer = keys.load_audit_signer(tmp_path)
-    public = keys.load_audit_public_key(tmp_path / keys.AUDIT_PUBLIC_FILE)
-    public.verify(signer.sign(b"head"), b"head")
-    (tmp_path / keys.AUDIT_PUBLIC_FILE).unlink()
-    with pytest.raises(KeyMaterialError, match="half of the audit-signing key pair"):
-        keys.init_keys(tmp_path)
-
-
-def test_init_refuses_a_partial_directory(tmp_path: Path) -> None:
-    keys.init_keys(tmp_path)
-    (tmp_path / keys.PRIVATE_FILE).unlink()
     with pytest.raises(KeyMaterialError, match="only some key files"):
         keys.init_keys(tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == others
 
 
 def test_missing_key_says_how_to_create_it(tmp_path: Path) -> None:

@@ -188,37 +188,22 @@ def test_create_queues_makes_missing_ones_with_the_recommended_settings(
 # -- the attribute key file ---------------------------------------------------------------
 
 
-def test_keys_init_adds_the_attribute_key_to_an_older_complete_directory(tmp_path: Path) -> None:
-    keys.init_keys(tmp_path)
-    (tmp_path / keys.ATTRIBUTE_FILE).unlink()  # as an older loginetl left it
-    before = {
-        n: (tmp_path / n).read_bytes()
-        for n in (keys.HMAC_FILE, keys.PUBLIC_FILE, keys.PRIVATE_FILE)
-    }
-    created = keys.init_keys(tmp_path)
-    assert created.created == (keys.ATTRIBUTE_FILE,)
-    assert {n: (tmp_path / n).read_bytes() for n in before} == before
-    assert (tmp_path / keys.ATTRIBUTE_FILE).stat().st_mode & 0o777 == 0o600
-    assert keys.load_attribute_keys(tmp_path).current == "a1"
-    assert keys.init_keys(tmp_path).already_present
-
-
 def test_attribute_keys_rotate_apart_from_the_masking_keys(tmp_path: Path) -> None:
     keys.init_keys(tmp_path)
     masking = (tmp_path / keys.HMAC_FILE).read_bytes()
-    rotated = keys.rotate_attribute_key(tmp_path)
+    rotated = keys.rotate_keyring(tmp_path, keys.ATTRIBUTE_FILE)
     assert (rotated.previous, rotated.current) == ("a1", "a2")
-    assert set(keys.load_attribute_keys(tmp_path).keys) == {"a1", "a2"}
+    assert set(keys.load_keyring(tmp_path, keys.ATTRIBUTE_FILE).keys) == {"a1", "a2"}
     assert (tmp_path / keys.HMAC_FILE).read_bytes() == masking
-    keys.rotate_hmac_key(tmp_path)
-    assert set(keys.load_attribute_keys(tmp_path).keys) == {"a1", "a2"}
+    keys.rotate_keyring(tmp_path, keys.HMAC_FILE)
+    assert set(keys.load_keyring(tmp_path, keys.ATTRIBUTE_FILE).keys) == {"a1", "a2"}
 
 
 def test_a_missing_attribute_key_file_says_how_to_add_it(tmp_path: Path) -> None:
     keys.init_keys(tmp_path)
     (tmp_path / keys.ATTRIBUTE_FILE).unlink()
     with pytest.raises(ConfigError, match="keys init"):
-        keys.load_attribute_keys(tmp_path)
+        keys.load_keyring(tmp_path, keys.ATTRIBUTE_FILE)
 
 
 def test_a_malformed_attribute_key_file_is_refused(tmp_path: Path) -> None:
@@ -226,7 +211,7 @@ def test_a_malformed_attribute_key_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / keys.ATTRIBUTE_FILE
     path.write_text(json.dumps({"current": "a1", "keys": {"a1": "c2hvcnQ="}}))
     with pytest.raises(ConfigError, match="shorter than 32 bytes"):
-        keys.load_attribute_keys(tmp_path)
+        keys.load_keyring(tmp_path, keys.ATTRIBUTE_FILE)
 
 
 def test_keys_rotate_attributes_from_the_command_line(tmp_path: Path) -> None:
@@ -234,4 +219,4 @@ def test_keys_rotate_attributes_from_the_command_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["keys", "rotate-attributes", "--dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "signed with a2 (was a1)" in result.output
-    assert keys.load_attribute_keys(tmp_path).current == "a2"
+    assert keys.load_keyring(tmp_path, keys.ATTRIBUTE_FILE).current == "a2"
