@@ -43,10 +43,11 @@ from startup import startup, startup_rows  # noqa: E402  (bench/ is on sys.path)
 from loginetl.actions.seed import send_bodies  # noqa: E402
 from loginetl.core.batch import InboundMessage, mask_batch, parse_batch  # noqa: E402
 from loginetl.core.demo import generate_bodies  # noqa: E402
+from loginetl.core.limits import SQS_BATCH  # noqa: E402
 from loginetl.core.messages import LoginEvent, parse_login  # noqa: E402
 from loginetl.core.vault_crypto import VaultSealer  # noqa: E402
 from loginetl.services import db, keys, migrations  # noqa: E402
-from loginetl.services.sqs import MAX_BATCH, SqsService, make_client  # noqa: E402
+from loginetl.services.sqs import SqsService, make_client  # noqa: E402
 
 LOGINETL = str(Path(sys.executable).parent / "loginetl")
 WORKERS = 4  # consume's default --workers
@@ -209,11 +210,11 @@ def raw_drain(bench: Bench, bodies: list[str], endpoint: str | None = None) -> f
             last_delete[0] = time.monotonic()
 
     def drain() -> None:
-        while batch := sqs.receive(url, max_messages=MAX_BATCH, wait_seconds=1):
-            while len(batch) % MAX_BATCH == 0 and len(batch) < BATCH:
-                more = sqs.receive(url, max_messages=MAX_BATCH, wait_seconds=0)
+        while batch := sqs.receive(url, max_messages=SQS_BATCH, wait_seconds=1):
+            while len(batch) % SQS_BATCH == 0 and len(batch) < BATCH:
+                more = sqs.receive(url, max_messages=SQS_BATCH, wait_seconds=0)
                 batch += more
-                if len(more) < MAX_BATCH:
+                if len(more) < SQS_BATCH:
                     break
             pending.acquire()
             deleter.submit(delete, batch)

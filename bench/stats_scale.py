@@ -5,7 +5,7 @@ Builds (or reuses) one database per size holding a year of logins: 13 monthly pa
 of create_date, loaded_at spread over the days, one vault entry per token, and every
 rollup rebuilt from the table (bench/rollup_rebuild.sql). Then times ``stats``:
 
-- in-process: ``actions.stats.table_stats`` on a warm pool, and ``actions.stats.stats``
+- in-process: ``actions.stats.table_stats_on`` on a warm connection, and ``actions.stats.stats``
   (engine, schema check, aggregates, dispose) without the queues; best of 5 each;
 - as the operator runs it: ``loginetl stats --no-queues`` and ``loginetl stats`` (queues
   on the bench's LocalStack, 1,000 messages queued and 200 in the DLQ, which stats
@@ -276,13 +276,14 @@ def _best(run: Any) -> float:
 
 def in_process(url: str) -> dict[str, float]:
     """Best-of-5 seconds of stats in this process: on a warm pool, and the whole action."""
-    from loginetl.actions.stats import stats, table_stats
+    from loginetl.actions.stats import stats, table_stats_on
     from loginetl.config import Settings
     from loginetl.services import db
 
     engine = db.make_engine(url, pool_size=1)
-    table_stats(engine)  # a warm pool and cache
-    warm = _best(lambda: table_stats(engine))
+    with engine.connect() as conn:
+        table_stats_on(conn)  # a warm connection and cache
+        warm = _best(lambda: table_stats_on(conn))
     engine.dispose()
     settings = Settings.load({"LOGINETL_DATABASE_URL": url})
     action = _best(lambda: stats(settings, include_queues=False))
@@ -451,7 +452,7 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
             None,
         ),
         (
-            "  in-process: table_stats on a warm pool (information)",
+            "  in-process: table_stats_on on a warm connection (information)",
             pair("table_stats_warm"),
             "-",
             None,

@@ -156,16 +156,6 @@ def runtime(environ: Mapping[str, str] | None = None) -> _Runtime:
         return _runtime
 
 
-def reset() -> None:
-    """Forget the cached runtime (closing its connections): a cold start, for tests."""
-    global _runtime
-    with _lock:
-        if _runtime is not None:
-            _runtime.engine.dispose()
-            _runtime.pipeline.acknowledger.close()
-        _runtime = None
-
-
 def retry_seconds(context: object) -> float:
     """How long to retry a transient database failure: RETRY_SECONDS, or a third of the
     invocation's remaining time if that is less, so the failure is reported (and the

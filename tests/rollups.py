@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 # One count per rollup of the keys where it differs from a recount of user_logins (a key
 # missing on either side counts too); all zeros when every rollup is exact. Hours and
@@ -64,3 +64,9 @@ def rollups_exact(conn: Connection) -> bool:
     """True if nothing is pending and the rollups equal a recount of the table."""
     pending = conn.execute(text("SELECT count(*) FROM rollup_pending")).scalar_one()
     return pending == 0 and tuple(conn.execute(text(ROLLUP_CHECK)).one()) == EXACT
+
+
+def pending(engine: Engine) -> int:
+    """How many loaded rows the rollups do not count yet."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM rollup_pending")).scalar_one())

@@ -45,7 +45,7 @@ from loginetl.core.messages import MAX_BODY_BYTES, body_bytes
 from loginetl.core.vault_crypto import VaultSealer
 from loginetl.errors import ConfigError, LoginetlError, ServiceUnavailable
 from loginetl.services import db, failpoints, keys, migrations
-from loginetl.services.sqs import MAX_BATCH, SqsService
+from loginetl.services.sqs import SqsService
 
 if TYPE_CHECKING:  # prometheus_client is imported by _start_metrics, with --metrics-port
     from loginetl.services.metrics import MetricsServer
@@ -407,8 +407,10 @@ class Consumer:
             gathering.largest = max(
                 (body_bytes(m.body) for m in messages), default=gathering.largest
             )
-            if len(messages) == MAX_BATCH:
-                messages += self._receive_more(self.options.batch_messages - MAX_BATCH, messages)
+            if len(messages) == limits.SQS_BATCH:
+                messages += self._receive_more(
+                    self.options.batch_messages - limits.SQS_BATCH, messages
+                )
             if not messages:
                 if self._idle_for() >= self.options.idle_exit_seconds and not self.options.follow:
                     self._finish("idle")
@@ -457,8 +459,8 @@ class Consumer:
         """Ask for fewer than 10 messages while bodies are large, so one receive of them
         stays within gather_bytes (SQS bodies reach 1 MiB: 10 of them would be 10 MiB)."""
         if largest_body <= 0:
-            return MAX_BATCH
-        return max(1, min(MAX_BATCH, self.options.gather_bytes // largest_body))
+            return limits.SQS_BATCH
+        return max(1, min(limits.SQS_BATCH, self.options.gather_bytes // largest_body))
 
     def _receive(self, wanted: int, *, wait_seconds: int) -> list[InboundMessage]:
         return self.sqs.receive(
@@ -478,11 +480,11 @@ class Consumer:
         """
         more: list[InboundMessage] = []
         gathered = sum(body_bytes(m.body) for m in first)
-        worst_receive = MAX_BATCH * self.options.max_body_bytes
-        while room >= MAX_BATCH and not self.stop.is_set():
+        worst_receive = limits.SQS_BATCH * self.options.max_body_bytes
+        while room >= limits.SQS_BATCH and not self.stop.is_set():
             if gathered + worst_receive > self.options.gather_bytes:
                 break
-            wanted = self._quota.take(MAX_BATCH)
+            wanted = self._quota.take(limits.SQS_BATCH)
             if wanted == 0:
                 break
             try:
@@ -493,7 +495,7 @@ class Consumer:
             more += received
             room -= len(received)
             gathered += sum(body_bytes(m.body) for m in received)
-            if len(received) < MAX_BATCH:
+            if len(received) < limits.SQS_BATCH:
                 break
         return more
 

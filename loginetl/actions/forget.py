@@ -14,11 +14,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from loginetl.actions.lifecycle_common import SignedAudit
+from loginetl.actions.audited import AuditSession
 from loginetl.actions.unmask import check_reason
 from loginetl.config import Settings
 from loginetl.errors import ConfigError, LoginetlError
-from loginetl.services import audit, db, failpoints, lifecycle, migrations
+from loginetl.services import audit, db, failpoints, keys, lifecycle, migrations
 from loginetl.services.sqs import SqsService
 
 _SAMPLE_VISIBILITY = 20  # seconds a sampled DLQ message stays hidden if forget dies
@@ -115,7 +115,7 @@ def forget(
             with db.translate_errors(engine, "preview the erasure"), engine.connect() as conn:
                 preview = lifecycle.forget_preview(conn, user_id=user_id)
         else:
-            session = SignedAudit.for_run(engine, settings.keys_dir, reason)
+            session = AuditSession.start(engine, reason, keys.load_audit_signer(settings.keys_dir))
             with session.transaction("audit the erasure request") as conn:
                 request = lifecycle.request_forget(conn, user_id=user_id, operator=session.operator)
                 session.sign(conn, request)

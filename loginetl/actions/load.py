@@ -95,11 +95,6 @@ class Loader:
         self._cache_lock = threading.Lock()
         self._cache: VaultCache | None = None  # None: read the epoch before the next batch
 
-    @property
-    def vault_cache(self) -> set[str]:
-        """The current cache's tokens (prepare with cache() to have them checked)."""
-        return self.cache().tokens
-
     def cache(self) -> VaultCache:
         """The cache to prepare a batch with; pass it to load() with the batch."""
         with self._cache_lock:

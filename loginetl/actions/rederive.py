@@ -22,7 +22,8 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from loginetl.actions.unmask import AuditSession, check_reason
+from loginetl.actions.audited import AuditSession
+from loginetl.actions.unmask import check_reason
 from loginetl.config import Settings
 from loginetl.core.masking import Masker, token_key_id
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener
@@ -71,7 +72,9 @@ def rederive(
     signer = keys.load_audit_signer(settings.keys_dir)
     with db.engine_for(settings.database_url, pool_size=2) as engine:
         migrations.require_head(engine)
-        return _rederive(engine, AuditSession(engine, reason, signer), target, maskers, opener)
+        return _rederive(
+            engine, AuditSession.start(engine, reason, signer), target, maskers, opener
+        )
 
 
 def _rederive(
@@ -83,7 +86,12 @@ def _rederive(
 ) -> RederiveResult:
     audit.require_grant(engine, _FUNCTIONS, group="loginetl_rederiver", what="re-derive tokens")
     # Audited (and committed) once, before anything is decrypted.
-    seq = session.request_rederive(target).seq
+    with session.transaction("audit the re-derivation") as conn:
+        request = audit.request_rederive(
+            conn, key_id=target.key_id, fingerprint=target.fingerprint, operator=session.operator
+        )
+        session.sign(conn, request)
+    seq = request.seq
     db.settle_vault(engine, wait=True)  # what loads appended is paged out too
     examined = aliased = undecryptable = unverified = conflicting = 0
     after = ""

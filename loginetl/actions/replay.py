@@ -22,10 +22,11 @@ from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
 from loginetl.core.fifo import deduplication_id, in_group_order, is_fifo
 from loginetl.core.keyring import Keyring
+from loginetl.core.limits import SQS_BATCH
 from loginetl.core.pacing import DEFAULT_HOLD_SECONDS, RampedRate
 from loginetl.errors import LoginetlError
 from loginetl.services import failpoints, keys
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
+from loginetl.services.sqs import OutboundMessage, SqsService
 
 _STALE_RECEIVES = 3  # receives bringing only messages already seen before we call it done
 UNKNOWN_REASON = "unknown"  # dead-lettered by SQS's RedrivePolicy, not by loginetl
@@ -126,9 +127,9 @@ class _Replay:
 
     def _budget(self) -> int:
         if self.max_messages is None:
-            return MAX_BATCH
+            return SQS_BATCH
         done = self.moved + self.failed + (sum(self.by_reason.values()) if self.dry_run else 0)
-        return max(0, min(MAX_BATCH, self.max_messages - done))
+        return max(0, min(SQS_BATCH, self.max_messages - done))
 
     def run(self) -> ReplayResult:
         stale = 0

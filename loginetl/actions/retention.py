@@ -15,11 +15,11 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from loginetl.actions.lifecycle_common import LockBusy, SignedAudit
+from loginetl.actions.audited import AuditSession, LockBusy
 from loginetl.actions.unmask import check_reason
 from loginetl.config import Settings
 from loginetl.errors import ConfigError, ServiceUnavailable
-from loginetl.services import audit, db, failpoints, lifecycle, migrations
+from loginetl.services import audit, db, failpoints, keys, lifecycle, migrations
 
 TRIM_CHUNK = 50_000
 PURGE_CHUNK = 10_000  # tokens a locked purge transaction judges: loads wait for it
@@ -96,7 +96,7 @@ def apply(
         first_kept = plan[-1].first_kept.isoformat()
         if dry_run:
             return RetentionResult(months, first_kept, True, detach, plan)
-        session = SignedAudit.for_run(engine, settings.keys_dir, reason)
+        session = AuditSession.start(engine, reason, keys.load_audit_signer(settings.keys_dir))
         with session.transaction("audit the retention run") as conn:
             request = lifecycle.request_retention(
                 conn, keep_months=months, operator=session.operator
@@ -123,7 +123,7 @@ def apply(
     return RetentionResult(months, first_kept, False, detach, plan, removed, purge, request.seq)
 
 
-def _drop(session: SignedAudit, request_seq: int, partition: str, detach: bool) -> Removed:
+def _drop(session: AuditSession, request_seq: int, partition: str, detach: bool) -> Removed:
     """One partition in one transaction, retried while its lock is not granted in time."""
     waited = 0.0
     for attempt in range(1, LOCK_ATTEMPTS + 1):
@@ -145,7 +145,7 @@ def _drop(session: SignedAudit, request_seq: int, partition: str, detach: bool) 
     )
 
 
-def _trim_default(session: SignedAudit, request_seq: int) -> Removed:
+def _trim_default(session: AuditSession, request_seq: int) -> Removed:
     total = 0
     while True:
         with session.transaction("trim the default partition") as conn:

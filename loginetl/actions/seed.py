@@ -12,8 +12,9 @@ from pathlib import Path
 
 from loginetl.config import Settings
 from loginetl.core.fifo import is_fifo
+from loginetl.core.limits import SQS_BATCH
 from loginetl.errors import LoginetlError
-from loginetl.services.sqs import MAX_BATCH, OutboundMessage, SqsService
+from loginetl.services.sqs import OutboundMessage, SqsService
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def send_bodies(
 
     def next_chunk() -> list[str]:
         with lock:
-            return [body for _, body in zip(range(MAX_BATCH), source, strict=False)]
+            return [body for _, body in zip(range(SQS_BATCH), source, strict=False)]
 
     def work() -> None:
         try:

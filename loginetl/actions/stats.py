@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import ProgrammingError
 
 from loginetl.config import Settings
+from loginetl.core import limits
 from loginetl.core.attributes import ATTR_FIRST_SEEN, ATTR_REASON
 from loginetl.errors import LoginetlError, Refused, SchemaNotAtHead
 from loginetl.services import db, migrations
@@ -173,19 +174,6 @@ def table_stats_on(
     )
 
 
-def table_stats(
-    engine: Engine,
-    *,
-    top: int = 5,
-    since: timedelta = timedelta(hours=24),
-    count_vault: bool = False,
-) -> TableStats:
-    """:func:`table_stats_on` on a connection of ``engine``."""
-    with engine.connect() as conn:
-        return table_stats_on(conn, top=top, since=since, count_vault=count_vault)
-
-
-_BATCH = 10  # SQS's most messages a receive or a visibility batch
 _SQS_CALLS_AT_ONCE = 10  # make_client's default connection pool
 
 
@@ -196,7 +184,7 @@ def _sample(
     then one at a time for what they missed (SQS may return fewer than asked)."""
     if wanted <= 0:
         return []
-    asks = [min(_BATCH, wanted - i) for i in range(0, wanted, _BATCH)]
+    asks = [min(limits.SQS_BATCH, wanted - i) for i in range(0, wanted, limits.SQS_BATCH)]
     waves = [
         pool.submit(sqs.receive, url, max_messages=n, wait_seconds=1, visibility_timeout=20)
         for n in asks
@@ -229,8 +217,8 @@ def queue_stats(settings: Settings, *, dlq_sample: int = 100) -> QueueStats:
             # message, would cost a whole long poll (1 s) of every stats run.
             sample = _sample(sqs, pool, dlq_url, min(dlq_sample, dead.visible))
             releases = [
-                pool.submit(sqs.set_visibility, dlq_url, sample[i : i + _BATCH], 0)
-                for i in range(0, len(sample), _BATCH)
+                pool.submit(sqs.set_visibility, dlq_url, sample[i : i + limits.SQS_BATCH], 0)
+                for i in range(0, len(sample), limits.SQS_BATCH)
             ]
             for release in releases:
                 release.result()

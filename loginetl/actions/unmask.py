@@ -13,21 +13,16 @@ any audit write fails, nothing is revealed.
 
 from __future__ import annotations
 
-import contextlib
-import getpass
 import hmac
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Connection, Engine
 
+from loginetl.actions.audited import AuditSession
 from loginetl.config import Settings
-from loginetl.core import audit_chain
 from loginetl.core import unmask_policy as policy
 from loginetl.core.masking import Masker, token_key_id
 from loginetl.core.vault_crypto import SealedVaultEntry, VaultOpener
@@ -38,12 +33,6 @@ from loginetl.services import audit, db, keys, migrations, vault
 REQUEST_FN = "loginetl_unmask_request(text, text, text, text)"
 APPEND_FN = "loginetl_audit_append(text, text, text, text, text, text)"
 OPEN_FN = "loginetl_vault_open(bigint)"
-
-
-class AuditUnavailable(LoginetlError):
-    """The audit row could not be written, so nothing was revealed."""
-
-    exit_code = 5
 
 
 class TokenNotRecovered(LoginetlError):
@@ -64,78 +53,22 @@ class UnmaskResult:
     plaintext: str | None = field(default=None, repr=False)
 
 
-def operator_identity() -> tuple[str | None, str | None]:
-    """The OS user and host name, recorded in every audit row."""
-    try:
-        user: str | None = getpass.getuser()
-    except (KeyError, OSError):
-        user = None
-    return user, socket.gethostname()
+def _record(
+    session: AuditSession, conn: Connection, token: str, outcome: str, field_: str | None = None
+) -> audit.Appended:
+    """Record an outcome loginetl determined itself, signed, in ``conn``'s transaction."""
+    row = audit.record(
+        conn, token=token[:200], pii_field=field_, outcome=outcome, operator=session.operator
+    )
+    session.sign(conn, row)
+    return row
 
 
-class AuditSession:
-    """Writes the audit rows of one run, each with its signed head in the same transaction.
-
-    A failed write raises AuditUnavailable; a refusal by the database raises Refused.
-    """
-
-    def __init__(self, engine: Engine, reason: str, signer: Ed25519PrivateKey | None) -> None:
-        self.engine, self.signer = engine, signer
-        self.operator = audit.Operator(reason, *operator_identity())
-        self.last: audit.Appended | None = None
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """One audited transaction, committed synchronously whatever the session's default.
-
-        A commit acknowledged before it is on disk could lose the row a crash after the
-        plaintext was shown; ``SET LOCAL`` holds until this transaction's COMMIT.
-        """
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(text("SET LOCAL synchronous_commit = on"))
-                yield conn
-        except DBAPIError as error:
-            if getattr(error.orig, "pgcode", None) == db.INSUFFICIENT_PRIVILEGE:
-                raise Refused(f"the database refused: {db.describe(error)}") from None
-            raise AuditUnavailable(
-                f"the audit log could not be written ({db.describe(error)}); nothing was revealed"
-            ) from None
-
-    def appended(self, conn: Connection, row: audit.Appended) -> audit.Appended:
-        """Sign the head this row makes, in the row's own transaction (no extra commit)."""
-        if self.signer is not None:
-            audit.add_signed_head(conn, audit_chain.sign_head(self.signer, row.seq, row.row_hash))
-        self.last = row
-        return row
-
-    def request(self, token: str) -> audit.Appended:
-        """Audit (and commit) a request for a token's ciphertext."""
-        with self.transaction() as conn:
-            row = audit.request_unmask(conn, token=token[:200], operator=self.operator)
-            return self.appended(conn, row)
-
-    def request_rederive(self, target: Masker) -> audit.Appended:
-        """Audit (and commit) a re-derivation to ``target``, the deployed key."""
-        with self.transaction() as conn:
-            row = audit.request_rederive(
-                conn, key_id=target.key_id, fingerprint=target.fingerprint, operator=self.operator
-            )
-            return self.appended(conn, row)
-
-    def record(
-        self, conn: Connection, token: str, outcome: str, pii_field: str | None = None
-    ) -> audit.Appended:
-        """Record an outcome loginetl determined itself, in ``conn``'s transaction."""
-        row = audit.record(
-            conn, token=token[:200], pii_field=pii_field, outcome=outcome, operator=self.operator
-        )
-        return self.appended(conn, row)
-
-    def audit(self, token: str, outcome: str, pii_field: str | None = None) -> audit.Appended:
-        """Record (and commit) an outcome loginetl determined itself."""
-        with self.transaction() as conn:
-            return self.record(conn, token, outcome, pii_field)
+def _refuse(session: AuditSession, tokens: list[str], outcome: str) -> None:
+    """Record (and commit) a refusal for each token before the command says why."""
+    for token in tokens:
+        with session.transaction("audit the refusal") as conn:
+            _record(session, conn, token, outcome)
 
 
 def check_reason(reason: str) -> None:
@@ -209,7 +142,7 @@ def _unmask(
     private_key_path: Path | None,
 ) -> list[UnmaskResult]:
     signer, signer_error = load_signer(settings.keys_dir)
-    session = AuditSession(engine, reason, signer)
+    session = AuditSession.start(engine, reason, signer)
     with db.translate_errors(engine, "unmask"), engine.connect() as conn:
         role = audit.current_role(conn)
         can_audit = audit.may_call(conn, APPEND_FN)
@@ -235,8 +168,7 @@ def _unmask_audited(
     signer_error: KeyMaterialError | None,
 ) -> list[UnmaskResult]:
     if not can_read:
-        for token in tokens:
-            session.audit(token, policy.REFUSED_NO_VAULT_GRANT)
+        _refuse(session, tokens, policy.REFUSED_NO_VAULT_GRANT)
         raise Refused(
             f"database role {role!r} may not read the vault (the refusal was audited); "
             "ask for membership of loginetl_unmasker"
@@ -246,12 +178,10 @@ def _unmask_audited(
             keys.load_private_key(private_key_path or settings.keys_dir / keys.PRIVATE_FILE)
         )
     except KeyMaterialError:
-        for token in tokens:
-            session.audit(token, policy.REFUSED_NO_PRIVATE_KEY)
+        _refuse(session, tokens, policy.REFUSED_NO_PRIVATE_KEY)
         raise
     if signer_error is not None:
-        for token in tokens:
-            session.audit(token, policy.REFUSED_NO_SIGNING_KEY)
+        _refuse(session, tokens, policy.REFUSED_NO_SIGNING_KEY)
         raise signer_error
     maskers = hmac_keys(settings.keys_dir)
     return [_one(session, opener, maskers, token) for token in tokens]
@@ -264,12 +194,14 @@ def _one(
     token: str,
 ) -> UnmaskResult:
     # Committed (and on disk) before the database tells anything about the token.
-    request = session.request(token)
+    with session.transaction("audit the unmask request") as conn:
+        request = audit.request_unmask(conn, token=token[:200], operator=session.operator)
+        session.sign(conn, request)
     # One transaction: the database's outcome row, then loginetl's, each signed; the
     # plaintext leaves this function only after its COMMIT.
-    with session.transaction() as conn:
+    with session.transaction("open the vault") as conn:
         opened = vault.open_requested(conn, request.seq)
-        session.appended(conn, opened.audit)
+        session.sign(conn, opened.audit)
         result = _judge(conn, session, opener, maskers, token, opened)
     return result
 
@@ -293,11 +225,11 @@ def _judge(
         except (InvalidTag, ValueError):
             plaintext = None
     if sealed is None or plaintext is None:
-        row = session.record(conn, token, policy.DECRYPT_FAILED, field_)
+        row = _record(session, conn, token, policy.DECRYPT_FAILED, field_)
         return UnmaskResult(token, policy.DECRYPT_FAILED, row.seq, row.row_hash, field_)
     problem = value_problem(maskers, sealed, plaintext)
     if problem is not None:
-        row = session.record(conn, token, problem, sealed.pii_field)
+        row = _record(session, conn, token, problem, sealed.pii_field)
         return UnmaskResult(token, problem, row.seq, row.row_hash, sealed.pii_field)
-    row = session.record(conn, token, policy.REVEALED, sealed.pii_field)
+    row = _record(session, conn, token, policy.REVEALED, sealed.pii_field)
     return UnmaskResult(token, policy.REVEALED, row.seq, row.row_hash, sealed.pii_field, plaintext)

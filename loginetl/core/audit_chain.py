@@ -75,10 +75,6 @@ class ChainReport:
         return not self.breaks
 
     @property
-    def broken_at(self) -> int | None:
-        return self.breaks[0].seq if self.breaks else None
-
-    @property
     def problem(self) -> str | None:
         return self.breaks[0].problem if self.breaks else None
 

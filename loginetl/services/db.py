@@ -402,9 +402,3 @@ def backlog_on(conn: Connection) -> Backlog:
         r.inbox_since,
         round(max(0.0, float(r.behind)), 3),
     )
-
-
-def pending_rollups(engine: Engine) -> int:
-    """How many loaded rows the rollups do not count yet."""
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM rollup_pending")).scalar_one())

@@ -23,6 +23,7 @@ from loginetl.config import Settings
 from loginetl.core.batch import InboundMessage
 from loginetl.core.error_classes import permanent_sqs_fix
 from loginetl.core.fifo import is_fifo
+from loginetl.core.limits import SQS_BATCH
 from loginetl.core.sqs_message import decode_message
 from loginetl.errors import ConfigError, QueueNotFound, ServiceUnavailable, UnsupportedBySqs
 from loginetl.services import failpoints
@@ -30,7 +31,6 @@ from loginetl.services import failpoints
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-MAX_BATCH = 10  # SQS's limit for receive, send, delete and visibility batches
 _NON_EXISTENT = {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
 _FIFO_FIELDS = ("MessageGroupId", "MessageDeduplicationId")
 _BATCH_TOO_LONG = {"AWS.SimpleQueueService.BatchRequestTooLong", "BatchRequestTooLong"}
@@ -268,7 +268,7 @@ class SqsService:
         self,
         queue_url: str,
         *,
-        max_messages: int = MAX_BATCH,
+        max_messages: int = SQS_BATCH,
         wait_seconds: int = 5,
         visibility_timeout: int | None = None,
     ) -> list[InboundMessage]:
@@ -279,7 +279,7 @@ class SqsService:
         with self._errors("receive messages", "sqs:ReceiveMessage"):
             response = self.client.receive_message(
                 QueueUrl=queue_url,
-                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_messages)),
+                MaxNumberOfMessages=max(1, min(SQS_BATCH, max_messages)),
                 WaitTimeSeconds=wait_seconds,
                 MessageSystemAttributeNames=[
                     "SentTimestamp",
@@ -305,7 +305,7 @@ class SqsService:
                     ],
                 )
             failed += [chunk[int(f["Id"])].message_id for f in response.get("Failed", [])]
-            failpoints.hit("crash_mid_delete", when=len(messages) > MAX_BATCH)
+            failpoints.hit("crash_mid_delete", when=len(messages) > SQS_BATCH)
         return failed
 
     def set_visibility(
@@ -332,8 +332,8 @@ class SqsService:
     def send(self, queue_url: str, messages: Sequence[OutboundMessage]) -> list[int]:
         """Send messages in batches; return the indexes (into ``messages``) that failed."""
         failed: list[int] = []
-        for start in range(0, len(messages), MAX_BATCH):
-            chunk = messages[start : start + MAX_BATCH]
+        for start in range(0, len(messages), SQS_BATCH):
+            chunk = messages[start : start + SQS_BATCH]
             entries: list[Any] = [
                 {
                     "Id": str(i),
@@ -384,7 +384,7 @@ class SqsService:
         while len(seen) < count:
             batch = self.receive(
                 queue_url,
-                max_messages=min(MAX_BATCH, count - len(seen)),
+                max_messages=min(SQS_BATCH, count - len(seen)),
                 wait_seconds=wait_seconds,
                 visibility_timeout=visibility_timeout,
             )
@@ -480,5 +480,5 @@ def _is_unsupported(error: BaseException | None) -> bool:
 
 
 def _chunks(messages: Sequence[InboundMessage]) -> Iterator[Sequence[InboundMessage]]:
-    for start in range(0, len(messages), MAX_BATCH):
-        yield messages[start : start + MAX_BATCH]
+    for start in range(0, len(messages), SQS_BATCH):
+        yield messages[start : start + SQS_BATCH]

@@ -24,7 +24,7 @@ from loginetl.services.keys import ATTRIBUTE_FILE, load_keyring
 from loginetl.services.sqs import OutboundMessage, SqsService
 from tests.conftest import PUBLIC_SAMPLE
 from tests.e2e.conftest import INVALID_BODIES, consume_json, count_rows, drain
-from tests.rollups import rollups_exact
+from tests.rollups import pending, rollups_exact
 
 runner = CliRunner()
 Publish = Callable[[list[str]], None]
@@ -303,7 +303,7 @@ def test_what_loads_left_unfolded_is_shown_by_stats_and_folded_by_fold(
     # their deltas and vault entries waiting for the fold.
     received = commit_without_deleting(settings, sqs, queues[0])
     engine = db.make_engine(settings.database_url)
-    assert db.pending_rollups(engine) == len(received)
+    assert pending(engine) == len(received)
     with engine.begin() as busy:  # the fold worker at work: stats does not wait for it
         busy.execute(
             text("SELECT 1 FROM loginetl_locks WHERE name IN ('fold', 'settle') FOR UPDATE")

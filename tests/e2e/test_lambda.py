@@ -124,13 +124,21 @@ class Mapping:
         raise AssertionError("the queue did not drain")
 
 
+def forget_runtime() -> None:
+    """A Lambda cold start: the warm runtime goes, its connections closed."""
+    warm, lambda_handler._runtime = lambda_handler._runtime, None
+    if warm is not None:
+        warm.engine.dispose()
+        warm.pipeline.acknowledger.close()
+
+
 @pytest.fixture
 def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Settings], dict[str, str]]:
     def point_at(settings: Settings) -> dict[str, str]:
         env = env_for(settings)
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        lambda_handler.reset()
+        forget_runtime()
         return env
 
     return point_at
@@ -138,9 +146,9 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Settings], dict[str
 
 @pytest.fixture(autouse=True)
 def cold_start() -> Iterator[None]:
-    lambda_handler.reset()
+    forget_runtime()
     yield
-    lambda_handler.reset()
+    forget_runtime()
 
 
 def short_visibility(sqs: SqsService, url: str) -> None:

@@ -19,7 +19,7 @@ from loginetl.services import db, keys
 from loginetl.services.sqs import SqsService
 from tests.conftest import consume_process, finish
 from tests.e2e.conftest import count_rows, wait_for
-from tests.e2e.test_lambda import Mapping, cold_start, lambda_env  # noqa: F401  (fixtures)
+from tests.e2e.test_lambda import Mapping, cold_start, forget_runtime, lambda_env  # noqa: F401  (fixtures)
 from tests.e2e.test_lifecycle import REASON, Publish, body, exact_after_fold, owner_rows, run
 
 ERASED = "erase-me-epoch-1"
@@ -106,12 +106,12 @@ def test_a_warm_lambda_seals_a_value_again_after_forget_purged_it(
     token = tokens(settings)
     lambda_env(settings)
     monkeypatch.setenv("LOGINETL_DATABASE_URL", login_role("loginetl_writer"))
-    lambda_handler.reset()
+    forget_runtime()
     mapping = Mapping(sqs, queues[0])
     publish([body(ERASED, IP, DEVICE)])
     mapping.run()
     runtime = lambda_handler.runtime()
-    assert set(token.values()) <= runtime.pipeline.loader.vault_cache  # warm: cached
+    assert set(token.values()) <= runtime.pipeline.loader.cache().tokens  # warm: cached
     forget(cli_env, login_role("loginetl_eraser"))
     assert in_vault(url, token) == set()
     publish([body(RETURNING, IP, DEVICE)])

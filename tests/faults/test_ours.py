@@ -25,7 +25,7 @@ from loginetl.actions.seed import send_bodies
 from loginetl.config import Settings
 from loginetl.errors import LoginetlError
 from loginetl.services.sqs import SqsService
-from tests.e2e.test_lambda import Mapping
+from tests.e2e.test_lambda import Mapping, forget_runtime
 from tests.faults.conftest import (
     account,
     consume_process,
@@ -122,10 +122,10 @@ def in_lambda(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Settings], 
     def point_at(settings: Settings) -> None:
         for name, value in env_for(settings).items():
             monkeypatch.setenv(name, value)
-        lambda_handler.reset()
+        forget_runtime()
 
     yield point_at
-    lambda_handler.reset()
+    forget_runtime()
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

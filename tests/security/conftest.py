@@ -196,7 +196,7 @@ def world(database_url: str, login_role: Callable[[str], str], keys_dir: Path) -
 @pytest.fixture
 def rotated(world: World) -> tuple[World, Masker]:
     """k2 deployed: the keys rotated and the writer has written a k2 token since."""
-    keys.rotate_hmac_key(world.keys_dir)
+    keys.rotate_keyring(world.keys_dir, keys.HMAC_FILE)
     write_as(world.writer, world.keys_dir, {"192.0.2.7": "device-after-rotation"}, "k2")
     return world, keys.load_masker(world.keys_dir)
 

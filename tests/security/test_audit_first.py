@@ -126,7 +126,9 @@ def test_the_rederive_request_does_not_consult_the_vault(world: World) -> None:
 
 
 def test_a_rederive_to_a_key_not_deployed_is_refused_behind_its_row(world: World) -> None:
-    keys.rotate_hmac_key(world.keys_dir)  # k2 current here, but no consumer wrote with it
+    keys.rotate_keyring(
+        world.keys_dir, keys.HMAC_FILE
+    )  # k2 current here, but no consumer wrote with it
     with attack("rederiver: keys rederive to a key the consumers do not write with yet"):
         refused = run(world.env(world.rederiver), "keys", "rederive", "--reason", REASON)
         assert refused.exit_code == 3, refused.output

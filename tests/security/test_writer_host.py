@@ -36,7 +36,7 @@ def secrets_in(directory: Path) -> list[str]:
 def test_export_consumer_writes_only_the_current_key_and_the_public_key(
     keys_dir: Path, tmp_path: Path
 ) -> None:
-    keys.rotate_hmac_key(keys_dir)  # k1 -> k2: k1 must not travel
+    keys.rotate_keyring(keys_dir, keys.HMAC_FILE)  # k1 -> k2: k1 must not travel
     target = tmp_path / "consumer"
     result = run(
         {"LOGINETL_KEYS_DIR": str(keys_dir)}, "keys", "export-consumer", "--to", str(target)
@@ -80,7 +80,7 @@ def test_rotate_tells_the_operator_to_re_export(keys_dir: Path) -> None:
 def test_consume_warns_when_its_keys_dir_holds_more_than_it_needs(
     cli_env: dict[str, str], settings: Settings, queues: tuple[str, str], tmp_path: Path
 ) -> None:
-    keys.rotate_hmac_key(settings.keys_dir)
+    keys.rotate_keyring(settings.keys_dir, keys.HMAC_FILE)
     (settings.keys_dir / "some-signing-private.pem").write_text("not for consumers")
     full = run(cli_env, "consume", "--idle-exit", "1", "--json")
     assert full.exit_code == 0, full.output
