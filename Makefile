@@ -1,5 +1,5 @@
 # loginetl: `make demo` runs the whole job on demo data; `make test` runs the suite.
-# Both install what they need on a fresh machine (two virtualenvs, see README).
+# Both install what they need on a fresh machine (two virtualenvs, see docs/development.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
