@@ -1,5 +1,5 @@
 # loginetl: `make demo` runs the whole job on demo data; `make test` runs the suite.
-# Both install what they need on a fresh machine (two virtualenvs, see README).
+# Both install what they need on a fresh machine (two virtualenvs, see docs/development.md).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -63,7 +63,7 @@ security: install  ## Play every attack with real database roles, on a superuser
 	  LOGINETL_TEST_PG=$$pg LOGINETL_TEST_OWNER=$$owner $(PY) -m pytest -m security tests/security \
 	    $(PYTEST_ARGS) || exit 1; done
 
-bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results.json)
+bench: install localstack-venv  ## Throughput, memory, scale and stats figures (writes bench/results/DATE.json)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) bench/run.py $(BENCH_ARGS)
 
 wheel-check: install localstack-venv  ## Build sdist + wheel, install the wheel in a fresh venv, run the job from it

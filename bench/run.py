@@ -5,7 +5,9 @@ Each target is a ratio against a baseline measured in the same run (this machine
 shared and noisy), except the absolute ceilings the issue sets (rows/s, MB, seconds).
 Every baseline gets what consume gets: the raw-drain ceiling uses consume's client
 (keep-alive, pool size), its receive gathering and its pipelined deletes. Prints every
-figure beside its target, writes bench/results.json, and exits 1 if any target is missed.
+figure beside its target, writes bench/results/<UTC date>.json (a --quick run:
+<UTC date>-quick.json, so a smoke run never overwrites the day's real figures), and exits 1
+if any target is missed.
 
   python bench/run.py [--quick]     (--quick: small counts, every stage, ~1-2 minutes;
                                      its figures exercise the bench, they prove nothing)
@@ -489,6 +491,7 @@ def main() -> None:
         "workers": WORKERS,
         "batch_size": BATCH,
         "quick": args.quick,
+        "cpus": os.cpu_count(),
         "load_rows": load_rows,
         "seeded_rows": seeded,
     }
@@ -645,8 +648,21 @@ def checks(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     return result + latency_checks(r["latency"])
 
 
+def write_results(r: dict[str, Any], directory: Path, now: datetime) -> Path:
+    """Write one run's figures to directory/<UTC date>.json (-quick.json for a --quick run).
+
+    One dated file a day keeps the history machine-readable beside the code that made it;
+    a later full run the same day replaces the earlier one.
+    """
+    day = now.astimezone(UTC).strftime("%Y-%m-%d")
+    out = directory / f"{day}{'-quick' if r['quick'] else ''}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"date": day, **r}, indent=2, default=str) + "\n")
+    return out
+
+
 def report(r: dict[str, Any]) -> bool:
-    """Print every figure beside its target; write results.json; True if all were met."""
+    """Print every figure beside its target; write the dated results; True if all were met."""
     rows = checks(r)
     width = max(len(c[0]) for c in rows)
     print(
@@ -660,8 +676,7 @@ def report(r: dict[str, Any]) -> bool:
     missed = [name.strip() for name, _, _, ok in rows if ok is False]
     r["targets_met"] = {name.strip(): ok for name, _, _, ok in rows if ok is not None}
     r["all_targets_met"] = not missed
-    out = ROOT / "bench" / "results.json"
-    out.write_text(json.dumps(r, indent=2, default=str) + "\n")
+    out = write_results(r, ROOT / "bench" / "results", datetime.now(UTC))
     print(f"\nwritten to {out.relative_to(ROOT)}")
     if missed:
         print(f"NOT MET: {len(missed)} target(s): " + "; ".join(missed))
