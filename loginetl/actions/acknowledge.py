@@ -104,20 +104,10 @@ class Acknowledger:
         )
 
     def _outbound(self, rejected: RejectedMessage, now: datetime) -> OutboundMessage:
-        """The DLQ copy: signed reason and identity; on a FIFO DLQ, the original's group,
-        and a deduplication id so a resend of this delivery's copy is dropped."""
-        message = rejected.message
-        attributes = sign(
-            dead_letter_attributes(rejected, first_seen=now), message.body, self.attribute_keys
-        )
-        if not self.fifo:
-            return OutboundMessage(message.body, attributes)
-        return OutboundMessage(
-            message.body,
-            attributes,
-            # SQS gives every message on a FIFO queue a group; "loginetl" only if it did not.
-            group_id=message.group_id or "loginetl",
-            deduplication_id=deduplication_id("dead-letter", message),
+        """The DLQ copy: signed reason and identity."""
+        attributes = dead_letter_attributes(rejected, first_seen=now)
+        return signed_copy(
+            rejected.message, attributes, self.attribute_keys, "dead-letter", self.fifo
         )
 
     def delete_later(self, messages: Sequence[InboundMessage], hold: Hold) -> None:
@@ -152,3 +142,21 @@ class Acknowledger:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+def signed_copy(
+    message: InboundMessage, attributes: dict[str, str], keys: Keyring, purpose: str, fifo: bool
+) -> OutboundMessage:
+    """A copy of ``message`` to send on, its loginetl attributes signed; to a FIFO queue in
+    the original's group, deduplicated per delivery and ``purpose`` (a resend of this
+    delivery's copy is dropped, a later trip through the queues is not)."""
+    signed = sign(attributes, message.body, keys)
+    if not fifo:
+        return OutboundMessage(message.body, signed)
+    return OutboundMessage(
+        message.body,
+        signed,
+        # SQS gives every message on a FIFO queue a group; "loginetl" only if it did not.
+        group_id=message.group_id or "loginetl",
+        deduplication_id=deduplication_id(purpose, message),
+    )

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from loginetl.actions.acknowledge import signed_copy
 from loginetl.config import Settings
-from loginetl.core.attributes import sign, trust
+from loginetl.core.attributes import trust
 from loginetl.core.batch import ATTR_REASON, InboundMessage, replay_attributes
 from loginetl.core.envelope import EnvelopeMode, EnvelopeRejection, parse_message
-from loginetl.core.fifo import deduplication_id, in_group_order, is_fifo
+from loginetl.core.fifo import in_group_order, is_fifo
 from loginetl.core.keyring import Keyring
 from loginetl.core.limits import SQS_BATCH
 from loginetl.core.pacing import DEFAULT_HOLD_SECONDS, RampedRate
@@ -240,14 +241,9 @@ class _Replay:
     def _outbound(self, message: InboundMessage, trusted: InboundMessage) -> OutboundMessage:
         """The copy for the source queue: verified identity only, signed again; to a FIFO
         queue in the DLQ copy's group (the original's), deduplicated per DLQ delivery."""
-        attributes = sign(replay_attributes(trusted), trusted.body, self.attribute_keys)
-        if not self.fifo:
-            return OutboundMessage(trusted.body, attributes)
-        return OutboundMessage(
-            trusted.body,
-            attributes,
-            group_id=message.group_id or "loginetl",
-            deduplication_id=deduplication_id("replay", trusted),
+        copy = replace(trusted, group_id=message.group_id)
+        return signed_copy(
+            copy, replay_attributes(trusted), self.attribute_keys, "replay", self.fifo
         )
 
 
