@@ -19,13 +19,13 @@ LIFECYCLE = "security.md#forget-and-retention"
 OBSERVE = "security.md#what-one-role-can-observe-or-hold-up-of-another"
 
 SECTIONS = {
-    GUARANTEES: "Delivery, faults and input (docs/guarantees.md)",
-    ROLES: "Roles and keys (docs/security.md)",
-    UNMASK: "Unmask: audited, committed and durable first (docs/security.md)",
-    AUDIT: "The audit log (docs/security.md)",
-    DEFINER: "Definer and trigger functions (docs/security.md)",
-    LIFECYCLE: "Forget and retention (docs/security.md)",
-    OBSERVE: "What one role can observe, or hold up, of another (docs/security.md)",
+    GUARANTEES: "Delivery, faults and input",
+    ROLES: "Roles and keys",
+    UNMASK: "Unmask: audited, committed and durable first",
+    AUDIT: "The audit log",
+    DEFINER: "Definer and trigger functions",
+    LIFECYCLE: "Forget and retention",
+    OBSERVE: "What one role can observe, or hold up, of another",
 }
 
 F = "tests/faults/test_faults.py::"
