@@ -279,6 +279,16 @@ BREAKAGES = [
         "one copy each, not two",
     ),
     Breakage(
+        "preparation-blames-the-batch",
+        "a batch whose preparation failed is prepared whole again for each message",
+        "tests/e2e/test_rollout.py::"
+        "test_an_unexpected_error_preparing_a_batch_dead_letters_only_the_message_at_fault",
+        "loginetl/actions/prepare.py",
+        "            prepare([message])\n",
+        "            prepare(messages)\n",
+        "masking and sealing failed for every message of a batch",
+    ),
+    Breakage(
         "ours-all-refused-dead-lettered",
         "a batch the database refuses whole is dead-lettered row by row",
         OURS + "test_a_failure_that_is_ours_stops_consume_and_dead_letters_nothing"
@@ -476,6 +486,34 @@ BREAKAGES = [
         "pages and took >= writer_cycles",
     ),
     Breakage(
+        "forget-granted-to-the-analyst",
+        "grants.sql lets the analyst execute the forget functions",
+        SECURITY + "test_lifecycle_privileges.py::"
+        "test_only_the_eraser_may_forget_and_only_the_maintainer_may_apply_retention",
+        "loginetl/sql/grants.sql",
+        "    public.loginetl_forget(bigint, text) TO loginetl_eraser;\n",
+        "    public.loginetl_forget(bigint, text) TO loginetl_eraser, loginetl_analyst;\n",
+        "DID NOT RAISE DBAPIError",
+    ),
+    Breakage(
+        "audit-text-unbounded",
+        "an audited request takes a reason of any length",
+        SECURITY + "test_vault_access.py::test_definer_functions_bound_their_arguments",
+        FUNCTIONS + "loginetl_check_audit_text.sql",
+        "        RAISE EXCEPTION 'reason (1-1000 chars), os user and host (256) out of bounds'\n",
+        "        RAISE NOTICE 'reason (1-1000 chars), os user and host (256) out of bounds'\n",
+        "DID NOT RAISE DBAPIError",
+    ),
+    Breakage(
+        "chain-lock-unbounded",
+        "the audit chain waits 30 s, not 5, behind an idle appender",
+        SECURITY + "test_audit_first.py::test_an_idle_appender_stalls_nobody_past_the_bound",
+        FUNCTIONS + "unmask_audit_chain.sql",
+        " SET lock_timeout TO '5s'\n",
+        " SET lock_timeout TO '30s'\n",
+        "BOUND - 0.5 < took < BOUND + 3",
+    ),
+    Breakage(
         "forget-another-users-request",
         "forget acts under a request for another user",
         SECURITY + "test_lifecycle_privileges.py::"
@@ -504,6 +542,15 @@ BREAKAGES = [
         "    IF coalesce(p_after, '') = '' AND v_key_id IS DISTINCT FROM (\n",
         "    IF false AND v_key_id IS DISTINCT FROM (\n",
         "now alias to k2",
+    ),
+    Breakage(
+        "forged-alias-accepted",
+        "loginetl_add_aliases takes aliases that are not tokens of the audited key",
+        SECURITY + "test_poison_and_aliases.py::test_a_forged_alias_is_refused",
+        FUNCTIONS + "loginetl_add_aliases.sql",
+        "    IF v_valid <> v_given THEN\n",
+        "    IF false THEN\n",
+        "DID NOT RAISE ProgrammingError",
     ),
     Breakage(
         "definer-search-path-unpinned",

@@ -224,8 +224,7 @@ PROMISES = [
             "tests/e2e/test_rollout.py::"
             "test_an_unexpected_error_preparing_a_batch_dead_letters_only_the_message_at_fault",
         ),
-        uncovered="the one-line anchors (actions/prepare.py's isolation) are the same lines "
-        "`ours-sealer-dead-lettered` breaks the other way; no second distinct mutation found",
+        ("preparation-blames-the-batch",),
     ),
     Promise(
         "A failure that is ours stops the line and dead-letters nothing: a batch refused whole, "
@@ -500,8 +499,7 @@ PROMISES = [
         "aliases and vault entries a call, partition months)",
         DEFINER,
         (S + "test_vault_access.py::test_definer_functions_bound_their_arguments",),
-        uncovered="no breakage written yet: each bound is a clamp in its function's SQL "
-        "(e.g. loginetl_unmask_request's left(…, 1000)); left for a later round",
+        ("audit-text-unbounded",),
     ),
     # -- forget and retention -------------------------------------------------------------
     Promise(
@@ -511,8 +509,7 @@ PROMISES = [
             S + "test_lifecycle_privileges.py::"
             "test_only_the_eraser_may_forget_and_only_the_maintainer_may_apply_retention",
         ),
-        uncovered="no breakage written yet: the anchor is a GRANT EXECUTE line of grants.sql; "
-        "left for a later round",
+        ("forget-granted-to-the-analyst",),
     ),
     Promise(
         "Forget acts only after a committed request of its own, for the same user",
@@ -594,8 +591,7 @@ PROMISES = [
             S + "test_poison_and_aliases.py::test_a_forged_alias_is_refused",
             S + "test_rederiver.py::test_a_forged_alias_already_stored_makes_rederive_refuse",
         ),
-        uncovered="no breakage written yet: the anchor is loginetl_add_aliases.sql's "
-        "check of each alias; left for a later round",
+        ("forged-alias-accepted",),
     ),
     # -- observe and stall ---------------------------------------------------------------
     Promise(
@@ -616,7 +612,6 @@ PROMISES = [
             S + "test_audit_first.py::test_an_idle_appender_stalls_nobody_past_the_bound",
             "tests/faults/test_lock_stall.py::test_idle_holders_of_every_lock_stall_no_unmask",
         ),
-        uncovered="no breakage written yet: the anchor is the chain trigger's lock_timeout "
-        "in unmask_audit_chain.sql; left for a later round",
+        ("chain-lock-unbounded",),
     ),
 ]
