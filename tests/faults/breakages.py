@@ -47,7 +47,7 @@ class Breakage:
     path: str
     old: str  # occurs exactly once in path
     new: str  # differs from old
-    expect: str  # a substring of the failing assertion (pytest's "E   ..." lines)
+    expect: str  # a substring of the failing assertion (pytest's ">" and "E" lines)
 
 
 FUNCTIONS = "loginetl/sql/functions/"
