@@ -16,7 +16,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
 .PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults security bench lint format \
-	clean constraints wheel-check deploy-check docs
+	clean constraints wheel-check deploy-check docs breakages
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: install localstack-venv  ## Run the test suite against real PostgreSQL and
 faults: install localstack-venv  ## Break things on purpose and count (prints one line a scenario)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m pytest -m slow tests/faults $(PYTEST_ARGS)
 
+breakages: install localstack-venv  ## Break each promise in a tree copy; its test must fail for the named reason (BREAKAGES=name filters)
+	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m tests.faults.breakages $(BREAKAGES)
+
 security: install  ## Play every attack with real database roles, on a superuser- and an owner-migrated database
 	pg=$$(tools/ensure-postgres.sh) && for owner in superuser managed; do \
 	  echo "== security: database migrated by the $$owner owner"; \
@@ -86,8 +89,9 @@ format: install  ## Apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix loginetl tests tools migrations bench
 	$(VENV)/bin/ruff format loginetl tests tools migrations bench
 
-docs: install  ## Regenerate docs/cli.md from the Typer app (a test fails when it is stale)
+docs: install  ## Regenerate docs/cli.md and docs/promises.md (a test fails when either is stale)
 	$(VENV)/bin/python tools/cli_reference.py > docs/cli.md
+	$(VENV)/bin/python tools/promise_table.py > docs/promises.md
 
 constraints: install  ## Re-pin tools/constraints.txt from the current .venv
 	{ head -n 2 tools/constraints.txt; $(PY) -m pip freeze --exclude-editable; } > tools/constraints.new

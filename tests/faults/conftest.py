@@ -65,6 +65,24 @@ class Accounting:
             and self.sent == self.loaded + self.dead_lettered
         )
 
+    def __repr__(self) -> str:
+        """What is wrong in capitals, then the figures, so a failed ``assert result.exact,
+        result`` names its reason (tests/faults/breakages.py expects it by name)."""
+        wrong = [
+            name
+            for name, bad in (
+                ("LOST", self.lost),
+                ("DUPLICATED", self.duplicated),
+                ("ROLLUPS DIFFER FROM A RECOUNT", not self.rollups_exact),
+                ("VAULT INCOMPLETE", not self.vault_complete),
+                ("LEFT IN THE QUEUES", self.left_in_queues),
+                ("SENT != LOADED + DEAD-LETTERED", self.sent != self.loaded + self.dead_lettered),
+            )
+            if bad
+        ]
+        figures = ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items())
+        return f"Accounting({'; '.join(wrong) + ': ' if wrong else ''}{figures})"
+
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not FIGURES:
