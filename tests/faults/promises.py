@@ -89,9 +89,7 @@ PROMISES = [
         "An SQS endpoint unreachable at start is one sentence and exit 2",
         GUARANTEES,
         (F + "test_sqs_unreachable_at_start_and_restarted_mid_run",),
-        uncovered="its anchor is the start-up check in actions/consume.py and services/sqs.py, "
-        "both being refactored in parallel (the FIFO predicate); checked by the first step "
-        "of the scenario",
+        ("sqs-unreachable-traceback",),
     ),
     Promise(
         "A reject is never deleted unless the DLQ accepted it",
@@ -311,8 +309,7 @@ PROMISES = [
             "tests/services/test_rollout_services.py::"
             "test_create_queues_leaves_an_existing_queue_as_its_operator_set_it",
         ),
-        uncovered="its anchor is services/sqs.py, being refactored in parallel (the FIFO "
-        "predicate); to add once that lands",
+        ("create-queues-recreates",),
     ),
     Promise(
         "A backlog of maximum-size bodies keeps memory bounded (at most 4 MiB of bodies a worker)",
@@ -415,8 +412,7 @@ PROMISES = [
             "test_export_consumer_writes_only_the_current_key_and_the_public_key",
             "tests/e2e/test_unmask.py::test_a_consumer_key_set_cannot_decrypt",
         ),
-        uncovered="its anchor is services/keys.py (the keyring), being refactored in parallel; "
-        "to add once that lands",
+        ("consumer-gets-every-hmac-key",),
     ),
     # -- unmask --------------------------------------------------------------------------
     Promise(
@@ -446,8 +442,7 @@ PROMISES = [
             S + "test_poison_and_aliases.py::test_a_poisoned_vault_entry_is_refused_and_audited",
             "tests/e2e/test_unmask.py::test_without_the_hmac_key_file_nothing_is_revealed",
         ),
-        uncovered="its anchor is actions/unmask.py (the signed-audit transaction), being "
-        "refactored in parallel; to add once that lands",
+        ("planted-value-revealed",),
     ),
     Promise(
         "If any audit write fails, nothing is revealed (exit 5); without the signing key, "
@@ -457,8 +452,10 @@ PROMISES = [
             "tests/e2e/test_unmask.py::test_no_plaintext_when_the_audit_write_fails",
             S + "test_signing_key.py::test_unmask_without_the_signing_key_is_refused_and_audited",
         ),
-        uncovered="its anchor is actions/unmask.py and cli/audit.py (the signed-audit "
-        "transaction), being refactored in parallel; to add once that lands",
+        (
+            "value-shown-before-its-audit-row",
+            "unmask-without-signing-key",
+        ),
     ),
     # -- the audit log --------------------------------------------------------------------
     Promise(
