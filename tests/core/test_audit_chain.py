@@ -73,7 +73,7 @@ def test_deleting_later_heads_then_rewriting_and_rehashing_is_a_break() -> None:
     heads = [sign_head(key, r.seq, r.row_hash) for r in rows[:7]]  # heads 8-13 deleted
     forged = rehash_from(rows, 8, reason="routine check, nothing to see")
     report = verify(forged, heads=heads, public_key=key.public_key())
-    assert report.breaks[0].seq == 8
+    assert [b.seq for b in report.breaks][:1] == [8]
     assert (report.problem or "").startswith("rows 8-13 are after")
     assert len(report.breaks) == 1
 
@@ -101,7 +101,7 @@ def test_heads_signed_with_another_key_do_not_count() -> None:
         heads=[sign_head(stranger, 2, rows[1].row_hash)],
         public_key=Ed25519PrivateKey.generate().public_key(),
     )
-    assert report.breaks[0].seq == 2
+    assert [b.seq for b in report.breaks][:1] == [2]
     assert "does not verify with this key" in (report.problem or "")
     assert report.signed_through == 0
 

@@ -590,7 +590,7 @@ BREAKAGES = [
         "loginetl/core/audit_chain.py",
         "    except InvalidSignature:\n        return False\n",
         "    except InvalidSignature:\n        return True\n",
-        "assert report.broken_at == 2",
+        "== [2]",
     ),
     Breakage(
         "vault-epoch-unchecked",
