@@ -80,6 +80,9 @@ class Soak:
         faults = schedule(self.seed, self.seconds)
         quiet = quiet_points(self.seconds)
         self.say(f"{len(faults)} faults scheduled, quiet points at {quiet} s of soak time")
+        (self.run_dir / "schedule.txt").write_text(
+            "".join(f"{f.at:8.1f}  {f.describe()}\n" for f in faults)
+        )
         wall = time.monotonic()
         world = World(self.run_dir, self.seed)
         supervisor = producer = None
@@ -190,7 +193,12 @@ class Soak:
         if final:
             rss, rss_note = inv.rss_flat(supervisor.rss, self.seconds)
             found += rss
-        figures = {**load_figures, **dlq_figures, "DLQ messages received": self.dead.received}
+        figures = {
+            **load_figures,
+            **dlq_figures,
+            "DLQ messages received": self.dead.received,
+            "producer send errors": producer.errors,
+        }
         self.figures = figures
         self.checked.append({"at": round(self.clock(), 1), "violations": len(found), **figures})
         names = sorted({v.invariant for v in found})

@@ -38,6 +38,14 @@ class World:
         self.closers: list[Callable[[], None]] = []
         self.pg = PrivatePostgres()
         self.closers.append(self.pg.destroy)
+        try:
+            self._start(seed)
+        except BaseException:  # a failed or interrupted start leaves nothing running
+            self.close()
+            raise
+
+    def _start(self, seed: int) -> None:
+        run_dir = self.run_dir
         self.url = make_url(self.pg.url).set(database=f"loginetl_soak_{seed}")
         self.database_url = self.url.render_as_string(hide_password=False)
         db.ensure_database(self.database_url)
