@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job ignores it
+        signal.signal(signum, stop)
     try:
         return Soak(seed, args.seconds, args.rate).run()
     except KeyboardInterrupt:
