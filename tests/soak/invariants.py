@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import re
 import subprocess
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,10 +46,15 @@ class DeadLetters:
     reasons: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     received: int = 0
 
-    def drain(self, client: Any, url: str) -> int:
-        """Receive and delete until SQS reports nothing visible; return how many came."""
+    def drain(self, client: Any, url: str, timeout: float = 200) -> int:
+        """Receive and delete until SQS reports nothing visible or in flight; return how many.
+
+        In flight waits out the hold of a replay-dlq whose release an SQS cut refused (120 s
+        by default, after which loginetl promises the message is visible again).
+        """
         got = 0
-        while True:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             response = client.receive_message(
                 QueueUrl=url,
                 MaxNumberOfMessages=10,
@@ -59,9 +65,13 @@ class DeadLetters:
             batch = response.get("Messages", [])
             if not batch:
                 depth = client.get_queue_attributes(
-                    QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
                 )["Attributes"]
-                if int(depth["ApproximateNumberOfMessages"]) == 0:
+                if sum(int(v) for v in depth.values()) == 0:
                     return got
                 continue
             for message in batch:
@@ -77,6 +87,7 @@ class DeadLetters:
             )
             got += len(batch)
             self.received += len(batch)
+        return got  # what is left is reported as nothing-in-flight
 
 
 def queue_left(client: Any, urls: Iterable[str]) -> dict[str, int]:
