@@ -209,7 +209,10 @@ def fifo_order(conn: Connection, sent: list[Sent]) -> list[Violation]:
                 out.append(
                     Violation(
                         "fifo-order",
-                        f"group {group}: message {after.group_seq} committed before {before.group_seq}",
+                        f"group {group}: message {after.group_seq} committed before "
+                        f"{before.group_seq} (loaded_at {loaded[after.keys[0]][0]} id "
+                        f"{loaded[after.keys[0]][1]}, before {loaded[before.keys[0]][0]} id "
+                        f"{loaded[before.keys[0]][1]})",
                         [before, after],
                     )
                 )

@@ -4,6 +4,7 @@ quiet point and at the end, print the verdict; exit 1 on any violation."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -209,6 +210,13 @@ class Soak:
         )
         self.violations += found
         self.rss_note = rss_note
+        if found and not (self.run_dir / "data.sql").exists():
+            # The evidence, from the first check that failed: every table's data but the
+            # vault's (no plaintext, checked above) and the ledger (synthetic ids, no PII).
+            (self.run_dir / "data.sql").write_text(dump)
+            (self.run_dir / "sent.jsonl").write_text(
+                "".join(json.dumps(dataclasses.asdict(s)) + "\n" for s in sent)
+            )
         if not final:
             self.paused_total += time.monotonic() - (self.paused_since or time.monotonic())
             self.paused_since = None
@@ -251,7 +259,7 @@ class Soak:
         return [
             f"{at:.1f} {kind} {what}"
             for at, kind, what in self.timeline
-            if kind in ("fault", "exit") and message.at - 30 <= at <= message.at + 60
+            if kind in ("fault", "fault-end", "exit") and message.at - 10 <= at <= message.at + 40
         ]
 
     def verdict(self, wall: float) -> int:
@@ -272,7 +280,7 @@ class Soak:
                         f"{'fifo ' + str(message.group) if message.fifo else 'standard'} "
                         f"key {message.keys[0][:48]} sent at {message.at:.1f}"
                     )
-                    for line in self.around(message)[:8]:
+                    for line in self.around(message)[:16]:
                         self.say(f"          around it: {line}")
         result = {
             "seed": self.seed,
