@@ -190,16 +190,21 @@ def dlq_with_reason(sent: list[Sent], dead: DeadLetters) -> tuple[list[Violation
 
 
 def fifo_order(conn: Connection, sent: list[Sent]) -> list[Violation]:
-    """Within a group, a later message is never committed in an earlier transaction."""
+    """Within a group, a later message is never committed before an earlier one.
+
+    Judged by each row's commit time (the cluster tracks commit timestamps), not by
+    loaded_at: a transaction that started first can commit last, after waiting on another's
+    rows, and then the order of loaded_at says nothing of the order of commits.
+    """
     loaded = {
         key: (at, row_id)
         for key, at, row_id in conn.execute(
-            text("SELECT idempotency_key, loaded_at, id FROM user_logins")
+            text("SELECT idempotency_key, pg_xact_commit_timestamp(xmin), id FROM user_logins")
         ).all()
     }
     groups: dict[str, list[Sent]] = defaultdict(list)
     for s in sent:
-        if s.valid and s.group is not None and s.keys[0] in loaded:
+        if s.valid and s.group is not None and loaded.get(s.keys[0], (None,))[0] is not None:
             groups[s.group].append(s)
     out = []
     for group, messages in sorted(groups.items()):
@@ -210,7 +215,7 @@ def fifo_order(conn: Connection, sent: list[Sent]) -> list[Violation]:
                     Violation(
                         "fifo-order",
                         f"group {group}: message {after.group_seq} committed before "
-                        f"{before.group_seq} (loaded_at {loaded[after.keys[0]][0]} id "
+                        f"{before.group_seq} (at {loaded[after.keys[0]][0]} id "
                         f"{loaded[after.keys[0]][1]}, before {loaded[before.keys[0]][0]} id "
                         f"{loaded[before.keys[0]][1]})",
                         [before, after],

@@ -38,6 +38,12 @@ class World:
         self.closers: list[Callable[[], None]] = []
         self.pg = PrivatePostgres()
         self.closers.append(self.pg.destroy)
+        # fifo-order judges the order of commits, which only commit timestamps tell: two
+        # transactions overlap, and the one that started (loaded_at) first may commit last.
+        with (self.pg.data / "postgresql.conf").open("a") as conf:
+            conf.write("track_commit_timestamp = on\n")
+        self.pg.stop()
+        self.pg.start()
         try:
             self._start(seed)
         except BaseException:  # a failed or interrupted start leaves nothing running
