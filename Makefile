@@ -10,12 +10,14 @@ LS_VENV := .localstack-venv
 DEPLOY_VENV := .deploy-venv
 SQS_PORT ?= 4566
 PYTEST_ARGS ?=
+SOAK_SECONDS ?= 600
+SOAK_SEED ?=
 
 export AWS_ENDPOINT_URL ?= http://127.0.0.1:$(SQS_PORT)
 export AWS_DEFAULT_REGION ?= us-east-1
 export LOGINETL_KEYS_DIR ?= $(CURDIR)/.loginetl/keys
 
-.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults security bench lint format \
+.PHONY: help install localstack-venv sqs-up sqs-down pg-down demo test faults security soak bench lint format \
 	clean constraints wheel-check deploy-check docs breakages
 
 help:  ## List the targets
@@ -59,6 +61,9 @@ faults: install localstack-venv  ## Break things on purpose and count (prints on
 
 breakages: install localstack-venv  ## Break each promise in a tree copy; its test must fail for the named reason (BREAKAGES=name filters)
 	LOGINETL_TEST_PG=$$(tools/ensure-postgres.sh) $(PY) -m tests.faults.breakages $(BREAKAGES)
+
+soak: install localstack-venv  ## Every fault at once for SOAK_SECONDS (600), invariants checked; SOAK_SEED replays a run
+	$(PY) -m tests.soak --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 security: install  ## Play every attack with real database roles, on a superuser- and an owner-migrated database
 	pg=$$(tools/ensure-postgres.sh) && for owner in superuser managed; do \

@@ -10,6 +10,7 @@ import contextlib
 import selectors
 import socket
 import threading
+import time
 
 
 class Proxy:
@@ -21,6 +22,7 @@ class Proxy:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.delay = 0.0  # seconds added before each chunk is passed on (a latency spike)
         self.resume()
 
     @property
@@ -74,6 +76,8 @@ class Proxy:
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
+                    if self.delay:
+                        time.sleep(self.delay)
                     key.data.sendall(data)
         except (OSError, ValueError):
             return
