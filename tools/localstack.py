@@ -72,8 +72,10 @@ def start(port: int, state_dir: Path, timeout: float = 60.0) -> int:
         "SQS_ENDPOINT_STRATEGY": "path",
         "FILESYSTEM_ROOT": str(state_dir / "fs"),
     }
-    for inherited in ("PYTHONPATH", "VIRTUAL_ENV", "PYENV_VERSION"):
+    for inherited in ("VIRTUAL_ENV", "PYENV_VERSION"):
         env.pop(inherited, None)
+    # Its sitecustomize keeps a FIFO group closed while any of it is in flight, as AWS does.
+    env["PYTHONPATH"] = str(ROOT / "tools" / "localstack_site")
     log = (state_dir / "localstack.log").open("ab")
     process = subprocess.Popen(
         [str(VENV_PYTHON), "-m", "localstack.runtime.main"],

@@ -270,3 +270,38 @@ def test_a_dead_letter_resent_after_a_crash_is_dropped_by_the_fifo_dlq(
     assert count_rows(fifo_settings.database_url) == 3
     dead = drain(sqs, dlq_url)
     assert sorted(m.body for m in dead) == sorted(bodies[3:])  # one copy each, not two
+
+
+def test_the_endpoint_keeps_a_group_closed_while_any_of_it_is_in_flight(sqs: SqsService) -> None:
+    """As AWS does (tools/localstack_site patches LocalStack 4.14, which reopens the group):
+    one message of a group coming back does not let a later one reach another receiver."""
+    client = sqs.client
+    url = client.create_queue(
+        QueueName=f"closed-{uuid.uuid4().hex[:8]}.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "false"},
+    )["QueueUrl"]
+    for i in range(1, 7):
+        client.send_message(
+            QueueUrl=url, MessageBody=f"m{i}", MessageGroupId="g", MessageDeduplicationId=f"d{i}"
+        )
+
+    def receive(visibility: int) -> list[dict[str, str]]:
+        answer = client.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility
+        )
+        return answer.get("Messages", [])
+
+    first = receive(60)
+    assert [m["Body"] for m in first] == ["m1", "m2", "m3", "m4", "m5", "m6"][: len(first)]
+    assert len(first) >= 3
+    client.change_message_visibility(
+        QueueUrl=url, ReceiptHandle=first[0]["ReceiptHandle"], VisibilityTimeout=0
+    )
+    assert receive(60) == []  # m1 is back, but m2... are still in flight: the group stays shut
+    for message in first[1:]:
+        client.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    again = [m["Body"] for m in receive(60)]
+    assert again[:1] == ["m1"]  # none in flight: the group opens at its oldest message
+    assert again == ["m1", "m2", "m3", "m4", "m5", "m6"][:1] + [
+        f"m{i}" for i in range(len(first) + 1, len(first) + len(again))
+    ]
