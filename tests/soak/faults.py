@@ -170,8 +170,10 @@ class Injector:
             if self.pg_down == 1:
                 self.world.pg.stop()
         time.sleep(fault.seconds)
-        with self.pg_lock:
+        with self.pg_lock, self.world.lock:
             self.pg_down -= 1
+            if self.world.closed:
+                return "not restarted: the soak is closing"
             if self.pg_down == 0:
                 self.world.pg.start()
                 return "back"

@@ -126,11 +126,13 @@ class Soak:
             for failure in injector.failures:
                 self.note("command", failure)
         finally:
-            if producer is not None:
-                producer.stop()
-            if supervisor is not None:
-                supervisor.kill_all()
-            world.close()
+            try:
+                if producer is not None:
+                    producer.stop()
+                if supervisor is not None:
+                    supervisor.kill_all()
+            finally:
+                world.close()  # whatever stopping the others raised
         return self.verdict(time.monotonic() - wall)
 
     def quiet_point(

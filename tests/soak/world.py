@@ -36,6 +36,10 @@ class World:
     def __init__(self, run_dir: Path, seed: int) -> None:
         self.run_dir = run_dir
         self.closers: list[Callable[[], None]] = []
+        # Held by close and by whatever starts the cluster again (a pg-restart fault's
+        # thread): once closed, nothing the soak started comes back.
+        self.lock = threading.Lock()
+        self.closed = False
         self.pg = PrivatePostgres()
         self.closers.append(self.pg.destroy)
         # fifo-order judges the order of commits, which only commit timestamps tell: two
@@ -104,10 +108,12 @@ class World:
         }
 
     def close(self) -> None:
-        for close in reversed(self.closers):
-            with contextlib.suppress(Exception):
-                close()
-        self.closers.clear()
+        with self.lock:
+            self.closed = True
+            for close in reversed(self.closers):
+                with contextlib.suppress(Exception):
+                    close()
+            self.closers.clear()
 
 
 @dataclass
@@ -183,6 +189,8 @@ class Supervisor:
                     if code is None:
                         continue
                     slot.exits.append((self.clock(), code, slot.expected_end))
+                    if self.stopping.is_set():
+                        return  # the soak is stopping: nothing starts again
                     if slot.expected_end is None or code not in (0, -9, -15):
                         self.note("exit", f"{slot.name} exited {code} on its own (restarted)")
                     self._spawn(slot)
@@ -226,11 +234,12 @@ class Supervisor:
     def kill_all(self) -> None:
         """The cleanup path: SIGKILL whatever is still running."""
         self.stopping.set()
-        for slot in self.slots:
-            if slot.process is not None and slot.process.poll() is None:
-                with contextlib.suppress(OSError):
-                    slot.process.kill()
-                    slot.process.wait(timeout=10)
+        with self.lock:  # not while the loop restarts one
+            for slot in self.slots:
+                if slot.process is not None and slot.process.poll() is None:
+                    with contextlib.suppress(OSError):
+                        slot.process.kill()
+                        slot.process.wait(timeout=10)
 
 
 def run_cli(world: World, log: Path, *args: str, pair: str = "std", timeout: float = 180) -> int:
