@@ -88,30 +88,20 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-class MetricsServer:
-    """Serves /metrics and /healthz on a background thread."""
+class _Served:
+    """/metrics of ``collectors`` (and the build info), /healthz from ``check`` (cached, so
+    scrapes do not hammer the services), on a background thread once started."""
 
-    def __init__(self, *, host: str, port: int, snapshot: Snapshot, check: Check) -> None:
-        self._check = _Cached(check, seconds=5)
+    def __init__(
+        self, *, host: str, port: int, check: _Cached, collectors: Iterable[Collector]
+    ) -> None:
+        self._check = check
         self.registry = CollectorRegistry()
-        self.registry.register(_ConsumeCollector(snapshot))
-        self.registry.register(_ReadyCollector(self._check))
+        for collector in collectors:
+            self.registry.register(collector)
         # loginetl_build_info{version="..."} 1: which build each replica runs (a rolling deploy).
         Info("loginetl_build", "The running loginetl build", registry=self.registry).info(
             {"version": __version__}
-        )
-        self.batch_seconds = Histogram(
-            "loginetl_consume_batch_seconds",
-            "Time to load and acknowledge one received batch",
-            registry=self.registry,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-        )
-        self.lag_seconds = Histogram(
-            "loginetl_consume_lag_seconds",
-            "End-to-end lag: from the original send (SQS SentTimestamp, or an SNS/EventBridge "
-            "envelope's earlier time) to the commit of the message's row",
-            registry=self.registry,
-            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
         )
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
@@ -136,6 +126,32 @@ class MetricsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class MetricsServer(_Served):
+    """consume's /metrics (counters, readiness, batch and lag histograms) and /healthz."""
+
+    def __init__(self, *, host: str, port: int, snapshot: Snapshot, check: Check) -> None:
+        cached = _Cached(check, seconds=5)
+        super().__init__(
+            host=host,
+            port=port,
+            check=cached,
+            collectors=(_ConsumeCollector(snapshot), _ReadyCollector(cached)),
+        )
+        self.batch_seconds = Histogram(
+            "loginetl_consume_batch_seconds",
+            "Time to load and acknowledge one received batch",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.lag_seconds = Histogram(
+            "loginetl_consume_lag_seconds",
+            "End-to-end lag: from the original send (SQS SentTimestamp, or an SNS/EventBridge "
+            "envelope's earlier time) to the commit of the message's row",
+            registry=self.registry,
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400),
+        )
 
 
 class _Cached:
@@ -181,18 +197,14 @@ class _GaugeCollector(Collector):
             yield GaugeMetricFamily(name, help_text, value=value)
 
 
-class GaugeServer(MetricsServer):
+class GaugeServer(_Served):
     """Serves /metrics of a few gauges read at scrape time (the fold worker's); /healthz
     answers 200 while the process runs."""
 
     def __init__(self, *, host: str, port: int, read: Gauges) -> None:
-        self._check = _Cached(dict, seconds=5)
-        self.registry = CollectorRegistry()
-        self.registry.register(_GaugeCollector(read))
-        Info("loginetl_build", "The running loginetl build", registry=self.registry).info(
-            {"version": __version__}
+        super().__init__(
+            host=host,
+            port=port,
+            check=_Cached(dict, seconds=5),
+            collectors=(_GaugeCollector(read),),
         )
-        self._metrics_app = make_wsgi_app(self.registry)
-        self._server = make_server(host, port, self._app, handler_class=_QuietHandler)
-        self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
