@@ -315,44 +315,34 @@ def is_vault_epoch_stale(error: BaseException) -> bool:
     return sqlstate(error) == VAULT_EPOCH_STALE
 
 
-def _drain(
-    engine: Engine, statement: str, *, wait: bool, limit: int, rounds: int | None, point: str
-) -> int | None:
+def _drain(engine: Engine, statement: str, *, wait: bool, limit: int, point: str) -> int | None:
     """Run a fold-like ``statement`` (one chunk a transaction) until a chunk comes back
-    short, or ``rounds`` chunks; the rows it took, or None if another session held it."""
+    short; the rows it took, or None if another session held it."""
     took = 0
-    done_rounds = 0
-    while rounds is None or done_rounds < rounds:
+    while True:
         with engine.begin() as conn:
             done = conn.execute(text(statement), {"limit": limit, "wait": wait}).scalar()
             failpoints.hit(point, when=bool(done))
         if done is None:
             return None if took == 0 else took
         took += int(done)
-        done_rounds += 1
         if done < limit:
-            break
-    return took
+            return took
 
 
-def fold_rollups(
-    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
-) -> int | None:
-    """Fold pending rows into the rollups until none are left (or ``rounds`` chunks);
-    return how many were folded.
+def fold_rollups(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> int | None:
+    """Fold pending rows into the rollups until none are left; return how many were folded.
 
     Returns None if another process was folding and ``wait`` is False: it will fold what
     is pending. With ``wait``, waits for it and then folds.
     """
-    return _drain(engine, _FOLD, wait=wait, limit=limit, rounds=rounds, point="crash_in_fold")
+    return _drain(engine, _FOLD, wait=wait, limit=limit, point="crash_in_fold")
 
 
-def settle_vault(
-    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
-) -> int | None:
+def settle_vault(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> int | None:
     """Move the sealed entries loads appended to vault_inbox into pii_vault (the first of a
     token wins), as :func:`fold_rollups` folds; return how many entries it took."""
-    return _drain(engine, _SETTLE, wait=wait, limit=limit, rounds=rounds, point="crash_in_settle")
+    return _drain(engine, _SETTLE, wait=wait, limit=limit, point="crash_in_settle")
 
 
 @dataclass(frozen=True)
@@ -364,12 +354,10 @@ class Folded:
     folded: int | None
 
 
-def fold(
-    engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK, rounds: int | None = None
-) -> Folded:
+def fold(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> Folded:
     """Settle the vault inbox, then fold the rollups: everything loads have left to do."""
-    settled = settle_vault(engine, wait=wait, limit=limit, rounds=rounds)
-    return Folded(settled, fold_rollups(engine, wait=wait, limit=limit, rounds=rounds))
+    settled = settle_vault(engine, wait=wait, limit=limit)
+    return Folded(settled, fold_rollups(engine, wait=wait, limit=limit))
 
 
 def fold_once_on(conn: Connection, *, limit: int = FOLD_CHUNK) -> Folded:
