@@ -88,9 +88,8 @@ _TABLE_STATS = """
 SELECT
   (SELECT coalesce(json_object_agg(metric, value), '{}') FROM rollup_totals) AS totals,
   (SELECT coalesce(sum(logins), 0) FROM rollup_months WHERE logins > 0) AS rows,
-  (SELECT json_build_array(pending_rows, inbox_entries, extract(
-            epoch FROM clock_timestamp() - least(pending_since, inbox_since)))
-     FROM loginetl_backlog()) AS backlog,
+  (SELECT json_build_array(pending_rows, inbox_entries, behind)
+     FROM ($BACKLOG) b) AS backlog,
   (SELECT coalesce(json_agg(json_build_array(token, users, logins)), '[]') FROM (
      SELECT token, users, logins FROM token_stats WHERE pii_field = 'ip' AND users > 1
      ORDER BY users DESC, logins DESC, token LIMIT :top) t) AS shared_ips,
@@ -110,7 +109,7 @@ SELECT
      WHERE loaded_hour >= date_trunc('hour', now() - :since) AND logins > 0) AS hours,
   has_table_privilege('public.pii_vault', 'SELECT') AS vault_allowed,
   (SELECT reltuples FROM pg_class WHERE oid = 'public.pii_vault'::regclass) AS vault_estimate
-"""
+""".replace("$BACKLOG", db.BACKLOG)
 
 
 def _shared(found: list[list[object]]) -> list[SharedToken]:
@@ -160,7 +159,7 @@ def table_stats_on(
         vault_entries_estimate=estimate,
         rollups_pending=int(pending),
         vault_pending=int(inbox),
-        behind_seconds=round(float(behind or 0.0), 3),
+        behind_seconds=float(behind),
         top_shared_ips=_shared(r.shared_ips),
         top_shared_devices=_shared(r.shared_devices),
         by_device_type=[(k or "", n) for k, n in by["device_type"]],

@@ -222,9 +222,12 @@ VAULT_EPOCH_STALE = "LE001"
 # when another session is at it and :wait is false.
 _FOLD = "SELECT public.loginetl_fold_rollups(:limit, :wait)"
 _SETTLE = "SELECT public.loginetl_settle_vault(:limit, :wait)"
-_BACKLOG = (
-    "SELECT *, coalesce(extract(epoch FROM pg_catalog.clock_timestamp() "
-    "- least(pending_since, inbox_since)), 0) AS behind FROM public.loginetl_backlog()"
+# The backlog and the oldest work's age in seconds on the database's clock (0 when none):
+# the fold worker reads it alone, stats inside its one statement.
+BACKLOG = (
+    "SELECT *, round(greatest(0, coalesce(extract(epoch FROM pg_catalog.clock_timestamp() "
+    "- least(pending_since, inbox_since)), 0))::numeric, 3)::float8 AS behind "
+    "FROM public.loginetl_backlog()"
 )
 FOLD_CHUNK = 50_000  # rows per fold transaction: bounds its memory and lock time
 
@@ -382,11 +385,11 @@ class Backlog:
 
 def backlog_on(conn: Connection) -> Backlog:
     """:class:`Backlog`, on a connection the caller holds (the analyst's or maintainer's)."""
-    r = conn.execute(text(_BACKLOG)).one()
+    r = conn.execute(text(BACKLOG)).one()
     return Backlog(
         int(r.pending_rows),
         r.pending_since,
         int(r.inbox_entries),
         r.inbox_since,
-        round(max(0.0, float(r.behind)), 3),
+        float(r.behind),
     )
