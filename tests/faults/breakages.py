@@ -15,7 +15,8 @@ which docs/promises.md is generated.
 
 One line a breakage: "fails as expected" (its test failed, for the named reason), "FAILED
 FOR ANOTHER REASON" (a failure, but not the one named, or an error in set-up: proves
-nothing) or "DID NOT FAIL"; then the total wall time. Exits 1 unless every breakage fails
+nothing) or "DID NOT FAIL"; then the total wall time, and each one that did not hold
+again with its detail (the tail of a CI log shows them). Exits 1 unless every breakage fails
 as expected (with --control: unless every test passes).
 """
 
@@ -840,6 +841,10 @@ def main(arguments: list[str]) -> int:
     good = sum(v.good for v in verdicts)
     wall = time.monotonic() - started
     what = "pass unbroken" if control else "fail as expected"
+    # Again at the end, where a CI log's tail shows them: the ones that did not hold.
+    for verdict in (v for v in verdicts if not v.good):
+        print(f"{verdict.breakage.name}: {verdict.outcome} ({verdict.breakage.test})")
+        print("    " + verdict.detail.replace("\n", "\n    "), flush=True)
     print(
         f"{good} of {len(verdicts)} {what}; {len(UNCOVERED)} promises uncovered "
         f"(tests/faults/promises.py); wall time {wall / 60:.1f} min with {jobs} at a time",
