@@ -64,8 +64,9 @@ def fold(
                         "this database role may not fold; run fold as a login role in "
                         "loginetl_maintainer (or the owner), never as the writer"
                     ) from None
-                if not follow or not db.is_database_error(error) or not db.is_transient(error):
-                    raise
+                if not (follow and db.is_database_error(error) and db.is_transient(error)):
+                    with db.translate_errors(engine, "fold"):  # a lost database: one sentence
+                        raise
                 failed += 1
                 log.warning("fold failed, retrying in %.1f s (%s)", interval, db.describe(error))
             else:

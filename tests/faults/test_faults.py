@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from loginetl.actions.seed import send_bodies
 from loginetl.config import Settings
@@ -470,6 +471,49 @@ def test_kill_9_inside_the_fold_worker(
         f"9. kill -9 inside the {what}, before its COMMIT", settings, sqs, fault_queues, users
     )
     assert result.exact, result
+
+
+def test_a_fold_run_once_that_loses_its_database_says_so_in_one_sentence(
+    settings: Settings,
+) -> None:
+    """``loginetl fold`` (no --follow) whose connection is cut mid-round: one sentence that
+    names the database, exit 2 (unreachable), not "unexpected ... (a bug in loginetl)"."""
+    url = make_url(settings.database_url)
+    proxy = Proxy(url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    holder = create_engine(settings.database_url)
+    try:
+        with holder.connect() as conn:  # hold the settle turn: the fold waits, connected
+            conn.execute(text("SELECT 1 FROM loginetl_locks WHERE name = 'settle' FOR UPDATE"))
+            process = subprocess.Popen(
+                [LOGINETL, "fold", "--json"],
+                env={**os.environ, **env_for(settings, LOGINETL_DATABASE_URL=proxied)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            waiting = (
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%loginetl_settle_vault%'"
+            )
+            watcher = holder.execution_options(isolation_level="AUTOCOMMIT")  # fresh snapshots
+            with watcher.connect() as watch:
+                wait_until(
+                    lambda: watch.execute(text(waiting)).scalar_one() == 1,
+                    what="fold waits for the turn",
+                )
+            proxy.pause()  # the database is gone from the fold's side
+            _, err = process.communicate(timeout=60)
+            conn.rollback()
+    finally:
+        holder.dispose()
+        proxy.pause()
+    assert process.returncode == 2, err
+    assert "cannot fold: PostgreSQL at" in err, err
+    assert "is unreachable" in err, err
+    assert "a bug in loginetl" not in err, err
+    assert "Traceback" not in err, err
 
 
 def test_kill_9_in_the_middle_of_a_delete_batch(
