@@ -49,7 +49,7 @@ def fold(
     rounds = failed = settled = folded = 0
     last: db.Backlog | None = None
     stopped_because = "nothing_pending"
-    with db.engine_for(settings.database_url, pool_size=1) as engine:
+    with db.engine_for(settings.database_url, pool_size=2) as engine:
         with db.translate_errors(engine, "fold"):
             migrations.require_compatible(engine)
         while True:

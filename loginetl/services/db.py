@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -358,9 +359,16 @@ class Folded:
 
 
 def fold(engine: Engine, *, wait: bool = False, limit: int = FOLD_CHUNK) -> Folded:
-    """Settle the vault inbox, then fold the rollups: everything loads have left to do."""
-    settled = settle_vault(engine, wait=wait, limit=limit)
-    return Folded(settled, fold_rollups(engine, wait=wait, limit=limit))
+    """Settle the vault inbox and fold the rollups: everything loads have left to do.
+
+    The two share no table and take separate turns, so they run side by side on two
+    connections (the settle on a thread of its own): a drain takes the longer of the
+    two, not their sum. An error in either is raised once both have ended.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="loginetl-settle") as pool:
+        settling = pool.submit(settle_vault, engine, wait=wait, limit=limit)
+        folded = fold_rollups(engine, wait=wait, limit=limit)  # on raising, the with waits
+        return Folded(settling.result(), folded)
 
 
 def fold_once_on(conn: Connection, *, limit: int = FOLD_CHUNK) -> Folded:

@@ -219,6 +219,28 @@ def test_a_second_folder_does_not_wait_unless_asked(engine: Engine) -> None:
     assert db.fold_rollups(engine) == 1
 
 
+def test_the_fold_goes_on_while_the_settle_waits_for_its_turn(engine: Engine) -> None:
+    """db.fold runs the settle and the fold side by side: one that waits for its turn
+    does not hold the other back, and the call returns once both are done."""
+    import threading
+    import time
+
+    db.write_batch(engine, [row("a")], [])
+    done: list[db.Folded] = []
+    with engine.connect() as holder:  # another process holding the settle's turn
+        holder.execute(text("SELECT 1 FROM loginetl_locks WHERE name = 'settle' FOR UPDATE"))
+        folding = threading.Thread(target=lambda: done.append(db.fold(engine, wait=True)))
+        folding.start()
+        deadline = time.monotonic() + 30
+        while pending(engine) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pending(engine) == 0  # folded while the settle still waits
+        assert folding.is_alive()
+        holder.rollback()
+    folding.join(30)
+    assert done == [db.Folded(0, 1)]
+
+
 RETRACT = """
 WITH gone AS (
     DELETE FROM user_logins WHERE idempotency_key = ANY(:keys)
