@@ -78,29 +78,27 @@ class Bench:
     def admin(self) -> Any:
         return create_engine(f"{self.pg_base}/postgres", isolation_level="AUTOCOMMIT")
 
-    def fresh_database(self) -> str:
-        name = f"loginetl_bench_{uuid.uuid4().hex[:8]}"
+    def _create(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (from ``template``'s files), dropped at the end."""
+        how = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
         engine = self.admin()
         with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"{how}'))
         engine.dispose()
         self.databases.append(name)
-        url = f"{self.pg_base}/{name}"
+        return f"{self.pg_base}/{name}"
+
+    def fresh_database(self) -> str:
+        url = self._create(f"loginetl_bench_{uuid.uuid4().hex[:8]}")
         migrating = db.make_engine(url, pool_size=1)
         migrations.upgrade(migrating)
         migrating.dispose()
         return url
 
     def copy_of(self, url: str) -> str:
-        """A new database made from ``url``'s (dropped with the others at the end)."""
+        """A new database made from ``url``'s."""
         source = url.rsplit("/", 1)[1]
-        name = f"{source}_{uuid.uuid4().hex[:4]}"
-        engine = self.admin()
-        with engine.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY'))
-        engine.dispose()
-        self.databases.append(name)
-        return f"{self.pg_base}/{name}"
+        return self._create(f"{source}_{uuid.uuid4().hex[:4]}", template=source)
 
     def drop_databases(self) -> None:
         engine = self.admin()
