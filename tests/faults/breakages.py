@@ -778,11 +778,18 @@ def run_test(copy: Path, env: dict[str, str], test: str) -> tuple[int, str]:
     return run.returncode, run.stdout
 
 
-def _shown(output: str) -> str:
-    """A run's last line and its first failing assertion, on one line."""
-    lines = output.strip().splitlines()
-    failing = [line[:200] for line in lines if line.startswith("E ")][:1]
-    return " | ".join([lines[-1] if lines else "", *failing])
+SECOND_RUN = "fails as expected (2nd)"
+
+
+def _detail(output: str, *, failed: bool) -> str:
+    """A run's last line and, unless it held, its first failing lines (``E`` lines, and an
+    ExceptionGroup's ``Error:`` lines), each cut to 200 characters."""
+    lines = output.strip().splitlines()[-1:]
+    if failed:
+        lines += [
+            line[:200] for line in output.splitlines() if line.startswith("E ") or "Error: " in line
+        ][:4]
+    return "\n".join(lines)
 
 
 def outcome_of(
@@ -795,37 +802,39 @@ def outcome_of(
     outcome, good = judge(breakage, returncode, output, control=control)
     first = ""
     if not good and not control:
-        first = f"first run: {outcome}: {_shown(output)}"
+        first = f"first run: {outcome}: " + _detail(output, failed=True).replace("\n", " | ")
         returncode, output = run()
         outcome, good = judge(breakage, returncode, output, control=control)
         if good:
-            outcome = "fails as expected (2nd)"
-    lines = output.strip().splitlines()
-    detail = "\n".join(filter(None, [lines[-1] if lines else "", first]))
-    if not good:
-        shown = [
-            line
-            for line in output.splitlines()
-            if line.startswith("E ") or "Error: " in line  # an ExceptionGroup's too
-        ][:4]
-        detail = "\n".join([detail, *(line[:200] for line in shown)])
-    return outcome, good, detail
+            outcome = SECOND_RUN
+    return outcome, good, "\n".join(filter(None, [_detail(output, failed=not good), first]))
 
 
-def check(breakage: Breakage, *, control: bool = False) -> Verdict:
-    """Apply the breakage to a copy (unless a control), run its test there, judge it."""
-    started = time.monotonic()
+def broken_copy(breakage: Breakage, *, apply: bool = True) -> Path:
+    """A throwaway copy of the tree with ``breakage`` applied (unless not ``apply``: a
+    control), for the caller to run with PYTHONPATH set to it and to remove."""
     copy = tree_copy()
     try:
         target = copy / breakage.path
         source = target.read_text()
         assert source.count(breakage.old) == 1, f"{breakage.name}: the line to break moved"
-        if not control:
+        if apply:
             target.write_text(source.replace(breakage.old, breakage.new))
-        env = {**os.environ, "PYTHONPATH": str(copy)}  # the copy's loginetl, children too
         # The build maps migrations/ to loginetl._migrations; the editable install's mapping
         # points at the original tree, so the copy gets the same mapping as a link of its own.
         (copy / "loginetl" / "_migrations").symlink_to(Path("..") / "migrations")
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+def check(breakage: Breakage, *, control: bool = False) -> Verdict:
+    """Apply the breakage to a copy (unless a control), run its test there, judge it."""
+    started = time.monotonic()
+    copy = broken_copy(breakage, apply=not control)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(copy)}  # the copy's loginetl, children too
         imported = (
             "import loginetl, loginetl._migrations as m; print(loginetl.__file__, m.__file__)"
         )
@@ -870,14 +879,14 @@ def main(arguments: list[str]) -> int:
                 f"{verdict.breakage.test}",
                 flush=True,
             )
-            if not verdict.good or verdict.outcome.endswith("(2nd)"):
+            if not verdict.good or verdict.outcome == SECOND_RUN:
                 print("    " + verdict.detail.replace("\n", "\n    "), flush=True)
     good = sum(v.good for v in verdicts)
     wall = time.monotonic() - started
     what = "pass unbroken" if control else "fail as expected"
     # Again at the end, where a CI log's tail shows them: the ones that did not hold, and
     # the ones that held only on their second run.
-    for verdict in (v for v in verdicts if not v.good or v.outcome.endswith("(2nd)")):
+    for verdict in (v for v in verdicts if not v.good or v.outcome == SECOND_RUN):
         print(f"{verdict.breakage.name}: {verdict.outcome} ({verdict.breakage.test})")
         print("    " + verdict.detail.replace("\n", "\n    "), flush=True)
     print(

@@ -314,19 +314,14 @@ def quiet_points(seconds: float) -> list[float]:
 
 def run_broken(name: str, argv: list[str]) -> int:
     """Run the soak on a copy of the tree with breakage ``name``; 0 if the soak caught it."""
-    from tests.faults.breakages import BREAKAGES, tree_copy
+    from tests.faults.breakages import BREAKAGES, broken_copy
 
     breakage = next((b for b in BREAKAGES if b.name == name), None)
     if breakage is None:
         print(f"no breakage {name!r}; one of: {', '.join(b.name for b in BREAKAGES)}")
         return 2
-    copy = tree_copy()
+    copy = broken_copy(breakage)
     try:
-        target = copy / breakage.path
-        source = target.read_text()
-        assert source.count(breakage.old) == 1, f"{name}: the line to break moved"
-        target.write_text(source.replace(breakage.old, breakage.new))
-        (copy / "loginetl" / "_migrations").symlink_to(Path("..") / "migrations")
         print(
             f"breakage {name}: {breakage.change} ({breakage.path}), soak run in {copy}", flush=True
         )
