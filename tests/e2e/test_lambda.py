@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from loginetl import lambda_handler
+from loginetl import config, lambda_handler
 from loginetl.config import Settings
 from loginetl.core.attributes import trust
 from loginetl.errors import LoginetlError
@@ -473,6 +473,10 @@ def test_the_handler_refuses_to_start_without_a_database_setting(
     lambda_env(settings)
     monkeypatch.delenv("LOGINETL_DATABASE_URL")
     monkeypatch.delenv("LOGINETL_DATABASE_URL_FILE", raising=False)
+    # Were the handler to fall back to the CLI's default database, it must meet none: on
+    # this machine that default may be the demo's database, which a handler would then
+    # use (and this test would write to a database it did not create).
+    monkeypatch.setattr(config, "DEFAULT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     sqs.client.send_message(QueueUrl=queues[0], MessageBody="{}")
     records = Mapping(sqs, queues[0]).poll()
     with pytest.raises(LoginetlError) as raised:
