@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from tests.faults.breakages import (
     Breakage,
     failure_text,
     judge,
-    outcome_of,
 )
 from tests.faults.promises import PROMISES, SECTIONS
 
@@ -123,20 +121,3 @@ def test_an_error_in_set_up_or_a_pass_is_no_proof() -> None:
     assert judge(named, 5, "no tests ran in 0.01s", control=False)[1] is False
     assert judge(named, 0, "1 passed in 1.00s", control=True) == ("control passes", True)
     assert judge(named, 1, FAILED, control=True) == ("CONTROL FAILED", False)
-
-
-def test_a_breakage_that_misses_runs_once_more_and_a_second_miss_fails() -> None:
-    named = Breakage(**{**BREAKAGE.__dict__, "expect": 'summary["loaded"] == 39'})
-    passed = (0, "1 passed in 1.00s")
-
-    def runs(*results: tuple[int, str]) -> Callable[[], tuple[int, str]]:
-        left = list(results)
-        return lambda: left.pop(0)
-
-    assert outcome_of(named, runs((1, FAILED)), control=False)[:2] == ("fails as expected", True)
-    outcome, good, detail = outcome_of(named, runs(passed, (1, FAILED)), control=False)
-    assert (outcome, good) == ("fails as expected (2nd)", True)
-    assert "first run: DID NOT FAIL" in detail
-    assert outcome_of(named, runs(passed, passed), control=False)[:2] == ("DID NOT FAIL", False)
-    # An unbroken control runs once: a control that fails is never given a second chance.
-    assert outcome_of(named, runs((1, FAILED)), control=True)[:2] == ("CONTROL FAILED", False)

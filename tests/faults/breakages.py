@@ -16,11 +16,8 @@ which docs/promises.md is generated.
 One line a breakage: "fails as expected" (its test failed, for the named reason), "FAILED
 FOR ANOTHER REASON" (a failure, but not the one named, or an error in set-up: proves
 nothing) or "DID NOT FAIL"; then the total wall time, and again, with their detail, the
-ones that did not hold (the tail of a CI log shows them). A breakage whose test did not
-fail as expected runs once more, since a race its proof provokes may miss one run on a
-loaded machine: "fails as expected (2nd)" counts, and is listed at the end with the first
-run's outcome. Exits 1 unless every breakage fails as expected (with --control: unless
-every test passes).
+ones that did not hold (the tail of a CI log shows them). Exits 1 unless every breakage
+fails as expected (with --control: unless every test passes).
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -778,9 +774,6 @@ def run_test(copy: Path, env: dict[str, str], test: str) -> tuple[int, str]:
     return run.returncode, run.stdout
 
 
-SECOND_RUN = "fails as expected (2nd)"
-
-
 def _detail(output: str, *, failed: bool) -> str:
     """A run's last line and, unless it held, its first failing lines (``E`` lines, and an
     ExceptionGroup's ``Error:`` lines), each cut to 200 characters."""
@@ -790,24 +783,6 @@ def _detail(output: str, *, failed: bool) -> str:
             line[:200] for line in output.splitlines() if line.startswith("E ") or "Error: " in line
         ][:4]
     return "\n".join(lines)
-
-
-def outcome_of(
-    breakage: Breakage, run: Callable[[], tuple[int, str]], *, control: bool
-) -> tuple[str, bool, str]:
-    """Run the test (``run``: its exit code and output) and judge it; a breakage whose test
-    did not fail as expected runs once more, since a race its proof provokes may miss one
-    run on a loaded machine. Returns the outcome, whether it holds, and its detail."""
-    returncode, output = run()
-    outcome, good = judge(breakage, returncode, output, control=control)
-    first = ""
-    if not good and not control:
-        first = f"first run: {outcome}: " + _detail(output, failed=True).replace("\n", " | ")
-        returncode, output = run()
-        outcome, good = judge(breakage, returncode, output, control=control)
-        if good:
-            outcome = SECOND_RUN
-    return outcome, good, "\n".join(filter(None, [_detail(output, failed=not good), first]))
 
 
 def broken_copy(breakage: Breakage, *, apply: bool = True) -> Path:
@@ -847,9 +822,9 @@ def check(breakage: Breakage, *, control: bool = False) -> Verdict:
             check=True,
         ).stdout.split()
         assert all(w.startswith(str(copy)) for w in where), f"not the copy's code: {where}"
-        outcome, good, detail = outcome_of(
-            breakage, lambda: run_test(copy, env, breakage.test), control=control
-        )
+        returncode, output = run_test(copy, env, breakage.test)
+        outcome, good = judge(breakage, returncode, output, control=control)
+        detail = _detail(output, failed=not good)
         return Verdict(breakage, outcome, good, time.monotonic() - started, detail)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
@@ -879,14 +854,13 @@ def main(arguments: list[str]) -> int:
                 f"{verdict.breakage.test}",
                 flush=True,
             )
-            if not verdict.good or verdict.outcome == SECOND_RUN:
+            if not verdict.good:
                 print("    " + verdict.detail.replace("\n", "\n    "), flush=True)
     good = sum(v.good for v in verdicts)
     wall = time.monotonic() - started
     what = "pass unbroken" if control else "fail as expected"
-    # Again at the end, where a CI log's tail shows them: the ones that did not hold, and
-    # the ones that held only on their second run.
-    for verdict in (v for v in verdicts if not v.good or v.outcome == SECOND_RUN):
+    # Again at the end, where a CI log's tail shows them: the ones that did not hold.
+    for verdict in (v for v in verdicts if not v.good):
         print(f"{verdict.breakage.name}: {verdict.outcome} ({verdict.breakage.test})")
         print("    " + verdict.detail.replace("\n", "\n    "), flush=True)
     print(
